@@ -1,0 +1,40 @@
+"""Regenerate the bundled example images (hand-drawn strokes from digitscan.synth, no MNIST pixels).
+
+Run: `.venv/bin/python examples/generate.py` — writes the PNG/JPEG files next to this script.
+"""
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from digitscan.synth import render_digit
+
+HERE = Path(__file__).resolve().parent
+
+
+def shadow(image: Image.Image, strength: float = 0.45) -> Image.Image:
+    """Darken one corner like a phone's shadow falling across the paper."""
+    w, h = image.size
+    ramp = np.linspace(1.0 - strength, 1.0, w)[None, :, None] * np.linspace(0.85, 1.0, h)[:, None, None]
+    return Image.fromarray((np.asarray(image, dtype=np.float32) * ramp).astype(np.uint8))
+
+
+def main() -> None:
+    render_digit(7, seed=7, noise=6).save(HERE / "seven_ink_on_paper.png")
+    render_digit(3, seed=3, ink=(30, 50, 160), paper=(235, 240, 250), rotation_deg=-8).save(HERE / "three_blue_pen.png")
+    render_digit(0, seed=10, ink=(110, 110, 110), thickness=0.05, box_fraction=0.4, offset=(0.15, -0.1)) \
+        .save(HERE / "zero_pencil_off_centre.png")
+    render_digit(5, seed=5, ink=(255, 255, 255), paper=(0, 0, 0), thickness=0.12).save(HERE / "five_canvas.png")
+    strokes = render_digit(2, seed=2, ink=(0, 0, 0), paper=(255, 255, 255)).convert("L")
+    rgba = Image.new("RGBA", strokes.size, (0, 0, 0, 0))
+    rgba.putalpha(Image.eval(strokes, lambda v: 255 - v))  # drawing-app export: black strokes, transparent paper
+    rgba.save(HERE / "two_transparent.png")
+    shadow(render_digit(8, (900, 1200), seed=8, noise=5, blur=1.5)).save(HERE / "eight_photo.jpg", quality=80)
+    render_digit(4, (28, 28), seed=4, box_fraction=0.75, thickness=0.12).save(HERE / "four_28px.png")
+    blank = np.full((240, 200, 3), 240, np.float32) + np.random.default_rng(0).normal(0, 4, (240, 200, 1))
+    Image.fromarray(np.clip(blank, 0, 255).astype(np.uint8)).save(HERE / "blank_paper.png")
+
+
+if __name__ == "__main__":
+    main()

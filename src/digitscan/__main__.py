@@ -1,0 +1,5 @@
+"""Entry point for `python -m digitscan`."""
+
+from digitscan.cli import main
+
+main()

@@ -1,0 +1,140 @@
+"""Self-describing checkpoints: safetensors weights with the model's recipe stored as JSON in the file header.
+
+`save_checkpoint(path, model, meta)` writes atomically; `load_checkpoint(path)` rebuilds and validates the model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, safe_open, save_file
+from torch import nn
+
+from digitscan.models import REGISTRY, build_model
+
+FORMAT = "digitscan-checkpoint"
+FORMAT_VERSION = 1
+META_KEY = "digitscan"  # key of the JSON document in the safetensors header's __metadata__
+MAX_CLASSES = 1000
+
+SHIPPED_NAME = "shipped.safetensors"
+
+
+class CheckpointError(ValueError):
+    """A model file that is not a valid digitscan checkpoint; the message names the file and the problem."""
+
+
+@dataclass
+class Checkpoint:
+    model: nn.Module
+    meta: dict
+    path: Path
+
+    @property
+    def classes(self) -> list[str]:
+        return self.meta["classes"]
+
+
+def shipped_path() -> Path:
+    return Path(str(resources.files("digitscan") / "weights" / SHIPPED_NAME))
+
+
+def shipped_sha256() -> str:
+    """The digest recorded beside the shipped weights when they were built."""
+    digest_file = shipped_path().with_suffix(".sha256")
+    return digest_file.read_text().split()[0]
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def save_checkpoint(path: str | os.PathLike, model: nn.Module, meta: dict) -> Path:
+    """Write weights + metadata to `path` via a temporary file, so a failure leaves no half checkpoint."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"format": FORMAT, "version": FORMAT_VERSION, **meta}
+    tensors = {name: t.detach().cpu().contiguous() for name, t in model.state_dict().items()}
+    tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"  # same folder, so os.replace is atomic
+    try:
+        save_file(tensors, str(tmp), metadata={META_KEY: json.dumps(meta)})
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def read_meta(path: Path) -> dict:
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            header = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: not a safetensors file ({exc})") from None
+    if META_KEY not in header:
+        raise CheckpointError(f"{path}: safetensors file without digitscan metadata")
+    try:
+        meta = json.loads(header[META_KEY])
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{path}: metadata is not valid JSON ({exc})") from None
+    validate_meta(path, meta)
+    return meta
+
+
+def validate_meta(path: Path, meta: dict) -> None:
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: metadata does not describe a {FORMAT}")
+    if meta.get("version") != FORMAT_VERSION:
+        raise CheckpointError(f"{path}: checkpoint format version {meta.get('version')!r} is not {FORMAT_VERSION}")
+    if meta.get("arch") not in REGISTRY:
+        raise CheckpointError(f"{path}: unknown architecture {meta.get('arch')!r}; known: {', '.join(REGISTRY)}")
+    classes = meta.get("classes")
+    if (not isinstance(classes, list) or not 2 <= len(classes) <= MAX_CLASSES
+            or not all(isinstance(c, str) and c for c in classes) or len(set(classes)) != len(classes)):
+        raise CheckpointError(f"{path}: 'classes' must be a list of 2..{MAX_CLASSES} distinct non-empty names")
+    if not isinstance(meta.get("arch_kwargs", {}), dict):
+        raise CheckpointError(f"{path}: 'arch_kwargs' must be an object")
+
+
+def load_checkpoint(path: str | os.PathLike | None = None) -> Checkpoint:
+    """Load a checkpoint (the shipped one by default), verifying metadata, tensor names and shapes.
+
+    Only safetensors is ever read: no pickle, so a hostile model file cannot run code.
+    """
+    shipped = path is None
+    path = shipped_path() if shipped else Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such model file")
+    if shipped and sha256_file(path) != shipped_sha256():
+        raise CheckpointError(f"{path}: shipped weights do not match their recorded sha256; reinstall digitscan")
+    meta = read_meta(path)
+    try:
+        model = build_model(meta["arch"], num_classes=len(meta["classes"]), **meta.get("arch_kwargs", {}))
+    except TypeError as exc:
+        raise CheckpointError(f"{path}: architecture arguments do not fit {meta['arch']!r} ({exc})") from None
+    tensors = load_file(str(path))
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    extra = sorted(set(tensors) - set(expected))
+    if missing or extra:
+        raise CheckpointError(f"{path}: tensors do not match {meta['arch']!r}: missing {missing[:3]}, unexpected {extra[:3]}")
+    for name, tensor in expected.items():
+        if tensors[name].shape != tensor.shape:
+            raise CheckpointError(f"{path}: tensor {name} has shape {tuple(tensors[name].shape)}, "
+                                  f"{meta['arch']!r} needs {tuple(tensor.shape)}")
+        if tensor.is_floating_point() and not torch.isfinite(tensors[name]).all():
+            raise CheckpointError(f"{path}: tensor {name} holds NaN or infinite values")
+    model.load_state_dict(tensors)
+    model.eval()
+    return Checkpoint(model=model, meta=meta, path=path)

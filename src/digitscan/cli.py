@@ -1,0 +1,328 @@
+"""The `digitscan` command line: thin click commands over the library; only this module prints.
+
+Run `digitscan --help` or `digitscan COMMAND --help`. Heavy imports (torch) happen inside commands, so start-up stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+PAPER_RESULTS = {"SVM": 0.9777, "ANN": 0.9770, "CNN": 0.9830}  # the paper's Fig. 15
+
+
+class UserError(click.ClickException):
+    """A problem the user can fix: printed as one line, exit status 1."""
+
+    exit_code = 1
+
+    def show(self, file=None) -> None:
+        click.echo(f"digitscan: error: {self.message}", err=True)
+
+
+class Group(click.Group):
+    """Turns library errors (bad data, model or image files) into one clear line instead of a traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except KeyboardInterrupt:
+            click.echo("digitscan: interrupted", err=True)
+            sys.exit(130)
+        except Exception as exc:
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            if is_user_error(exc):
+                raise UserError(str(exc)) from None
+            raise UserError(f"{type(exc).__name__}: {exc} (rerun with --debug for the traceback)") from None
+
+
+def is_user_error(exc: Exception) -> bool:
+    from digitscan.checkpoint import CheckpointError
+    from digitscan.data import DatasetError
+    from digitscan.preprocess import ImageError
+
+    return isinstance(exc, (DatasetError, CheckpointError, ImageError, ValueError, OSError))
+
+
+def emit(record: dict) -> None:
+    click.echo(json.dumps(record))
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Show full tracebacks on errors.")
+@click.version_option(package_name="digitscan")
+@click.pass_context
+def main(ctx: click.Context, debug: bool) -> None:
+    """Recognize handwritten digits in photos, scans and drawings.
+
+    \b
+    Quick start:
+      digitscan predict photo.jpg          one digit per image (folders are searched)
+      digitscan train --arch paper         reproduce the paper's CNN on MNIST
+      digitscan evaluate                   test accuracy and confusion matrix of the shipped model
+      digitscan compare                    the paper's SVM / ANN / CNN comparison
+
+    MNIST is read from --data DIR or $DIGITSCAN_DATA, else from a per-user cache filled by `digitscan data fetch`.
+    """
+    ctx.obj = {"debug": debug}
+
+
+def expand_paths(paths: tuple[str, ...]) -> list[Path]:
+    """Files as given, folders searched recursively for image files (sorted, so output order is stable)."""
+    files: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            files.extend(sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES))
+        else:
+            files.append(path)  # a missing or unreadable file is reported per file by the decoder
+    return files
+
+
+model_option = click.option("--model", "-m", "model", type=click.Path(dir_okay=False),
+                            help="A checkpoint (.safetensors); default: the shipped model.")
+json_option = click.option("--json", "as_json", is_flag=True, help="One JSON object per line (see INTERFACE.md).")
+data_option = click.option("--data", type=click.Path(file_okay=False),
+                           help="Folder with the MNIST IDX files (default: $DIGITSCAN_DATA, then the cache).")
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True)
+@model_option
+@click.option("--preprocess", "mode", type=click.Choice(["robust", "paper"]), default=None,
+              help="robust (default): find the ink, crop, centre like MNIST; paper: grayscale + resize, as in the paper.")
+@json_option
+def predict(paths: tuple[str, ...], model: str | None, mode: str | None, as_json: bool) -> None:
+    """Recognize one digit per image.
+
+    PATHS are image files (PNG, JPEG, BMP, GIF, TIFF, WebP) or folders, searched recursively.
+    An image that is not a digit (blank, noise, a picture of something else) is reported as such.
+    Files that cannot be read are reported one line each; the others are still processed (exit status 1).
+
+    \b
+    Example:
+      digitscan predict examples/
+      digitscan predict --json scan.png | jq .digit
+    """
+    from digitscan.preprocess import ImageError
+    from digitscan.recognize import Recognizer
+
+    recognizer = Recognizer.load(model, preprocess=mode)
+    failures = 0
+    for path in expand_paths(paths):
+        try:
+            result = recognizer.predict(path)
+        except ImageError as exc:
+            failures += 1
+            if as_json:
+                emit({"path": str(path), "error": str(exc)})
+            click.echo(f"digitscan: {path}: {exc}", err=True)
+            continue
+        if as_json:
+            emit({"path": str(path), **result.to_dict()})
+        elif result.is_digit:
+            click.echo(f"{path}: The Number is {result.label} (confidence {result.confidence:.3f})")
+        else:
+            click.echo(f"{path}: not a digit (confidence {result.confidence:.3f})")
+    if failures:
+        sys.exit(1)
+
+
+@main.command()
+@click.option("--arch", default="paper", show_default=True,
+              help="Architecture: paper, easy, mlp, dsnet, or 'shipped' (the shipped model's recipe).")
+@click.option("--epochs", type=int, help="Epochs (default: the architecture's recipe; paper: 5).")
+@click.option("--batch-size", type=int, help="Batch size (paper: 32).")
+@click.option("--lr", type=float, help="Peak learning rate (paper: Adam 1e-3).")
+@click.option("--val-split", type=float, help="Fraction of the 60,000 training images held out for validation (paper: 0.3).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for the split, initialization and shuffling.")
+@click.option("--threads", type=int, help="CPU threads for PyTorch (default: PyTorch's choice).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@data_option
+@click.option("--out", type=click.Path(dir_okay=False), help="Checkpoint path (default: runs/ARCH.safetensors).")
+@json_option
+@click.option("--eval-test", is_flag=True,
+              help="Also report MNIST test accuracy after each epoch (for benchmarks; never used to pick the checkpoint).")
+@click.option("--limit", type=int, help="Train on only the first N images of the training split (quick trials).")
+@click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
+def train(arch, epochs, batch_size, lr, val_split, seed, threads, device, data, out, as_json, eval_test, limit,
+          no_progress):
+    """Train a model on MNIST and save a self-describing checkpoint.
+
+    Each architecture brings its own recipe (epochs, batch size, optimizer, schedule, augmentation);
+    flags override single settings. The checkpoint (safetensors + metadata) keeps the epoch with the best
+    validation accuracy; a training-curves PNG is written beside it.
+
+    \b
+    Examples:
+      digitscan train --arch paper                 the paper: Adam, 5 epochs, batch 32, validation split 0.3
+      digitscan train --arch shipped --json        rerun the recipe of the shipped weights
+    """
+    from digitscan.plots import save_training_curves
+    from digitscan.train import make_config, train as run_training
+
+    config = make_config(arch, epochs=epochs, batch_size=batch_size, lr=lr, val_split=val_split, seed=seed,
+                         threads=threads, device=device, eval_test=eval_test, data=data, limit=limit)
+    out_path = Path(out or f"runs/{config.arch}.safetensors")
+
+    def report(record: dict) -> None:
+        if as_json:
+            emit(record)
+            return
+        val = f"val_loss {record['val_loss']:.4f}  val_accuracy {record['val_accuracy']:.4f}  " \
+            if record["val_loss"] is not None else ""
+        test = f"test_accuracy {record['test_accuracy']:.4f}  " if "test_accuracy" in record else ""
+        click.echo(f"epoch {record['epoch']:>2}/{config.epochs}  loss {record['train_loss']:.4f}  "
+                   f"accuracy {record['train_accuracy']:.4f}  {val}{test}{record['elapsed_s']:.1f}s")
+
+    result = run_training(config, out_path, progress=not no_progress, on_epoch=report)
+    curves = save_training_curves(result.history, out_path.with_suffix(".curves.png"),
+                                  title=f"{config.arch}: training curves")
+    if not as_json:
+        click.echo(f"saved {result.checkpoint} (epoch {result.best_epoch} by validation accuracy) and {curves}")
+
+
+@main.command()
+@model_option
+@data_option
+@json_option
+@click.option("--out", type=click.Path(file_okay=False), default="out/evaluate", show_default=True,
+              help="Folder for the confusion-matrix and misclassified-images PNGs.")
+def evaluate(model: str | None, data: str | None, as_json: bool, out: str) -> None:
+    """Test a model on the 10,000 MNIST test images.
+
+    Prints loss, accuracy, per-class precision/recall/F1 and the confusion matrix, and writes
+    confusion_matrix.png and misclassified.png into --out.
+    """
+    from digitscan.checkpoint import load_checkpoint
+    from digitscan.data import load_mnist
+    from digitscan.evaluate import infer, metrics, misclassified
+    from digitscan.plots import save_confusion_matrix, save_misclassified_grid
+
+    checkpoint = load_checkpoint(model)
+    images, labels = load_mnist("test", data)
+    logits = infer(checkpoint.model, images)
+    result = metrics(logits, labels)
+    wrong = misclassified(logits, labels)
+    out_dir = Path(out)
+    save_confusion_matrix(result["confusion_matrix"], out_dir / "confusion_matrix.png", classes=checkpoint.classes,
+                          title=f"Confusion matrix — {checkpoint.meta['arch']} on MNIST test")
+    save_misclassified_grid(images[wrong["index"]], wrong["true"], wrong["pred"], out_dir / "misclassified.png",
+                            confidences=wrong["confidence"], classes=checkpoint.classes)
+    if as_json:
+        emit(result)
+        return
+    click.echo(f"model     {checkpoint.path} ({checkpoint.meta['arch']})")
+    click.echo(f"test      n={result['n']}  loss {result['loss']:.4f}  accuracy {result['accuracy']:.4f} "
+               f"({result['n'] - len(wrong['index'])}/{result['n']} correct)")
+    click.echo("class  precision  recall     f1  support")
+    for row in result["per_class"]:
+        click.echo(f"{checkpoint.classes[row['class']]:>5}  {row['precision']:9.4f}  {row['recall']:6.4f}  "
+                   f"{row['f1']:5.4f}  {row['support']:7d}")
+    click.echo("confusion matrix (rows = true, columns = predicted):")
+    for row in result["confusion_matrix"]:
+        click.echo(" ".join(f"{v:5d}" for v in row))
+    click.echo(f"plots     {out_dir / 'confusion_matrix.png'}, {out_dir / 'misclassified.png'}")
+
+
+@main.command()
+@click.option("--arch", default="paper", show_default=True, help="Architecture name, or 'shipped'.")
+def summary(arch: str) -> None:
+    """Print an architecture's layers with output shapes and parameter counts (like Keras's model.summary())."""
+    from digitscan.models import build_model, count_parameters, layer_table, resolve_arch
+
+    model = build_model(arch)
+    rows = layer_table(model)
+    click.echo(f"Model: {resolve_arch(arch)}")
+    click.echo(f"{'Layer (type)':<28}{'Output Shape':<18}{'Param #':>10}")
+    click.echo("=" * 56)
+    for row in rows:
+        shape = "×".join(str(s) for s in row["output_shape"])
+        click.echo(f"{row['name'] + ' (' + row['type'] + ')':<28}{shape:<18}{row['params']:>10,}")
+    click.echo("=" * 56)
+    total = count_parameters(model)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    click.echo(f"Total params: {total:,}\nTrainable params: {trainable:,}\nNon-trainable params: {total - trainable:,}")
+
+
+@main.command()
+@data_option
+@click.option("--seed", type=int, default=0, show_default=True)
+@json_option
+@click.option("--out", type=click.Path(file_okay=False), default="out/compare", show_default=True,
+              help="Folder for the comparison bar chart.")
+@click.option("--limit", type=int, help="Train on only N images per model (a quick trial; not comparable to the paper).")
+def compare(data: str | None, seed: int, as_json: bool, out: str, limit: int | None) -> None:
+    """Train and test SVM, ANN and CNN on the same split (the paper's Fig. 15).
+
+    All three train on the same 42,000 images (validation split 0.3) and are tested on the 10,000 MNIST test
+    images. SVM: RBF kernel on 50 PCA components; ANN: MLP 784-512-256-10; CNN: the paper's model, 5 epochs.
+    Takes a few minutes on 2 CPU cores.
+    """
+    from digitscan.compare import compare as run_compare
+    from digitscan.plots import save_comparison_bars
+
+    def progress(message: str) -> None:
+        if not as_json:
+            click.echo(message, err=True)
+
+    results = run_compare(data=data, seed=seed, log=progress, progress=not as_json, limit=limit)
+    chart = save_comparison_bars(results, Path(out) / "comparison.png", reference=PAPER_RESULTS)
+    if as_json:
+        emit({"results": results})
+        return
+    click.echo(f"{'model':<6}{'accuracy':>10}{'paper':>9}{'train s':>10}")
+    for row in results:
+        click.echo(f"{row['model']:<6}{row['accuracy']:>10.4f}{PAPER_RESULTS[row['model']]:>9.4f}"
+                   f"{row['train_seconds']:>10.1f}")
+    click.echo(f"chart {chart}")
+
+
+@main.group()
+def data() -> None:
+    """Inspect or download the MNIST dataset."""
+
+
+@data.command("info")
+@data_option
+@click.option("--out", type=click.Path(file_okay=False), default="out/data", show_default=True,
+              help="Folder for samples.png (a grid per class) and class_distribution.png.")
+@json_option
+def data_info(data: str | None, out: str, as_json: bool) -> None:
+    """Shapes, pixel statistics and per-class counts of both splits, plus sample and distribution plots."""
+    from digitscan.data import dataset_info, load_mnist
+    from digitscan.plots import save_class_distribution, save_sample_grid
+
+    info = dataset_info(data)
+    images, labels = load_mnist("train", data)
+    out_dir = Path(out)
+    samples = save_sample_grid(images, labels, out_dir / "samples.png", title="MNIST training images per class")
+    counts = {split: info[split]["class_counts"] for split in ("train", "test")}
+    distribution = save_class_distribution(counts, out_dir / "class_distribution.png")
+    if as_json:
+        emit({**info, "plots": [str(samples), str(distribution)]})
+        return
+    for split in ("train", "test"):
+        s, px = info[split], info[split]["pixels"]
+        click.echo(f"{split}: {s['n']} images, shape {tuple(s['shape'])}, dtype {s['dtype']}, pixels min {px['min']} "
+                   f"max {px['max']} mean {px['mean']:.2f} std {px['std']:.2f} "
+                   f"(scaled to [0, 1]: mean {px['scaled_mean']:.4f} std {px['scaled_std']:.4f})")
+        click.echo("  per class: " + "  ".join(f"{c}:{n}" for c, n in enumerate(s["class_counts"])))
+    click.echo(f"plots: {samples}, {distribution}")
+
+
+@data.command("fetch")
+@click.option("--cache", type=click.Path(file_okay=False), help="Folder to download into (default: the per-user cache).")
+def data_fetch(cache: str | None) -> None:
+    """Download MNIST from the known mirrors ($DIGITSCAN_MIRRORS to override) and verify every file's sha256."""
+    from digitscan.data import fetch_mnist
+
+    folder = fetch_mnist(Path(cache) if cache else None)
+    click.echo(f"MNIST verified in {folder}")

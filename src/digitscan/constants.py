@@ -1,0 +1,37 @@
+"""Named constants shared by every module: image geometry, classes and the MNIST files.
+
+Import from here instead of writing 28, 20 or a digest twice.
+"""
+
+IMAGE_SIZE = 28  # model input is IMAGE_SIZE x IMAGE_SIZE, ink = 1.0, background = 0.0
+DIGIT_BOX = 20  # MNIST convention: the digit is fitted into 20x20 and centred by mass in 28x28
+NUM_CLASSES = 10
+DIGIT_CLASSES = [str(d) for d in range(NUM_CLASSES)]
+
+# File stems of the four MNIST IDX files; each may be stored raw or as "<stem>.gz".
+MNIST_FILES = {
+    ("train", "images"): "train-images-idx3-ubyte",
+    ("train", "labels"): "train-labels-idx1-ubyte",
+    ("test", "images"): "t10k-images-idx3-ubyte",
+    ("test", "labels"): "t10k-labels-idx1-ubyte",
+}
+
+# sha256 of the *decompressed* bytes (shared/data/README.md), with the exact decompressed sizes.
+MNIST_SHA256 = {
+    "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+    "train-labels-idx1-ubyte": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+    "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+    "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+}
+MNIST_SIZES = {
+    "train-images-idx3-ubyte": 47_040_016,
+    "train-labels-idx1-ubyte": 60_008,
+    "t10k-images-idx3-ubyte": 7_840_016,
+    "t10k-labels-idx1-ubyte": 10_008,
+}
+
+# Public mirrors serving the gzipped files; override with DIGITSCAN_MIRRORS (comma-separated base URLs).
+MNIST_MIRRORS = [
+    "https://ossci-datasets.s3.amazonaws.com/mnist/",
+    "https://storage.googleapis.com/cvdf-datasets/mnist/",
+]

@@ -1,0 +1,71 @@
+"""Evaluation in two steps: `infer` turns images into logits, `metrics` turns logits and labels into numbers.
+
+`evaluate(model, images, labels)` does both and returns the INTERFACE.md evaluate dict; nothing here prints.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+from torch import nn
+
+INFER_BATCH = 1024
+
+
+def to_input(images: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """(N, 28, 28) uint8 in 0..255 or float in [0, 1] -> (N, 1, 28, 28) float32 in [0, 1], channels-last."""
+    x = torch.as_tensor(images)
+    x = x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
+    if x.dim() == 3:
+        x = x.unsqueeze(1)
+    return x.contiguous(memory_format=torch.channels_last)
+
+
+@torch.inference_mode()
+def infer(model: nn.Module, images: np.ndarray | torch.Tensor, batch_size: int = INFER_BATCH) -> torch.Tensor:
+    """Logits (N, classes) for a stack of 28x28 images, in evaluation mode."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    outputs = [model(to_input(images[i:i + batch_size]).to(device)).float().cpu()
+               for i in range(0, len(images), batch_size)]
+    model.train(was_training)
+    return torch.cat(outputs) if outputs else torch.empty(0, 0)
+
+
+def metrics(logits: torch.Tensor, labels: np.ndarray | torch.Tensor, num_classes: int | None = None) -> dict:
+    """Loss, accuracy, per-class precision/recall/F1 and the confusion matrix (rows = true class)."""
+    labels = torch.as_tensor(labels).long()
+    num_classes = num_classes or logits.shape[1]
+    pred = logits.argmax(1)
+    y, p = labels.numpy(), pred.numpy()
+    classes = list(range(num_classes))
+    precision, recall, f1, support = precision_recall_fscore_support(y, p, labels=classes, zero_division=0)
+    return {
+        "n": int(len(y)),
+        "loss": float(F.cross_entropy(logits, labels)),
+        "accuracy": float((pred == labels).float().mean()),
+        "per_class": [
+            {"class": c, "precision": float(precision[c]), "recall": float(recall[c]),
+             "f1": float(f1[c]), "support": int(support[c])}
+            for c in classes
+        ],
+        "confusion_matrix": confusion_matrix(y, p, labels=classes).tolist(),
+    }
+
+
+def evaluate(model: nn.Module, images: np.ndarray, labels: np.ndarray) -> dict:
+    return metrics(infer(model, images), labels)
+
+
+def misclassified(logits: torch.Tensor, labels: np.ndarray) -> dict[str, np.ndarray]:
+    """Indices, true and predicted labels and confidences of the wrong predictions, most confident first."""
+    probs = logits.softmax(1)
+    confidence, pred = probs.max(1)
+    labels = torch.as_tensor(labels).long()
+    wrong = (pred != labels).nonzero().flatten()
+    order = wrong[confidence[wrong].argsort(descending=True)]
+    return {"index": order.numpy(), "true": labels[order].numpy(), "pred": pred[order].numpy(),
+            "confidence": confidence[order].numpy()}

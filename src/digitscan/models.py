@@ -1,0 +1,189 @@
+"""Model registry: every architecture is a plain nn.Module built by name, with its own training recipe.
+
+Use `build_model("paper")`, `recipe_for("paper")`, `layer_table(model)`; `SHIPPED_ARCH` names the shipped model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from digitscan.constants import IMAGE_SIZE, NUM_CLASSES
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """An architecture's default training recipe; CLI flags override single fields."""
+
+    epochs: int = 5
+    batch_size: int = 32
+    lr: float = 1e-3
+    val_split: float = 0.3
+    optimizer: str = "adam"  # "adam" | "adamw" | "sgd"
+    weight_decay: float = 0.0
+    schedule: str = "constant"  # "constant" | "onecycle"
+    label_smoothing: float = 0.0
+    augment: str = "none"  # "none" | "handwriting" (see augment.py)
+
+
+@dataclass(frozen=True)
+class Architecture:
+    build: Callable[..., nn.Module]
+    recipe: Recipe
+    description: str
+    kwargs: dict = field(default_factory=dict)
+
+
+REGISTRY: dict[str, Architecture] = {}
+
+
+def register(name: str, recipe: Recipe, description: str) -> Callable:
+    def wrap(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        REGISTRY[name] = Architecture(fn, recipe, description)
+        return fn
+
+    return wrap
+
+
+@register(
+    "paper",
+    Recipe(),  # the paper: Adam 1e-3, batch 32, 5 epochs, validation split 0.3
+    "The paper's Fig. 10 CNN: three valid 3x3 convs of 64 with max pooling, dense 64-32-10 (81,066 parameters).",
+)
+def paper_cnn(num_classes: int = NUM_CLASSES) -> nn.Module:
+    # Keras Conv2D has its ReLU built in; here each conv is followed by an explicit ReLU module.
+    return nn.Sequential(
+        nn.Conv2d(1, 64, 3), nn.ReLU(), nn.MaxPool2d(2),  # (B, 64, 26, 26) -> (B, 64, 13, 13)
+        nn.Conv2d(64, 64, 3), nn.ReLU(), nn.MaxPool2d(2),  # (B, 64, 11, 11) -> (B, 64, 5, 5)
+        nn.Conv2d(64, 64, 3), nn.ReLU(), nn.MaxPool2d(2),  # (B, 64, 3, 3) -> (B, 64, 1, 1)
+        nn.Flatten(),  # (B, 64)
+        nn.Linear(64, 64), nn.ReLU(),
+        nn.Linear(64, 32), nn.ReLU(),
+        nn.Linear(32, num_classes),  # logits; the paper's softmax lives in the loss and in predict
+    )
+
+
+@register(
+    "easy",
+    Recipe(),
+    "The paper's Sec. V.B 'Easy CNN': conv 32 5x5, max pool, dropout 0.2, dense 128, dense 10.",
+)
+def easy_cnn(num_classes: int = NUM_CLASSES) -> nn.Module:
+    return nn.Sequential(
+        nn.Conv2d(1, 32, 5), nn.ReLU(), nn.MaxPool2d(2),  # (B, 32, 24, 24) -> (B, 32, 12, 12)
+        nn.Dropout(0.2),
+        nn.Flatten(),  # (B, 4608)
+        nn.Linear(32 * 12 * 12, 128), nn.ReLU(),
+        nn.Linear(128, num_classes),
+    )
+
+
+@register(
+    "mlp",
+    Recipe(batch_size=128),
+    "The comparison's ANN: a multi-layer perceptron 784-512-256-10 with dropout.",
+)
+def mlp(num_classes: int = NUM_CLASSES, hidden: tuple[int, int] = (512, 256)) -> nn.Module:
+    return nn.Sequential(
+        nn.Flatten(),  # (B, 784)
+        nn.Linear(IMAGE_SIZE * IMAGE_SIZE, hidden[0]), nn.ReLU(), nn.Dropout(0.2),
+        nn.Linear(hidden[0], hidden[1]), nn.ReLU(), nn.Dropout(0.2),
+        nn.Linear(hidden[1], num_classes),
+    )
+
+
+def conv_bn(c_in: int, c_out: int, kernel: int = 3) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, kernel, padding=kernel // 2, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(inplace=True),
+    )
+
+
+@register(
+    "dsnet",
+    Recipe(
+        epochs=8,
+        batch_size=128,
+        lr=4e-3,
+        val_split=0.1,
+        optimizer="adamw",
+        weight_decay=5e-4,
+        schedule="onecycle",
+        label_smoothing=0.1,
+        augment="handwriting",
+    ),
+    "digitscan's net: a small VGG-style CNN with batch norm (conv-bn-relu pairs at 28, 14 and 7 px), "
+    "global max pooling, trained with handwriting augmentation and a one-cycle schedule.",
+)
+def dsnet(num_classes: int = NUM_CLASSES, widths: tuple[int, int, int] = (32, 64, 96)) -> nn.Module:
+    w1, w2, w3 = widths
+    return nn.Sequential(
+        conv_bn(1, w1), nn.MaxPool2d(2),  # (B, w1, 14, 14)
+        conv_bn(w1, w2), conv_bn(w2, w2), nn.MaxPool2d(2),  # (B, w2, 7, 7)
+        conv_bn(w2, w3), conv_bn(w3, w3),  # (B, w3, 7, 7)
+        nn.AdaptiveMaxPool2d(1), nn.Flatten(),  # (B, w3)
+        nn.Linear(w3, num_classes),
+    )
+
+
+SHIPPED_ARCH = "dsnet"
+
+
+def resolve_arch(name: str) -> str:
+    """'shipped' is an alias for the shipped model's architecture."""
+    name = SHIPPED_ARCH if name == "shipped" else name
+    if name not in REGISTRY:
+        raise ValueError(f"unknown architecture {name!r}; choose from: shipped, {', '.join(REGISTRY)}")
+    return name
+
+
+def build_model(name: str, **kwargs) -> nn.Module:
+    return REGISTRY[resolve_arch(name)].build(**kwargs)
+
+
+def recipe_for(name: str) -> Recipe:
+    return REGISTRY[resolve_arch(name)].recipe
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+# Layers that only apply an activation or regularization: Keras folds them into the layer before.
+_FOLDED = (nn.ReLU, nn.BatchNorm2d)
+
+
+def layer_table(model: nn.Module) -> list[dict]:
+    """One row per leaf layer (ReLU/BN folded into the preceding layer, as Keras's summary shows it).
+
+    Output shapes are given channels-last like the paper's Keras summary (26x26x64).
+    """
+    rows: list[dict] = []
+    hooks = []
+
+    def record(module: nn.Module, _inputs, output: torch.Tensor) -> None:
+        shape = tuple(output.shape[1:])
+        if len(shape) == 3:  # (C, H, W) -> H x W x C
+            shape = (shape[1], shape[2], shape[0])
+        params = sum(p.numel() for p in module.parameters(recurse=False))
+        if isinstance(module, _FOLDED) and rows:
+            rows[-1]["params"] += params
+            return
+        rows.append({"name": f"{type(module).__name__.lower()}_{len(rows)}", "type": type(module).__name__,
+                     "output_shape": shape, "params": params})
+
+    for module in model.modules():
+        if not list(module.children()):
+            hooks.append(module.register_forward_hook(record))
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        model(torch.zeros(1, 1, IMAGE_SIZE, IMAGE_SIZE))
+    model.train(was_training)
+    for hook in hooks:
+        hook.remove()
+    return rows

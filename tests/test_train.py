@@ -1,0 +1,49 @@
+"""Training: recipes resolve, a short run on real MNIST learns, checkpoints describe themselves, seeds reproduce."""
+
+import json
+
+import torch
+from click.testing import CliRunner
+
+from digitscan.checkpoint import load_checkpoint
+from digitscan.cli import main
+from digitscan.train import make_config, train
+
+
+def test_flags_override_the_recipe():
+    config = make_config("paper", epochs=2, lr=None, limit=100)
+    assert (config.arch, config.epochs, config.lr, config.batch_size, config.limit) == ("paper", 2, 1e-3, 32, 100)
+    assert make_config("shipped").arch != "shipped"
+
+
+def test_short_run_learns_and_is_reproducible(mnist_dir, tmp_path):
+    config = make_config("easy", epochs=2, limit=2000, seed=3, data=str(mnist_dir))
+    records = []
+    first = train(config, tmp_path / "a.safetensors", progress=False, on_epoch=records.append)
+    second = train(config, None, progress=False)
+    assert [r["epoch"] for r in records] == [1, 2]
+    assert records[-1]["val_accuracy"] > 0.8  # 2,000 images, 2 epochs: well above chance (0.1)
+    for name, tensor in first.model.state_dict().items():
+        assert torch.equal(tensor, second.model.state_dict()[name]), name
+    meta = load_checkpoint(first.checkpoint).meta
+    assert meta["train_config"]["seed"] == 3 and meta["train_config"]["epochs"] == 2
+    assert meta["data"]["sha256"]["t10k-images-idx3-ubyte"].startswith("0fa7898d")
+    assert meta["metrics"]["epoch"] == first.best_epoch
+
+
+def test_train_command_prints_json_lines_and_writes_curves(mnist_dir, tmp_path):
+    out = tmp_path / "m.safetensors"
+    result = CliRunner().invoke(main, ["train", "--arch", "easy", "--epochs", "1", "--data", str(mnist_dir),
+                                       "--out", str(out), "--json", "--eval-test", "--no-progress", "--limit", "500"])
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(lines) == 1
+    assert set(lines[0]) == {"epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "elapsed_s",
+                             "test_accuracy"}
+    assert out.exists() and out.with_suffix(".curves.png").exists()
+
+
+def test_train_with_missing_data_folder_is_one_line(tmp_path):
+    result = CliRunner().invoke(main, ["train", "--data", str(tmp_path / "nowhere"), "--epochs", "1"])
+    assert result.exit_code == 1
+    assert "Traceback" not in result.output and len(result.stderr.strip().splitlines()) == 1
