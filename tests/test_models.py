@@ -5,7 +5,9 @@ import torch
 from click.testing import CliRunner
 
 from digitscan.cli import main
-from digitscan.models import REGISTRY, SHIPPED_ARCH, build_model, count_parameters, layer_table, recipe_for
+from digitscan.models import (
+    REGISTRY, SHIPPED_ARCH, build_model, count_parameters, fuse_for_inference, layer_table, recipe_for,
+)
 
 PAPER_SHAPES = [(26, 26, 64), (13, 13, 64), (11, 11, 64), (5, 5, 64), (3, 3, 64), (1, 1, 64), (64,), (64,), (32,), (10,)]
 PAPER_PARAMS = [640, 0, 36_928, 0, 36_928, 0, 0, 4_160, 2_080, 330]
@@ -53,3 +55,19 @@ def test_summary_rejects_unknown_arch():
     result = CliRunner().invoke(main, ["summary", "--arch", "resnet9000"])
     assert result.exit_code == 1
     assert "unknown architecture" in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_fusing_batchnorm_keeps_the_function(name):
+    torch.manual_seed(0)
+    model = build_model(name)
+    model.train()
+    for _ in range(3):  # move the BN running statistics away from their initial values
+        model(torch.rand(16, 1, 28, 28) * 2)
+    model.eval()
+    x = torch.rand(8, 1, 28, 28)
+    with torch.no_grad():
+        expected = model(x)
+        fused = fuse_for_inference(model)
+        assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
+        torch.testing.assert_close(fused(x), expected, atol=1e-4, rtol=1e-4)

@@ -27,6 +27,7 @@ class Recipe:
     schedule: str = "constant"  # "constant" | "onecycle"
     label_smoothing: float = 0.0
     augment: str = "none"  # "none" | "handwriting" (see augment.py)
+    precision: str = "fp32"  # "fp32" | "bf16" (autocast; used only where the CPU or GPU has native bfloat16)
 
 
 @dataclass(frozen=True)
@@ -83,7 +84,7 @@ def easy_cnn(num_classes: int = NUM_CLASSES) -> nn.Module:
 
 @register(
     "mlp",
-    Recipe(batch_size=128),
+    Recipe(epochs=15, batch_size=128),  # 5 epochs stop at ~97.6 %, just under the paper's ANN; 15 reach ~98.0 %
     "The comparison's ANN: a multi-layer perceptron 784-512-256-10 with dropout.",
 )
 def mlp(num_classes: int = NUM_CLASSES, hidden: tuple[int, int] = (512, 256)) -> nn.Module:
@@ -147,6 +148,23 @@ def build_model(name: str, **kwargs) -> nn.Module:
 
 def recipe_for(name: str) -> Recipe:
     return REGISTRY[resolve_arch(name)].recipe
+
+
+def fuse_for_inference(model: nn.Module) -> nn.Module:
+    """Fold every BatchNorm2d into the Conv2d before it (eval mode), in place; returns the model, channels-last.
+
+    The folded conv computes the same function with one op instead of two, which is what inference wants.
+    """
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    model.eval()
+    for parent in model.modules():
+        children = list(parent.named_children())
+        for (name_a, a), (name_b, b) in zip(children, children[1:]):
+            if isinstance(a, nn.Conv2d) and isinstance(b, nn.BatchNorm2d):
+                setattr(parent, name_a, fuse_conv_bn_eval(a, b))
+                setattr(parent, name_b, nn.Identity())
+    return model.to(memory_format=torch.channels_last)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -14,6 +14,7 @@ import torch
 
 from digitscan.checkpoint import Checkpoint, load_checkpoint
 from digitscan.evaluate import infer
+from digitscan.models import fuse_for_inference
 from digitscan.preprocess import preprocess
 
 
@@ -37,7 +38,7 @@ class Recognizer:
 
     def __init__(self, checkpoint: Checkpoint, preprocess_mode: str | None = None):
         self.checkpoint = checkpoint
-        self.model = checkpoint.model.eval()
+        self.model = fuse_for_inference(checkpoint.model)
         meta = checkpoint.meta
         self.classes: list[str] = meta["classes"]
         self.preprocess_mode = preprocess_mode or meta.get("preprocess", "robust")

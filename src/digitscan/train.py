@@ -41,6 +41,7 @@ class TrainConfig:
     schedule: str
     label_smoothing: float
     augment: str
+    precision: str
     seed: int = 0
     threads: int | None = None
     device: str = "auto"
@@ -94,6 +95,17 @@ def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, steps_
     raise ValueError(f"unknown schedule {config.schedule!r}")
 
 
+def use_bf16(precision: str, device: torch.device) -> bool:
+    """bf16 autocast only where the hardware computes in bfloat16 natively; elsewhere it would be slower."""
+    if precision == "fp32":
+        return False
+    if precision != "bf16":
+        raise ValueError(f"unknown precision {precision!r}; use fp32 or bf16")
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
 def train_one_epoch(model, x_train, y_train, optimizer, scheduler, config, generator, device, progress, epoch):
     """One pass over the training split in shuffled batches; returns (mean loss, accuracy) on what it saw."""
     model.train()
@@ -107,8 +119,9 @@ def train_one_epoch(model, x_train, y_train, optimizer, scheduler, config, gener
         if config.augment == "handwriting":
             xb = augment_batch(xb, generator).contiguous(memory_format=torch.channels_last)
         xb, yb = xb.to(device), y_train[idx].to(device)
-        logits = model(xb)
-        loss = F.cross_entropy(logits, yb, label_smoothing=config.label_smoothing)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16(config.precision, device)):
+            logits = model(xb)
+            loss = F.cross_entropy(logits, yb, label_smoothing=config.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

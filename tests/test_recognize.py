@@ -1,0 +1,59 @@
+"""The Python API: Recognizer.load().predict(...) on paths, bytes, PIL images and arrays; blanks are not digits."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from digitscan import Recognizer
+from digitscan.preprocess import UnreadableImageError
+from digitscan.synth import render_digit
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+@pytest.fixture(scope="module")
+def recognizer():
+    return Recognizer.load()
+
+
+def test_every_kind_of_source_gives_the_same_answer(recognizer):
+    path = EXAMPLES / "three_blue_pen.png"
+    image = Image.open(path)
+    results = [recognizer.predict(source) for source in (path, str(path), path.read_bytes(), image, np.asarray(image))]
+    assert {r.digit for r in results} == {3}
+    assert all(r.is_digit and 0.5 < r.confidence <= 1 for r in results)
+
+
+@pytest.mark.parametrize("digit", range(10))
+def test_synthetic_pen_digits(recognizer, digit):
+    image = render_digit(digit, seed=100 + digit, rotation_deg=5, noise=3)
+    assert recognizer.predict(image).digit == digit
+
+
+@pytest.mark.parametrize("blank", [
+    np.zeros((28, 28), np.uint8),
+    np.full((300, 200), 255, np.uint8),
+    np.full((64, 64, 3), (200, 30, 30), np.uint8),
+])
+def test_blank_images_are_never_digits(recognizer, blank):
+    result = recognizer.predict(blank)
+    assert result.digit is None and result.is_digit is False
+    assert result.to_dict()["digit"] is None and len(result.probabilities) == 10
+
+
+def test_mnist_arrays_pass_through(recognizer, mnist_test):
+    images, labels = mnist_test
+    predictions = [recognizer.predict(images[i]).digit for i in range(50)]
+    assert np.mean(np.array(predictions) == labels[:50]) >= 0.98
+
+
+def test_bad_input_raises_image_error(recognizer):
+    with pytest.raises(UnreadableImageError):
+        recognizer.predict(b"")
+
+
+def test_to_dict_has_the_interface_fields(recognizer):
+    data = recognizer.predict(EXAMPLES / "five_canvas.png").to_dict()
+    assert set(data) == {"digit", "confidence", "is_digit", "probabilities"}
