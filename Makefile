@@ -16,7 +16,8 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/digitscan predict examples/
+	$(BIN)/digitscan predict examples/*.png examples/*.jpg
+	$(BIN)/digitscan read examples/numbers/
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -1,6 +1,7 @@
 """Regenerate the bundled example images (hand-drawn strokes from digitscan.synth, no MNIST pixels).
 
-Run: `.venv/bin/python examples/generate.py` — writes the PNG/JPEG files next to this script.
+Run: `.venv/bin/python examples/generate.py` — writes the PNG/JPEG files next to this script, and whole numbers
+(for `digitscan read`) into numbers/.
 """
 
 from pathlib import Path
@@ -8,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from digitscan.synth import render_digit
+from digitscan.synth import render_digit, render_number, stroke_digit
 
 HERE = Path(__file__).resolve().parent
 
@@ -36,5 +37,24 @@ def main() -> None:
     Image.fromarray(np.clip(blank, 0, 255).astype(np.uint8)).save(HERE / "blank_paper.png")
 
 
+def numbers() -> None:
+    """Whole handwritten numbers for `digitscan read`: a ZIP code, an amount on a ruled line, an ID in blue pen."""
+    folder = HERE / "numbers"
+    folder.mkdir(exist_ok=True)
+
+    def digits(text: str, seed: int) -> list[np.ndarray]:
+        return [stroke_digit(int(ch), seed=seed + i, thickness=0.11) for i, ch in enumerate(text)]
+
+    image, _ = render_number(digits("90210", 90), seed=1, digit_height=56, spacing=(0.1, 0.45), baseline_drift=0.15)
+    image.save(folder / "zip_90210.png")
+    image, _ = render_number(digits("1250", 12), seed=2, digit_height=48, spacing=(-0.02, 0.2), underline=True,
+                             specks=12, noise=4)
+    image.save(folder / "amount_1250_underlined.png")
+    image, _ = render_number(digits("4711", 47), seed=3, digit_height=40, spacing=(0.05, 0.3), scale_jitter=0.1,
+                             ink=(30, 50, 160), paper=(235, 240, 250), noise=5)
+    image.save(folder / "id_4711_blue_pen.jpg", quality=85)
+
+
 if __name__ == "__main__":
     main()
+    numbers()

@@ -7,7 +7,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from digitscan.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, shipped_path, shipped_sha256, sha256_file
+from digitscan.checkpoint import (
+    CheckpointError, load_checkpoint, recorded_sha256, save_checkpoint, sha256_file, shipped_ensemble_paths, shipped_path,
+)
 from digitscan.constants import DIGIT_CLASSES
 from digitscan.models import build_model
 
@@ -88,13 +90,13 @@ def test_missing_model_file(tmp_path):
         load_checkpoint(tmp_path / "absent.safetensors")
 
 
-def test_shipped_weights_are_verified(tmp_path, monkeypatch):
-    assert sha256_file(shipped_path()) == shipped_sha256()
+def test_shipped_weights_are_verified(tmp_path):
+    for path in shipped_ensemble_paths():
+        assert sha256_file(path) == recorded_sha256(path), path
     tampered = tmp_path / "shipped.safetensors"
     data = bytearray(shipped_path().read_bytes())
     data[-1] ^= 0xFF
     tampered.write_bytes(bytes(data))
-    tampered.with_suffix(".sha256").write_text(shipped_sha256())
-    monkeypatch.setattr("digitscan.checkpoint.shipped_path", lambda: tampered)
+    tampered.with_suffix(".sha256").write_text(recorded_sha256(shipped_path()))
     with pytest.raises(CheckpointError, match="do not match their recorded sha256"):
-        load_checkpoint()
+        load_checkpoint(tampered, verify_sha256=True)

@@ -47,3 +47,13 @@ def test_train_with_missing_data_folder_is_one_line(tmp_path):
     result = CliRunner().invoke(main, ["train", "--data", str(tmp_path / "nowhere"), "--epochs", "1"])
     assert result.exit_code == 1
     assert "Traceback" not in result.output and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_temperature_scaling_recovers_a_known_temperature():
+    from digitscan.evaluate import fit_temperature
+
+    generator = torch.Generator().manual_seed(0)
+    true_logits = torch.randn(4000, 10, generator=generator) * 3
+    labels = torch.multinomial(true_logits.softmax(1), 1, generator=generator).squeeze(1)
+    # A model whose logits are 2.5x too sharp should be calibrated by T ~ 2.5.
+    assert abs(fit_temperature(true_logits * 2.5, labels) - 2.5) < 0.25

@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-__all__ = ["Recognizer", "Prediction"]
+__all__ = ["Recognizer", "Prediction", "ReadResult", "DigitBox"]
 
 
 def __getattr__(name: str):

@@ -17,7 +17,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 from torch import nn
 
-from digitscan.models import REGISTRY, build_model
+from digitscan.models import REGISTRY, TTA_SHIFTS, Ensemble, build_model
 
 FORMAT = "digitscan-checkpoint"
 FORMAT_VERSION = 1
@@ -25,6 +25,7 @@ META_KEY = "digitscan"  # key of the JSON document in the safetensors header's _
 MAX_CLASSES = 1000
 
 SHIPPED_NAME = "shipped.safetensors"
+ENSEMBLE_GLOB = "shipped*.safetensors"  # the shipped model plus the extra seeds of the optional ensemble
 
 
 class CheckpointError(ValueError):
@@ -42,14 +43,22 @@ class Checkpoint:
         return self.meta["classes"]
 
 
+def weights_dir() -> Path:
+    return Path(str(resources.files("digitscan") / "weights"))
+
+
 def shipped_path() -> Path:
-    return Path(str(resources.files("digitscan") / "weights" / SHIPPED_NAME))
+    return weights_dir() / SHIPPED_NAME
 
 
-def shipped_sha256() -> str:
-    """The digest recorded beside the shipped weights when they were built."""
-    digest_file = shipped_path().with_suffix(".sha256")
-    return digest_file.read_text().split()[0]
+def shipped_ensemble_paths() -> list[Path]:
+    """The shipped model first, then the other members of the shipped ensemble."""
+    return [shipped_path()] + sorted(p for p in weights_dir().glob(ENSEMBLE_GLOB) if p.name != SHIPPED_NAME)
+
+
+def recorded_sha256(path: Path) -> str:
+    """The digest recorded beside shipped weights (NAME.sha256) when they were built."""
+    return path.with_suffix(".sha256").read_text().split()[0]
 
 
 def sha256_file(path: Path) -> str:
@@ -107,16 +116,18 @@ def validate_meta(path: Path, meta: dict) -> None:
         raise CheckpointError(f"{path}: 'arch_kwargs' must be an object")
 
 
-def load_checkpoint(path: str | os.PathLike | None = None) -> Checkpoint:
+def load_checkpoint(path: str | os.PathLike | None = None, *, verify_sha256: bool | None = None) -> Checkpoint:
     """Load a checkpoint (the shipped one by default), verifying metadata, tensor names and shapes.
 
-    Only safetensors is ever read: no pickle, so a hostile model file cannot run code.
+    Only safetensors is ever read: no pickle, so a hostile model file cannot run code. Shipped weights (and any
+    file loaded with verify_sha256=True) must also match the sha256 recorded beside them.
     """
-    shipped = path is None
-    path = shipped_path() if shipped else Path(path)
+    path = shipped_path() if path is None else Path(path)
+    if verify_sha256 is None:
+        verify_sha256 = path.parent == weights_dir()
     if not path.is_file():
         raise CheckpointError(f"{path}: no such model file")
-    if shipped and sha256_file(path) != shipped_sha256():
+    if verify_sha256 and sha256_file(path) != recorded_sha256(path):
         raise CheckpointError(f"{path}: shipped weights do not match their recorded sha256; reinstall digitscan")
     meta = read_meta(path)
     try:
@@ -138,3 +149,19 @@ def load_checkpoint(path: str | os.PathLike | None = None) -> Checkpoint:
     model.load_state_dict(tensors)
     model.eval()
     return Checkpoint(model=model, meta=meta, path=path)
+
+
+def load_ensemble(paths: list[str | os.PathLike] | None = None, *, tta: bool = True) -> Checkpoint:
+    """Several checkpoints averaged as one model (the shipped ensemble by default), each also over one-pixel shifts
+    of the input when tta is set; meta is the first member's."""
+    paths = [Path(p) for p in paths] if paths else shipped_ensemble_paths()
+    members = [load_checkpoint(p) for p in paths]
+    for member in members[1:]:
+        if member.classes != members[0].classes:
+            raise CheckpointError(f"{member.path}: classes differ from {members[0].path}; cannot ensemble them")
+    model = Ensemble([m.model for m in members], TTA_SHIFTS if tta else ((0, 0),),
+                     [float(m.meta.get("temperature", 1.0)) for m in members]).eval()
+    # The members' probabilities are calibrated one by one; their mean needs no further temperature.
+    meta = {**members[0].meta, "ensemble": [str(m.path) for m in members], "tta_shifts": model.shifts,
+            "temperature": 1.0}
+    return Checkpoint(model=model, meta=meta, path=members[0].path)

@@ -89,6 +89,9 @@ def expand_paths(paths: tuple[str, ...]) -> list[Path]:
 model_option = click.option("--model", "-m", "model", type=click.Path(dir_okay=False),
                             help="A checkpoint (.safetensors); default: the shipped model.")
 json_option = click.option("--json", "as_json", is_flag=True, help="One JSON object per line (see INTERFACE.md).")
+ensemble_option = click.option("--ensemble", is_flag=True,
+                               help="Average the shipped ensemble: several seeds of the shipped recipe, each over "
+                                    "one-pixel shifts of the input. A little more accurate, ~25x the compute.")
 data_option = click.option("--data", type=click.Path(file_okay=False),
                            help="Folder with the MNIST IDX files (default: $DIGITSCAN_DATA, then the cache).")
 
@@ -99,7 +102,8 @@ data_option = click.option("--data", type=click.Path(file_okay=False),
 @click.option("--preprocess", "mode", type=click.Choice(["robust", "paper"]), default=None,
               help="robust (default): find the ink, crop, centre like MNIST; paper: grayscale + resize, as in the paper.")
 @json_option
-def predict(paths: tuple[str, ...], model: str | None, mode: str | None, as_json: bool) -> None:
+@ensemble_option
+def predict(paths: tuple[str, ...], model: str | None, mode: str | None, as_json: bool, ensemble: bool) -> None:
     """Recognize one digit per image.
 
     PATHS are image files (PNG, JPEG, BMP, GIF, TIFF, WebP) or folders, searched recursively.
@@ -114,7 +118,7 @@ def predict(paths: tuple[str, ...], model: str | None, mode: str | None, as_json
     from digitscan.preprocess import ImageError
     from digitscan.recognize import Recognizer
 
-    recognizer = Recognizer.load(model, preprocess=mode)
+    recognizer = Recognizer.load(model, preprocess=mode, ensemble=ensemble)
     failures = 0
     for path in expand_paths(paths):
         try:
@@ -195,18 +199,19 @@ def train(arch, epochs, batch_size, lr, val_split, seed, threads, device, data, 
 @json_option
 @click.option("--out", type=click.Path(file_okay=False), default="out/evaluate", show_default=True,
               help="Folder for the confusion-matrix and misclassified-images PNGs.")
-def evaluate(model: str | None, data: str | None, as_json: bool, out: str) -> None:
+@ensemble_option
+def evaluate(model: str | None, data: str | None, as_json: bool, out: str, ensemble: bool) -> None:
     """Test a model on the 10,000 MNIST test images.
 
     Prints loss, accuracy, per-class precision/recall/F1 and the confusion matrix, and writes
     confusion_matrix.png and misclassified.png into --out.
     """
-    from digitscan.checkpoint import load_checkpoint
+    from digitscan.checkpoint import load_checkpoint, load_ensemble
     from digitscan.data import load_mnist
     from digitscan.evaluate import infer, metrics, misclassified
     from digitscan.plots import save_confusion_matrix, save_misclassified_grid
 
-    checkpoint = load_checkpoint(model)
+    checkpoint = load_ensemble() if ensemble else load_checkpoint(model)
     images, labels = load_mnist("test", data)
     logits = infer(checkpoint.model, images)
     result = metrics(logits, labels)
@@ -285,6 +290,74 @@ def compare(data: str | None, seed: int, as_json: bool, out: str, limit: int | N
     click.echo(f"chart {chart}")
 
 
+@main.command()
+@click.argument("paths", nargs=-1, required=True)
+@model_option
+@json_option
+@click.option("--debug-image", "debug_image", type=click.Path(),
+              help="Also write the input with each digit's box and label drawn: a PNG file for one input, "
+                   "a folder (one PNG per input, named after it) for several.")
+@ensemble_option
+def read(paths: tuple[str, ...], model: str | None, as_json: bool, debug_image: str | None, ensemble: bool) -> None:
+    """Read a whole handwritten number per image: a ZIP code, an amount, an ID written on one line.
+
+    Digits are found left to right, touching digits are split and broken ones joined, specks and underlines are
+    ignored (see docs/reading-numbers.md). PATHS are image files or folders, searched recursively. Files that
+    cannot be read are reported one line each; the others are still processed (exit status 1).
+
+    \b
+    Example:
+      digitscan read zip_code.jpg                       zip_code.jpg: 90210 (confidence 0.712)
+      digitscan read --json --debug-image boxes.png zip_code.jpg
+    """
+    from digitscan.preprocess import ImageError, decode_image
+    from digitscan.recognize import Recognizer
+    from digitscan.segment import draw_segments
+
+    recognizer = Recognizer.load(model, ensemble=ensemble)
+    files = expand_paths(paths)
+    drawings = debug_image_paths(files, Path(debug_image)) if debug_image else {}
+    failures = 0
+    for path in files:
+        try:
+            gray = decode_image(path)
+            result = recognizer.read(gray)
+        except ImageError as exc:
+            failures += 1
+            if as_json:
+                emit({"path": str(path), "error": str(exc)})
+            click.echo(f"digitscan: {path}: {exc}", err=True)
+            continue
+        if drawings:
+            draw_segments(gray, result.digits).save(drawings[path])
+        if as_json:
+            emit({"path": str(path), **result.to_dict()})
+        elif result.text:
+            click.echo(f"{path}: {result.text} (confidence {result.confidence:.3f})")
+        else:
+            click.echo(f"{path}: no digits found")
+    if failures:
+        sys.exit(1)
+
+
+def debug_image_paths(files: list[Path], out: Path) -> dict[Path, Path]:
+    """Where `read --debug-image OUT` draws each input: OUT itself for one file, else OUT/<input name>.png."""
+    if len(files) == 1 and not out.is_dir():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        return {files[0]: out}
+    out.mkdir(parents=True, exist_ok=True)
+    paths: dict[Path, Path] = {}
+    taken: set[str] = set()
+    for file in files:
+        name, n = f"{file.stem}.png", 1
+        while name in taken:  # the same name in two input folders
+            n += 1
+            name = f"{file.stem}-{n}.png"
+        taken.add(name)
+        paths[file] = out / name
+    return paths
+
+
 @main.group()
 def data() -> None:
     """Inspect or download the MNIST dataset."""
@@ -326,3 +399,52 @@ def data_fetch(cache: str | None) -> None:
 
     folder = fetch_mnist(Path(cache) if cache else None)
     click.echo(f"MNIST verified in {folder}")
+
+
+@main.command()
+@click.option("--host", help="Address to listen on (default: 127.0.0.1).")
+@click.option("--port", type=int, help="Port to listen on; 0 picks a free one (default: 8000).")
+@model_option
+@click.option("--preprocess", type=click.Choice(["robust", "paper"]), help="Override the checkpoint's preprocessing.")
+@click.option("--ensemble", is_flag=True, default=None,
+              help="Serve the shipped ensemble: a little more accurate, several times slower.")
+@click.option("--max-upload-mb", type=float, help="Largest upload in MiB; 413 beyond (default: 5).")
+@click.option("--max-pixels", type=int,
+              help="Largest image in pixels, read from its header before decoding; 413 beyond (default: 25000000).")
+@click.option("--max-concurrency", type=int, help="Inferences running at once, one thread each (default: 2).")
+@click.option("--max-queue", type=int, help="Requests that may wait for a free thread; beyond that 503 (default: 64).")
+@click.option("--timeout", "request_timeout_s", type=float,
+              help="Seconds allowed per API request, upload included; 503 beyond (default: 10).")
+@click.option("--torch-threads", type=int, help="PyTorch threads per inference (default: 1).")
+@click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]),
+              help="Server log level (default: info).")
+def serve(**options) -> None:
+    """Serve the HTTP API and the drawing page (FastAPI on uvicorn).
+
+    Open http://127.0.0.1:8000/ to draw digits; the API is described at /docs. Every option can also be set
+    with an environment variable: DIGITSCAN_ plus the setting's name, e.g. DIGITSCAN_PORT=9000,
+    DIGITSCAN_MODEL=runs/dsnet.safetensors, DIGITSCAN_MAX_UPLOAD_BYTES=1048576. Flags win over the environment.
+
+    \b
+    Routes:
+      GET  /                  the drawing page
+      POST /api/predict       one digit (multipart field "file")
+      POST /api/read          a whole number (multipart field "file")
+      GET  /healthz, /readyz  liveness; readiness (model loaded)
+      GET  /metrics           Prometheus metrics
+    """
+    from pydantic import ValidationError
+
+    from digitscan.serve import Settings, run
+
+    overrides = {name: value for name, value in options.items() if value is not None}
+    if "max_upload_mb" in overrides:
+        overrides["max_upload_bytes"] = round(overrides.pop("max_upload_mb") * 2**20)
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise click.UsageError(f"invalid server settings: {problems}") from None
+    if settings.model and not Path(settings.model).is_file():
+        raise UserError(f"no such model file: '{settings.model}'")
+    run(settings)

@@ -329,17 +329,19 @@ def _check_mode(mode: str) -> None:
         raise ValueError(f"unknown preprocessing mode {mode!r}; valid modes: {', '.join(PREPROCESS_MODES)}")
 
 
-def ink_map(gray: np.ndarray) -> tuple[np.ndarray, float]:
+def ink_map(gray: np.ndarray, *, speck_fraction: float = _SPECK_FRACTION) -> tuple[np.ndarray, float]:
     """Where the ink is: (ink, scale), ink float32 in [0, 1] with ink bright and background exactly 0.
 
     Images whose longer side exceeds WORK_SIDE are first downscaled (area interpolation) for speed, so `ink` has
     the working size and `scale` = ink side / gray side (1.0 when not downscaled); a box found in `ink` maps
     back to input pixels by dividing by `scale`. No ink (blank, uniform, pure noise, only dust) -> all zeros.
+    speck_fraction: strokes with less area than this fraction of the largest are dropped as specks; a reader of
+    whole numbers passes 0 (a thin "1" is small next to an underline touching ten digits) and judges specks itself.
     """
-    return _ink_map(_gray_from_array(gray, max_pixels=_NO_PIXEL_LIMIT))
+    return _ink_map(_gray_from_array(gray, max_pixels=_NO_PIXEL_LIMIT), speck_fraction)
 
 
-def _ink_map(gray: np.ndarray) -> tuple[np.ndarray, float]:
+def _ink_map(gray: np.ndarray, speck_fraction: float = _SPECK_FRACTION) -> tuple[np.ndarray, float]:
     """ink_map for an already validated (H, W) float32 array in [0, 1]."""
     work, scale = _downscale(gray, WORK_SIDE)
     empty = np.zeros(work.shape, np.float32)
@@ -365,7 +367,8 @@ def _ink_map(gray: np.ndarray) -> tuple[np.ndarray, float]:
     if peak < max(_MIN_INK_CONTRAST, _NOISE_FACTOR * noise):
         return empty, scale
     threshold = max(_otsu(smooth / peak) * peak, 2 * noise)
-    strokes = _select_strokes(smooth > threshold, min_extent=_MIN_INK_EXTENT * max(work.shape))
+    strokes = _select_strokes(smooth > threshold, min_extent=_MIN_INK_EXTENT * max(work.shape),
+                              speck_fraction=speck_fraction)
     if strokes is None:
         return empty, scale
 
@@ -432,7 +435,7 @@ def _otsu(values: np.ndarray) -> float:
     return threshold / 255
 
 
-def _select_strokes(mask: np.ndarray, min_extent: float) -> np.ndarray | None:
+def _select_strokes(mask: np.ndarray, min_extent: float, speck_fraction: float = _SPECK_FRACTION) -> np.ndarray | None:
     """Keep the connected components that look like pen strokes; None when nothing is left.
 
     Dropped: dust (spanning less than min_extent px), specks much smaller than the largest component, and the desk
@@ -452,7 +455,7 @@ def _select_strokes(mask: np.ndarray, min_extent: float) -> np.ndarray | None:
     areas = np.where(candidates, area, 0)
     if not areas.any():
         return None
-    kept = np.flatnonzero(areas >= max(1, _SPECK_FRACTION * areas.max())) + 1
+    kept = np.flatnonzero(areas >= max(1, speck_fraction * areas.max())) + 1
     return np.isin(labels, kept)
 
 

@@ -12,10 +12,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from digitscan.checkpoint import Checkpoint, load_checkpoint
+from digitscan.checkpoint import Checkpoint, load_checkpoint, load_ensemble
 from digitscan.evaluate import infer
 from digitscan.models import fuse_for_inference
-from digitscan.preprocess import preprocess
+from digitscan.preprocess import decode_image, preprocess
+from digitscan.segment import segment_number
 
 
 @dataclass
@@ -33,6 +34,23 @@ class Prediction:
         return data
 
 
+@dataclass
+class DigitBox:
+    digit: int
+    confidence: float  # the model's probability of this digit
+    box: list[int]  # [x, y, w, h] in input image pixels
+
+
+@dataclass
+class ReadResult:
+    text: str  # digits 0-9 only, left to right; "" when no digit is found
+    confidence: float  # product of the digits' confidences: the chance that the whole text is right; 0.0 for ""
+    digits: list[DigitBox]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
 class Recognizer:
     """One loaded model plus the preprocessing and rejection rule recorded in its checkpoint."""
 
@@ -46,9 +64,10 @@ class Recognizer:
         self.reject_threshold = float(meta.get("reject_threshold", 0.0))
 
     @classmethod
-    def load(cls, path: str | os.PathLike | None = None, preprocess: str | None = None) -> Recognizer:
-        """Load a checkpoint file, or the shipped model when path is None."""
-        return cls(load_checkpoint(path), preprocess)
+    def load(cls, path: str | os.PathLike | None = None, preprocess: str | None = None,
+             ensemble: bool = False) -> Recognizer:
+        """Load a checkpoint file, or the shipped model when path is None; ensemble=True: the shipped ensemble."""
+        return cls(load_ensemble() if ensemble else load_checkpoint(path), preprocess)
 
     def prepare(self, image) -> np.ndarray:
         """Any supported image (path, bytes, PIL image, array) -> the (28, 28) input the model sees."""
@@ -65,6 +84,9 @@ class Recognizer:
         return [self.decide(p, bool(ink)) for p, ink in zip(probs, has_ink)]
 
     def decide(self, probs: np.ndarray, has_ink: bool) -> Prediction:
+        if not has_ink:
+            # No ink means no evidence for any class: report that, not the network's guess for an all-black input.
+            probs = np.full(len(self.classes), 1.0 / len(self.classes))
         top = int(probs.argmax())
         confidence = float(probs[top])
         # An image without ink is never a digit, whatever the network says about an all-black input.
@@ -73,6 +95,29 @@ class Recognizer:
         digit = int(label) if accepted and label.isdigit() else None
         return Prediction(digit=digit, confidence=confidence, is_digit=accepted,
                           probabilities=[float(p) for p in probs], label=label if accepted else None)
+
+    def read(self, image) -> ReadResult:
+        """A whole number written on one line (path, bytes, PIL image or array): digits left to right, with boxes.
+
+        Segmentation and the choice of cuts are in digitscan.segment. A piece the model rejects (not a digit) is
+        dropped when it is also small next to the other digits (a speck, a dash); a rejected digit-sized piece is
+        kept as its most likely digit with its low confidence, so the text keeps its length. Always uses the
+        robust ink finder, whatever this recognizer's preprocess mode.
+        """
+        segments = segment_number(decode_image(image), self.digit_probabilities)
+        digits = [DigitBox(s.digit, s.confidence, s.box) for s in segments if s.accepted or not s.noise_like]
+        text = "".join(str(d.digit) for d in digits)
+        confidence = float(np.prod([d.confidence for d in digits])) if digits else 0.0
+        return ReadResult(text=text, confidence=confidence, digits=digits)
+
+    def digit_probabilities(self, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(N, 28, 28) prepared inputs -> (probabilities (N, 10) of the digits 0-9, accepted as a digit (N,))."""
+        columns = [self.classes.index(str(d)) if str(d) in self.classes else -1 for d in range(10)]
+        if min(columns) < 0:
+            raise ValueError(f"model {self.name} does not recognize all the digits 0-9: cannot read numbers")
+        predictions = self.predict_inputs(inputs)
+        probs = np.array([p.probabilities for p in predictions], np.float64).reshape(len(inputs), -1)
+        return probs[:, columns], np.array([p.is_digit for p in predictions], bool)
 
     @property
     def name(self) -> str:

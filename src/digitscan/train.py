@@ -23,7 +23,7 @@ from digitscan.augment import augment_batch
 from digitscan.checkpoint import save_checkpoint
 from digitscan.constants import DIGIT_CLASSES, IMAGE_SIZE
 from digitscan.data import load_mnist, mnist_digests, train_val_split
-from digitscan.evaluate import infer, to_input
+from digitscan.evaluate import fit_temperature, infer, to_input
 from digitscan.models import build_model, recipe_for, resolve_arch
 
 
@@ -187,13 +187,15 @@ def train(config: TrainConfig, out: str | Path | None = None, *, progress: bool 
 
     model.load_state_dict(best_state)
     model = model.cpu().to(memory_format=torch.contiguous_format).eval()
+    # Calibrate confidences on the validation split (label smoothing leaves the raw softmax under-confident).
+    temperature = fit_temperature(infer(model, x_val), y_val) if len(x_val) else 1.0
     path = None
     if out is not None:
-        path = save_checkpoint(out, model, checkpoint_meta(config, history, best_epoch))
+        path = save_checkpoint(out, model, checkpoint_meta(config, history, best_epoch, temperature))
     return TrainResult(model=model, history=history, best_epoch=best_epoch, config=config, checkpoint=path)
 
 
-def checkpoint_meta(config: TrainConfig, history: list[dict], best_epoch: int) -> dict:
+def checkpoint_meta(config: TrainConfig, history: list[dict], best_epoch: int, temperature: float) -> dict:
     best = history[best_epoch - 1]
     return {
         "arch": config.arch,
@@ -201,7 +203,7 @@ def checkpoint_meta(config: TrainConfig, history: list[dict], best_epoch: int) -
         "classes": DIGIT_CLASSES,
         "input": {"size": IMAGE_SIZE, "channels": 1, "range": [0.0, 1.0], "ink": "bright on dark (MNIST)"},
         "preprocess": "robust",
-        "temperature": 1.0,
+        "temperature": temperature,  # softmax(logits / temperature) is calibrated on the validation split
         "train_config": dataclasses.asdict(config),
         "metrics": {"epoch": best_epoch, "val_accuracy": best["val_accuracy"], "val_loss": best["val_loss"]},
         "history": history,

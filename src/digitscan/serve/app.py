@@ -1,0 +1,137 @@
+"""The FastAPI application: assembles settings, middleware, error handlers, routes and the page; loads the model once.
+
+`run(Settings(...))` serves (the CLI), `create_app(...)` builds the app (tests); or
+`uvicorn --factory digitscan.serve.app:create_app`, configured from DIGITSCAN_* variables.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import numpy as np
+import torch
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware import Middleware
+from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException
+
+from digitscan.constants import IMAGE_SIZE
+from digitscan.recognize import Recognizer
+from digitscan.serve.limits import BodyTooLarge, InferencePool, RequestLimits
+from digitscan.serve.metrics import Metrics, MetricsMiddleware
+from digitscan.serve.routes import STATIC_DIR, ApiError, router
+from digitscan.serve.settings import Settings, get_settings
+
+log = logging.getLogger("digitscan.serve")
+
+DESCRIPTION = """Handwritten digit recognition over HTTP. Upload an image as the multipart field `file`:
+`/api/predict` reads one digit, `/api/read` a whole number. Bad input is a 4xx with `{"detail": "..."}`:
+413 too large, 415 not a supported image, 422 unreadable; 503 with Retry-After when the server is busy."""
+
+
+def load_recognizer(settings: Settings) -> Recognizer:
+    """Load the checkpoint and run one inference, so the first real request does not pay for warm-up."""
+    recognizer = Recognizer.load(settings.model, preprocess=settings.preprocess, ensemble=settings.ensemble)
+    recognizer.predict_inputs(np.zeros((1, IMAGE_SIZE, IMAGE_SIZE), np.float32))
+    return recognizer
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    previous_threads = torch.get_num_threads()
+    if settings.torch_threads:
+        torch.set_num_threads(settings.torch_threads)  # process-wide: each of the pool's threads uses this many
+    pool = InferencePool(settings.max_concurrency, settings.max_queue)
+    app.state.pool = pool
+    app.state.metrics.track_admitted(lambda: pool.admitted)
+    try:
+        recognizer = await asyncio.to_thread(load_recognizer, settings)  # keeps the event loop free meanwhile
+        app.state.recognizer = recognizer
+        app.state.metrics.ready.set(1)
+        log.info("model %s loaded; %d inference threads, %d waiting at most",
+                 recognizer.name, settings.max_concurrency, settings.max_queue)
+        yield
+    finally:
+        app.state.recognizer = None  # uvicorn has drained the connections; anything later gets 503 not ready
+        app.state.metrics.ready.set(0)
+        pool.close()
+        torch.set_num_threads(previous_threads)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    metrics = Metrics()
+    app = FastAPI(
+        title="digitscan",
+        summary="Recognize handwritten digits and numbers in images.",
+        description=DESCRIPTION,
+        version=_version(),
+        lifespan=lifespan,
+        middleware=[  # outermost first: metrics see every answer, including the limits' 413s and 503s
+            Middleware(MetricsMiddleware, metrics=metrics),
+            Middleware(RequestLimits, max_upload_bytes=settings.max_upload_bytes,
+                       timeout_s=settings.request_timeout_s, on_reject=metrics.reject),
+        ],
+    )
+    app.state.settings = settings
+    app.state.metrics = metrics
+    app.state.recognizer = None
+    app.state.pool = None
+    app.include_router(router)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    add_error_handlers(app, metrics)
+    return app
+
+
+def run(settings: Settings) -> None:
+    """Serve `create_app(settings)` with uvicorn until interrupted (SIGINT/SIGTERM: graceful shutdown)."""
+    import uvicorn
+    from uvicorn.config import LOGGING_CONFIG
+
+    log_config = copy.deepcopy(LOGGING_CONFIG)  # digitscan's own lines (model loaded, failures) go with uvicorn's
+    log_config["loggers"]["digitscan"] = {"handlers": ["default"], "level": settings.log_level.upper(),
+                                          "propagate": False}
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level,
+                log_config=log_config)
+
+
+def add_error_handlers(app: FastAPI, metrics: Metrics) -> None:
+    """Every error is JSON {"detail": str}; a 5xx only ever means the server itself is in trouble."""
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        if isinstance(exc, ApiError):
+            metrics.reject(exc.reason)
+        elif isinstance(exc, BodyTooLarge):
+            metrics.reject("too_large")
+        return JSONResponse({"detail": str(exc.detail)}, exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        metrics.reject("invalid_request")
+        problems = "; ".join(f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}"
+                             for error in exc.errors())
+        errors = [{"loc": list(error["loc"]), "msg": error["msg"], "type": error["type"]} for error in exc.errors()]
+        return JSONResponse({"detail": f"invalid request: {problems}", "errors": errors}, 422)
+
+    @app.exception_handler(Exception)
+    async def server_error(request: Request, exc: Exception) -> JSONResponse:
+        # The last line of defence: routes turn every input problem into a 4xx, so reaching here is a bug of ours.
+        log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+        return JSONResponse({"detail": "internal server error"}, 500)
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("digitscan")
+    except PackageNotFoundError:
+        return "0+unknown"

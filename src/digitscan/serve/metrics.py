@@ -1,0 +1,87 @@
+"""Prometheus metrics for the server: request counts and latencies per route and status, inference time, refusals.
+
+`metrics = Metrics()` owns its own registry (one per app, so tests can build many apps); `metrics.render()` is /metrics.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+# Seconds. Single-digit predictions take a few milliseconds; photos and numbers up to a few hundred.
+DOCS_PATHS = {"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
+STATIC_PREFIX = "/static/"
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter("digitscan_http_requests", "HTTP requests answered, by route and status.",
+                                ["method", "route", "status"], registry=self.registry)
+        self.latency = Histogram("digitscan_http_request_duration_seconds",
+                                 "Time from receiving the request to the end of the response, by route and status.",
+                                 ["method", "route", "status"], buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.inference = Histogram("digitscan_inference_duration_seconds",
+                                   "Time on a worker thread per image: decoding, preprocessing and the model.",
+                                   ["endpoint", "outcome"], buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.rejected = Counter("digitscan_rejected_requests",
+                                "API requests refused, by reason (too_large, unsupported, unreadable, invalid_request, "
+                                "saturated, timeout, not_ready, processing_error, out_of_memory).",
+                                ["reason"], registry=self.registry)
+        self.admitted = Gauge("digitscan_inference_admitted", "Inferences running or waiting for a worker thread.",
+                              registry=self.registry)
+        self.ready = Gauge("digitscan_model_ready", "1 once the model is loaded and warmed up.", registry=self.registry)
+
+    def track_admitted(self, count: Callable[[], float]) -> None:
+        self.admitted.set_function(count)
+
+    def reject(self, reason: str) -> None:
+        self.rejected.labels(reason).inc()
+
+    def render(self) -> tuple[bytes, str]:
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+class MetricsMiddleware:
+    """ASGI middleware counting every HTTP request by method, route template (not raw path) and status."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics):
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500  # what the server ends up sending if the app raises before answering
+
+        async def recording_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, recording_send)
+        finally:
+            labels = (scope["method"], route_label(scope), str(status))
+            self.metrics.requests.labels(*labels).inc()
+            self.metrics.latency.labels(*labels).observe(time.perf_counter() - start)
+
+
+def route_label(scope: Scope) -> str:
+    """The matched route's template, so arbitrary URLs (scanners, typos) cannot blow up the label cardinality."""
+    path = getattr(scope.get("route"), "path", None)  # set for the API routes
+    if path:
+        return path
+    raw = scope["path"]
+    if raw in DOCS_PATHS:
+        return raw
+    if raw.startswith(STATIC_PREFIX):
+        return STATIC_PREFIX.rstrip("/")
+    return "unmatched"

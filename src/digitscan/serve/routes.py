@@ -1,0 +1,218 @@
+"""The HTTP routes: thin async handlers over Recognizer; the image work itself runs on the inference pool's threads.
+
+Mounted by `create_app`; each handler gets the recognizer, pool, settings and metrics as FastAPI dependencies.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+from fastapi import APIRouter, Depends, File, HTTPException, Query, Request, UploadFile
+from fastapi.responses import FileResponse, Response
+from PIL import Image
+from pydantic import BaseModel, ConfigDict, Field
+
+from digitscan.preprocess import (
+    ImageError,
+    ImageTooLargeError,
+    UnsupportedImageError,
+    decode_image,
+)
+from digitscan.recognize import Recognizer
+from digitscan.serve.limits import InferencePool, Saturated
+from digitscan.serve.metrics import Metrics
+from digitscan.serve.settings import Settings
+
+log = logging.getLogger("digitscan.serve")
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+
+
+class ApiError(HTTPException):
+    """An HTTP error answered as {"detail": str}; `reason` labels it in digitscan_rejected_requests_total."""
+
+    def __init__(self, status_code: int, detail: str, reason: str, headers: dict[str, str] | None = None):
+        super().__init__(status_code, detail, headers)
+        self.reason = reason
+
+
+# ---- response shapes (INTERFACE.md), for validation and the OpenAPI page; extra fields pass through -------------
+
+
+class PredictResponse(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    digit: int | None = Field(description="The digit; null exactly when is_digit is false.")
+    confidence: float = Field(description="Calibrated probability of the top class, also when rejected.")
+    is_digit: bool
+    probabilities: list[float] = Field(description="One probability per class 0-9.")
+    input_image: str | None = Field(None, description="With ?include_input=1: the 28x28 model input as a PNG data URL.")
+
+
+class ReadDigit(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    digit: int
+    confidence: float
+    box: list[int] = Field(description="[x, y, w, h] in the uploaded image's pixel coordinates.")
+
+
+class ReadResponse(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    text: str = Field(description='Only the characters 0-9, left to right; "" when no digit is found.')
+    confidence: float
+    digits: list[ReadDigit]
+
+
+class ErrorResponse(BaseModel):
+    detail: str
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    413: {"model": ErrorResponse, "description": "Upload or image too large"},
+    415: {"model": ErrorResponse, "description": "Not a supported image format"},
+    422: {"model": ErrorResponse, "description": "Unreadable image or invalid request"},
+    503: {"model": ErrorResponse, "description": "Busy, timed out or not ready; see Retry-After"},
+}
+
+
+# ---- dependencies: everything comes from app.state, set up by the lifespan ----------------------------------------
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def get_metrics(request: Request) -> Metrics:
+    return request.app.state.metrics
+
+
+def get_pool(request: Request) -> InferencePool:
+    return request.app.state.pool
+
+
+def get_recognizer(request: Request) -> Recognizer:
+    recognizer = request.app.state.recognizer
+    if recognizer is None:
+        raise ApiError(503, "the model is not loaded yet; retry shortly", "not_ready", {"Retry-After": "1"})
+    return recognizer
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+PoolDep = Annotated[InferencePool, Depends(get_pool)]
+RecognizerDep = Annotated[Recognizer, Depends(get_recognizer)]
+ImageUpload = Annotated[UploadFile, File(description="An image: PNG, JPEG, BMP, GIF, TIFF or WebP.")]
+IncludeInput = Annotated[bool, Query(description="Add the 28x28 model input as input_image (a PNG data URL).")]
+
+router = APIRouter()
+
+
+@router.get("/", include_in_schema=False)
+async def page() -> FileResponse:
+    return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
+
+
+@router.get("/healthz", tags=["operations"])
+async def healthz() -> dict:
+    """Liveness: the process answers."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz", tags=["operations"], responses={503: ERRORS[503]})
+async def readyz(recognizer: RecognizerDep) -> dict:
+    """Readiness: the model is loaded and warmed up (503 before that and while shutting down)."""
+    return {"status": "ready", "model": recognizer.name, "arch": recognizer.checkpoint.meta.get("arch")}
+
+
+@router.get("/metrics", tags=["operations"], response_class=Response)
+async def metrics(metrics: MetricsDep) -> Response:
+    """Prometheus text format."""
+    body, content_type = metrics.render()
+    return Response(body, media_type=content_type)
+
+
+@router.post("/api/predict", tags=["recognition"], response_model=PredictResponse,
+             response_model_exclude_unset=True, responses=ERRORS)
+async def predict(file: ImageUpload, recognizer: RecognizerDep, pool: PoolDep, settings: SettingsDep,
+                  metrics: MetricsDep, include_input: IncludeInput = False) -> dict:
+    """One digit in the image: the digit (or null when it is not a digit), its confidence and all ten probabilities."""
+    data = await read_upload(file, settings.max_upload_bytes)
+    return await infer(pool, metrics, "predict", predict_image, recognizer, data, settings.max_pixels, include_input)
+
+
+@router.post("/api/read", tags=["recognition"], response_model=ReadResponse, responses=ERRORS)
+async def read(file: ImageUpload, recognizer: RecognizerDep, pool: PoolDep, settings: SettingsDep,
+               metrics: MetricsDep) -> dict:
+    """A whole handwritten number, left to right: its text, confidence and one box per digit."""
+    data = await read_upload(file, settings.max_upload_bytes)
+    return await infer(pool, metrics, "read", read_image, recognizer, data, settings.max_pixels)
+
+
+# ---- the work done on a pool thread -------------------------------------------------------------------------------
+
+
+def predict_image(recognizer: Recognizer, data: bytes, max_pixels: int, include_input: bool = False) -> dict:
+    gray = decode_image(data, max_pixels=max_pixels, max_bytes=len(data))  # the byte limit was applied on upload
+    model_input = recognizer.prepare(gray)  # (28, 28) in [0, 1], ink bright
+    result = recognizer.predict_inputs(model_input[None])[0].to_dict()
+    if include_input:
+        result["input_image"] = png_data_url(model_input)
+    return result
+
+
+def read_image(recognizer: Recognizer, data: bytes, max_pixels: int) -> dict:
+    gray = decode_image(data, max_pixels=max_pixels, max_bytes=len(data))
+    return recognizer.read(gray).to_dict()
+
+
+def png_data_url(image: np.ndarray) -> str:
+    """A [0, 1] grayscale array as a data:image/png URL (what the page shows as 'what the model sees')."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.round(np.clip(image, 0, 1) * 255).astype(np.uint8), "L").save(buffer, "PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+async def read_upload(file: UploadFile, limit: int) -> bytes:
+    """The uploaded file's bytes; 413 past `limit` (the body cap already stopped anything much bigger)."""
+    data = await file.read(limit + 1)
+    if len(data) > limit:
+        raise ApiError(413, f"file is too large: more than {limit:,} bytes", "too_large")
+    return data
+
+
+async def infer(pool: InferencePool, metrics: Metrics, endpoint: str, work: Callable[..., dict], *args: Any) -> dict:
+    """Run `work` on the pool and turn every way it can fail into a 4xx (the input's fault) or a 503 (ours)."""
+
+    def timed() -> dict:
+        start, outcome = time.perf_counter(), "error"
+        try:
+            result = work(*args)
+            outcome = "ok"
+            return result
+        finally:
+            metrics.inference.labels(endpoint, outcome).observe(time.perf_counter() - start)
+
+    try:
+        return await pool.run(timed)
+    except Saturated as exc:
+        raise ApiError(503, f"server is busy ({exc}); retry shortly", "saturated", {"Retry-After": "1"}) from None
+    except ImageTooLargeError as exc:
+        raise ApiError(413, str(exc), "too_large") from None
+    except UnsupportedImageError as exc:
+        raise ApiError(415, str(exc), "unsupported") from None
+    except ImageError as exc:  # UnreadableImageError and anything else the decoder refuses
+        raise ApiError(422, str(exc), "unreadable") from None
+    except MemoryError:
+        log.error("out of memory on a %s request", endpoint)
+        raise ApiError(503, "not enough memory for this image right now; retry later", "out_of_memory",
+                       {"Retry-After": "5"}) from None
+    except Exception as exc:
+        # A decoder or preprocessing step tripped over this particular input in a way no rule above foresaw:
+        # log it for us, and tell the client its image could not be processed rather than fail the server.
+        log.exception("%s failed on an uploaded image", endpoint)
+        raise ApiError(422, f"the image could not be processed ({type(exc).__name__})", "processing_error") from None

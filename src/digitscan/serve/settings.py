@@ -1,0 +1,47 @@
+"""Server configuration: one flat pydantic-settings class, read from DIGITSCAN_* environment variables.
+
+`Settings()` reads the environment; `Settings(port=9000)` overrides single values (the CLI passes its flags this way).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from digitscan.preprocess import MAX_FILE_BYTES, MAX_PIXELS
+
+MIB = 2**20
+
+
+class Settings(BaseSettings):
+    """Every knob of `digitscan serve`; environment variable = DIGITSCAN_ + the field name in capitals."""
+
+    model_config = SettingsConfigDict(env_prefix="DIGITSCAN_", extra="ignore", frozen=True)
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    model: str | None = Field(None, description="Checkpoint file; None = the shipped model.")
+    preprocess: Literal["robust", "paper"] | None = Field(None, description="None = the checkpoint's own mode.")
+    ensemble: bool = Field(False, description="The shipped ensemble instead of `model`: a little more accurate, "
+                                              "several times slower.")
+
+    # Limits. An upload is checked three times: its byte size while it streams in, its pixel count from the image
+    # header before any pixel is decoded, and its format from its content (never from its name or Content-Type).
+    max_upload_bytes: int = Field(5 * MIB, gt=0, le=MAX_FILE_BYTES)
+    max_pixels: int = Field(25_000_000, gt=0, le=MAX_PIXELS)
+    # Inferences running at once, each on its own thread (one per core is the sweet spot for this small CNN) ...
+    max_concurrency: int = Field(2, ge=1, le=64)
+    # ... and requests allowed to wait for one; beyond that the server answers 503 at once instead of queueing.
+    max_queue: int = Field(64, ge=0, le=10_000)
+    request_timeout_s: float = Field(10.0, gt=0, le=600, description="Whole request, upload included; then 503.")
+    torch_threads: int | None = Field(1, ge=1, le=256, description="Intra-op threads per inference; None = torch's.")
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The settings from the environment, read once per process (what `create_app()` uses when given none)."""
+    return Settings()

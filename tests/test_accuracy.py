@@ -1,0 +1,32 @@
+"""The shipped model's accuracy on the real MNIST test set: the number the README promises."""
+
+from digitscan.checkpoint import load_checkpoint, load_ensemble, shipped_ensemble_paths
+from digitscan.evaluate import infer, metrics
+from digitscan.models import SHIPPED_ARCH
+
+SHIPPED_MIN_ACCURACY = 0.996
+ENSEMBLE_MIN_ACCURACY = 0.997
+
+
+def test_shipped_model_accuracy(mnist_test):
+    images, labels = mnist_test
+    checkpoint = load_checkpoint()
+    assert checkpoint.meta["arch"] == SHIPPED_ARCH
+    result = metrics(infer(checkpoint.model, images), labels)
+    assert result["n"] == 10_000
+    assert result["accuracy"] >= SHIPPED_MIN_ACCURACY, result["accuracy"]
+
+
+def test_shipped_ensemble_accuracy(mnist_test):
+    images, labels = mnist_test
+    assert len(shipped_ensemble_paths()) >= 3
+    result = metrics(infer(load_ensemble().model, images), labels)
+    assert result["accuracy"] >= ENSEMBLE_MIN_ACCURACY, result["accuracy"]
+
+
+def test_shipped_checkpoint_describes_how_it_was_made():
+    meta = load_checkpoint().meta
+    assert meta["train_config"]["arch"] == SHIPPED_ARCH
+    assert meta["data"]["sha256"]["train-images-idx3-ubyte"].startswith("ba891046")
+    assert 0.3 < meta["temperature"] < 3
+    assert meta["metrics"]["val_accuracy"] > 0.99

@@ -1,0 +1,201 @@
+"""Reading whole numbers: segmentation code paths on synthetic pen digits, the CLI, and exact match on real MNIST."""
+
+import io
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from digitscan import Recognizer
+from digitscan.cli import main
+from digitscan.recognize import ReadResult
+from digitscan.segment import METHODS, segment_number
+from digitscan.synth import render_number, stroke_digit
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+@pytest.fixture(scope="module")
+def recognizer():
+    return Recognizer.load()
+
+
+def number(text: str, seed: int = 0, **options) -> tuple[Image.Image, list[list[int]]]:
+    """A number drawn with synthetic pen strokes (no MNIST pixels), and its true digit boxes."""
+    digits = [stroke_digit(int(ch), seed=seed + i, thickness=0.11) for i, ch in enumerate(text)]
+    return render_number(digits, seed=seed, **options)
+
+
+def iou(a: list[int], b: list[int]) -> float:
+    ax, ay, aw, ah = a
+    bx, by, bw, bh = b
+    w = max(0, min(ax + aw, bx + bw) - max(ax, bx))
+    h = max(0, min(ay + ah, by + bh) - max(ay, by))
+    return w * h / (aw * ah + bw * bh - w * h)
+
+
+def test_spaced_digits_with_boxes(recognizer):
+    image, boxes = number("90210", seed=1, spacing=(0.2, 0.6))
+    result = recognizer.read(image)
+    assert result.text == "90210"
+    assert [d.digit for d in result.digits] == [9, 0, 2, 1, 0]
+    assert all(iou(found.box, true) > 0.7 for found, true in zip(result.digits, boxes))
+    assert result.confidence == pytest.approx(np.prod([d.confidence for d in result.digits]))
+    assert 0 < result.confidence <= 1
+
+
+def test_uneven_spacing_and_baseline_drift(recognizer):
+    image, _ = number("3804", seed=2, spacing=(0.0, 0.8), baseline_drift=0.4, scale_jitter=0.15)
+    assert recognizer.read(image).text == "3804"
+
+
+def test_touching_digits_are_split(recognizer):
+    image, boxes = number("4736", seed=3, spacing=(-0.12, -0.06))
+    result = recognizer.read(image)
+    assert result.text == "4736"
+    assert len(result.digits) == 4
+
+
+def test_underline_and_specks_are_ignored(recognizer):
+    image, _ = number("1250", seed=4, underline=True, specks=40)
+    assert recognizer.read(image).text == "1250"
+
+
+def test_a_single_digit_on_a_ruled_line(recognizer):
+    image, _ = number("7", seed=5, underline=True)
+    assert recognizer.read(image).text == "7"
+
+
+@pytest.mark.parametrize("blank", [np.full((120, 400), 255, np.uint8), np.zeros((50, 50), np.uint8)])
+def test_empty_page_reads_nothing(recognizer, blank):
+    result = recognizer.read(blank)
+    assert result.text == "" and result.digits == [] and result.confidence == 0.0
+
+
+def test_twelve_digits(recognizer):
+    image, _ = number("507316842905", seed=6, spacing=(0.1, 0.4))
+    assert recognizer.read(image).text == "507316842905"
+
+
+def test_boxes_are_in_input_pixels_of_a_large_image(recognizer):
+    # 3x upscaled to well over 512 px: ink_map works on a smaller copy, the boxes must come back in input pixels.
+    image, boxes = number("586", seed=7)
+    large = image.resize((image.width * 3, image.height * 3), Image.BICUBIC)
+    result = recognizer.read(large)
+    assert result.text == "586"
+    for found, true in zip(result.digits, boxes):
+        assert iou(found.box, [3 * v for v in true]) > 0.7
+        x, y, w, h = found.box
+        assert 0 <= x and 0 <= y and x + w <= large.width and y + h <= large.height
+
+
+def test_every_kind_of_source(recognizer, tmp_path):
+    image, _ = number("42", seed=8)
+    path = tmp_path / "n.png"
+    image.save(path)
+    sources = [path, str(path), path.read_bytes(), image, np.asarray(image)]
+    assert {recognizer.read(source).text for source in sources} == {"42"}
+
+
+def test_to_dict_has_exactly_the_interface_fields(recognizer):
+    image, _ = number("61", seed=9)
+    data = recognizer.read(image).to_dict()
+    assert set(data) == {"text", "confidence", "digits"}
+    assert all(set(d) == {"digit", "confidence", "box"} for d in data["digits"])
+    assert all(len(d["box"]) == 4 and all(isinstance(v, int) for v in d["box"]) for d in data["digits"])
+    json.dumps(data)  # plain Python types only
+
+
+def test_thousands_of_specks_finish_quickly(recognizer):
+    rng = np.random.default_rng(0)
+    page = np.full((600, 2000), 245, np.uint8)
+    ys, xs = rng.integers(0, 598, 5000), rng.integers(0, 1998, 5000)
+    for y, x in zip(ys, xs):
+        page[y: y + 2, x: x + 2] = 20
+    recognizer.read(page)  # warm-up: torch's first call is slow
+    start = time.perf_counter()
+    result = recognizer.read(page)
+    assert time.perf_counter() - start < 2.0
+    assert isinstance(result, ReadResult) and set(result.text) <= set("0123456789")
+
+
+def test_segmentation_variants_and_unknown_method(recognizer):
+    image, _ = number("305", seed=10, spacing=(0.3, 0.5))
+    gray = np.asarray(image.convert("L"), np.float32) / 255
+    for method in METHODS:
+        segments = segment_number(gray, recognizer.digit_probabilities, method)
+        assert "".join(str(s.digit) for s in segments) == "305", method
+    with pytest.raises(ValueError, match="unknown segmentation method"):
+        segment_number(gray, recognizer.digit_probabilities, "magic")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# CLI
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def test_cli_read_json_and_errors(tmp_path):
+    number("90210", seed=1, spacing=(0.2, 0.6))[0].save(tmp_path / "zip.png")
+    (tmp_path / "notes.png").write_text("not an image")
+    result = run("read", "--json", tmp_path)
+    assert result.exit_code == 1
+    rows = {Path(r["path"]).name: r for r in map(json.loads, result.stdout.splitlines())}
+    assert set(rows["zip.png"]) == {"path", "text", "confidence", "digits"}
+    assert rows["zip.png"]["text"] == "90210"
+    assert set(rows["notes.png"]) == {"path", "error"}
+    assert result.stderr.count("\n") == 1 and "notes.png" in result.stderr and "Traceback" not in result.output
+
+
+def test_cli_read_human_output_and_the_examples():
+    result = run("read", EXAMPLES / "numbers")
+    assert result.exit_code == 0, result.output
+    assert "zip_90210.png: 90210 (confidence" in result.stdout
+    assert "amount_1250_underlined.png: 1250 (confidence" in result.stdout
+    assert "id_4711_blue_pen.jpg: 4711 (confidence" in result.stdout
+
+
+def test_cli_debug_image_file_and_folder(tmp_path):
+    image, _ = number("58", seed=11)
+    image.save(tmp_path / "a.png")
+    image.save(tmp_path / "b.png")
+    out = tmp_path / "boxes.png"
+    assert run("read", "--debug-image", out, tmp_path / "a.png").exit_code == 0
+    drawn = Image.open(out)
+    assert drawn.size == image.size and drawn.mode == "RGB"
+    assert np.asarray(drawn)[..., 1].astype(int).max() - np.asarray(drawn)[..., 0].min() > 100  # coloured boxes
+    folder = tmp_path / "drawn"
+    assert run("read", "--debug-image", folder, tmp_path / "a.png", tmp_path / "b.png").exit_code == 0
+    assert sorted(p.name for p in folder.iterdir()) == ["a.png", "b.png"]
+
+
+def test_cli_read_empty_page(tmp_path):
+    Image.new("RGB", (300, 100), (250, 250, 245)).save(tmp_path / "blank.png")
+    result = run("read", tmp_path / "blank.png")
+    assert result.exit_code == 0 and "blank.png: no digits found" in result.stdout
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Real MNIST: numbers composed from test digits, as ink on paper
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_numbers_from_mnist_test_digits(recognizer, mnist_test):
+    images, labels = mnist_test
+    rng = np.random.default_rng(2024)
+    correct = 0
+    for k in range(100):
+        chosen = rng.choice(len(images), int(rng.integers(3, 9)), replace=False)
+        image, _ = render_number([images[i] for i in chosen], seed=k, digit_height=int(rng.integers(32, 64)),
+                                 spacing=(0.0, 0.4), baseline_drift=0.2)
+        buffer = io.BytesIO()
+        image.save(buffer, "PNG")
+        correct += recognizer.read(buffer.getvalue()).text == "".join(str(labels[i]) for i in chosen)
+    assert correct / 100 >= 0.9

@@ -1,0 +1,447 @@
+"""The HTTP service: routes, limits and errors through TestClient, then the real `digitscan serve` over a socket."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import struct
+import threading
+import time
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from fastapi.testclient import TestClient
+from PIL import Image
+from pydantic import ValidationError
+
+from digitscan import Recognizer
+from digitscan.cli import main
+from digitscan.serve import Settings, create_app, get_settings
+from digitscan.serve.limits import InferencePool, Saturated
+from digitscan.serve.routes import get_recognizer
+from digitscan.synth import render_number, stroke_digit
+from live_server import live_server
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+EXPECTED = {"seven_ink_on_paper.png": 7, "three_blue_pen.png": 3, "zero_pencil_off_centre.png": 0,
+            "five_canvas.png": 5, "two_transparent.png": 2, "eight_photo.jpg": 8, "four_28px.png": 4}
+PREDICT_KEYS = {"digit", "confidence", "is_digit", "probabilities"}
+READ_KEYS = {"text", "confidence", "digits"}
+# Small limits so the limit tests need only small bodies; torch_threads=None leaves this process's torch alone.
+LIMITS = {"max_upload_bytes": 300_000, "max_pixels": 2_000_000, "torch_threads": None}
+
+
+def png(image: Image.Image | np.ndarray) -> bytes:
+    if isinstance(image, np.ndarray):
+        image = Image.fromarray(image)
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def number_image(text: str, seed: int = 0) -> bytes:
+    image, _ = render_number([stroke_digit(int(c), seed=seed * 10 + i) for i, c in enumerate(text)], seed=seed)
+    return png(image)
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A tiny PNG whose header claims a huge image: a signature, IHDR and the first bytes of pixel data only."""
+
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit grayscale
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(bytes(1000)))
+
+
+def post(client, route: str, data: bytes, name: str = "image.png", **params) -> httpx.Response:
+    return client.post(route, files={"file": (name, data, "application/octet-stream")}, params=params)
+
+
+def assert_error(response: httpx.Response, status: int) -> str:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/json"
+    body = response.json()
+    assert isinstance(body["detail"], str) and body["detail"]
+    return body["detail"]
+
+
+def metric(client, line_start: str) -> float:
+    """The value of the first /metrics sample whose line starts with `line_start`."""
+    for line in client.get("/metrics").text.splitlines():
+        if line.startswith(line_start):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"no metric line starting with {line_start!r}")
+
+
+class BlockingRecognizer:
+    """The real recognizer, except that preparing an image waits until the test releases it."""
+
+    def __init__(self, real: Recognizer):
+        self.real = real
+        self.started = threading.Event()
+        self.release = threading.Event()
+        self.calls = 0
+
+    def prepare(self, image):
+        self.calls += 1
+        self.started.set()
+        self.release.wait(10)
+        return self.real.prepare(image)
+
+    def predict_inputs(self, inputs):
+        return self.real.predict_inputs(inputs)
+
+
+class BrokenRecognizer:
+    """A model whose preprocessing trips over something no rule foresaw."""
+
+    def prepare(self, image):
+        raise RuntimeError("unexpected failure deep inside preprocessing")
+
+
+@pytest.fixture(scope="module")
+def client():
+    with TestClient(create_app(Settings(**LIMITS))) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def recognizer(client) -> Recognizer:
+    return client.app.state.recognizer
+
+
+# ---- the routes ---------------------------------------------------------------------------------------------------
+
+
+def test_health_and_readiness(client):
+    assert client.get("/healthz").json() == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json()["status"] == "ready" and ready.json()["model"].endswith(".safetensors")
+
+
+def test_not_ready_until_the_model_is_loaded():
+    client = TestClient(create_app(Settings(**LIMITS)))  # no `with`: the lifespan has not run, no model yet
+    assert client.get("/healthz").status_code == 200
+    assert "not loaded" in assert_error(client.get("/readyz"), 503)
+    response = post(client, "/api/predict", (EXAMPLES / "three_blue_pen.png").read_bytes())
+    assert_error(response, 503)
+    assert response.headers["retry-after"] == "1"
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_predict_examples(client, name):
+    response = post(client, "/api/predict", (EXAMPLES / name).read_bytes(), name)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert set(body) == PREDICT_KEYS
+    assert body["digit"] == EXPECTED[name] and body["is_digit"] is True
+    assert len(body["probabilities"]) == 10 and abs(sum(body["probabilities"]) - 1) < 1e-4
+    assert body["confidence"] == max(body["probabilities"])
+
+
+def test_predict_matches_the_library(client, recognizer):
+    data = (EXAMPLES / "eight_photo.jpg").read_bytes()
+    assert post(client, "/api/predict", data).json() == recognizer.predict(data).to_dict()
+
+
+def test_predict_can_return_the_model_input(client, recognizer):
+    data = (EXAMPLES / "seven_ink_on_paper.png").read_bytes()
+    body = post(client, "/api/predict", data, include_input=1).json()
+    prefix = "data:image/png;base64,"
+    assert body["input_image"].startswith(prefix)
+    shown = np.asarray(Image.open(io.BytesIO(base64.b64decode(body["input_image"][len(prefix):]))))
+    assert shown.shape == (28, 28)
+    np.testing.assert_allclose(shown / 255, recognizer.prepare(data), atol=1 / 255)
+
+
+def test_the_shipped_ensemble_can_be_served():
+    with TestClient(create_app(Settings(**LIMITS, ensemble=True))) as client:
+        assert client.get("/readyz").status_code == 200
+        assert post(client, "/api/predict", (EXAMPLES / "three_blue_pen.png").read_bytes()).json()["digit"] == 3
+
+
+@pytest.mark.parametrize("blank", [np.zeros((280, 280), np.uint8), np.full((280, 560), 255, np.uint8)],
+                         ids=["black-canvas", "white-canvas"])
+def test_an_empty_canvas_is_not_a_digit(client, blank):
+    body = post(client, "/api/predict", png(blank)).json()
+    assert body["is_digit"] is False and body["digit"] is None
+    assert post(client, "/api/read", png(blank)).json() == {"text": "", "confidence": 0.0, "digits": []}
+
+
+@pytest.mark.parametrize("text", ["42", "507", "1983"])
+def test_read_a_number(client, text):
+    response = post(client, "/api/read", number_image(text))
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert set(body) == READ_KEYS
+    assert body["text"] == text
+    assert [d["digit"] for d in body["digits"]] == [int(c) for c in text]
+    assert all(len(d["box"]) == 4 and 0 < d["confidence"] <= 1 for d in body["digits"])
+
+
+# ---- limits and errors ----------------------------------------------------------------------------------------------
+
+
+def truncated_png() -> bytes:
+    data = (EXAMPLES / "seven_ink_on_paper.png").read_bytes()
+    return data[: len(data) // 2]
+
+
+BAD_UPLOADS = {
+    "empty": (b"", 422),
+    "text": (b"hello, this is not an image", 415),
+    "pdf": (b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj", 415),
+    "svg": (b'<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"></svg>', 415),
+    "truncated-png": (truncated_png(), 422),
+    "corrupt-jpeg": (b"\xff\xd8\xff\xe0" + bytes(200), 422),
+    "header-claims-10-gigapixels": (png_claiming(100_000, 100_000), 413),
+    "over-max-pixels": (png(np.zeros((1500, 1500), np.uint8)), 413),  # 2.25 MP > 2 MP, a tiny file
+    "over-max-upload-bytes": (b"\x89PNG\r\n\x1a\n" + bytes(LIMITS["max_upload_bytes"]), 413),
+    "far-over-the-body-cap": (bytes(3_000_000), 413),
+}
+
+
+@pytest.mark.parametrize("route", ["/api/predict", "/api/read"])
+@pytest.mark.parametrize("case", sorted(BAD_UPLOADS))
+def test_bad_uploads_are_4xx_json(client, route, case):
+    data, status = BAD_UPLOADS[case]
+    assert_error(post(client, route, data), status)
+
+
+def test_a_body_without_content_length_is_still_capped(client):
+    def chunks():  # a generator body is sent without Content-Length: the cap counts the bytes as they come
+        yield b'--b\r\nContent-Disposition: form-data; name="file"; filename="x.png"\r\n\r\n'
+        for _ in range(20):
+            yield bytes(50_000)
+        yield b"\r\n--b--\r\n"
+
+    headers = {"content-type": "multipart/form-data; boundary=b"}
+    response = client.post("/api/predict", content=chunks(), headers=headers)
+    assert "too large" in assert_error(response, 413)
+
+
+def test_request_errors_are_json(client):
+    detail = assert_error(client.post("/api/predict"), 422)  # no `file` field
+    assert "file" in detail
+    assert "file" in assert_error(client.post("/api/read", data={"image": "x"}), 422)
+    assert "file" in assert_error(client.post("/api/read", data={"file": "a text field, not a file"}), 422)
+    assert_error(client.get("/api/predict"), 405)
+    assert_error(client.get("/no/such/page"), 404)
+    broken = client.post("/api/predict", content=b"--x\r\ngarbage", headers={"content-type": "multipart/form-data"})
+    assert 400 <= broken.status_code < 500 and isinstance(broken.json()["detail"], str)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # Pillow warns about the corrupt EXIF blocks some of these carry
+def test_garbage_never_gets_a_5xx(client):
+    rng = np.random.default_rng(0)
+    real = [(EXAMPLES / name).read_bytes() for name in sorted(EXPECTED)]
+    magics = [b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF89a", b"BM", b"II*\x00", b"MM\x00*",
+              b"RIFF\x00\x00\x00\x00WEBP"]
+    inputs = [rng.bytes(int(n)) for n in rng.integers(1, 4000, 10)]
+    inputs += [magic + rng.bytes(int(rng.integers(0, 600))) for magic in magics]
+    for data in real:
+        inputs.append(data[: int(rng.integers(1, len(data)))])  # cut anywhere
+        flipped = bytearray(data)
+        for at in rng.integers(0, len(data), 8):  # a few damaged bytes
+            flipped[at] ^= 0xFF
+        inputs.append(bytes(flipped))
+    for data in inputs:
+        response = post(client, "/api/predict" if len(data) % 2 else "/api/read", data)
+        assert response.status_code in (200, 413, 415, 422), (response.status_code, data[:16])
+        if response.status_code != 200:
+            assert isinstance(response.json()["detail"], str)
+    assert client.get("/healthz").status_code == 200
+
+
+def test_unforeseen_processing_failures_are_422():
+    app = create_app(Settings(**LIMITS))
+    app.dependency_overrides[get_recognizer] = BrokenRecognizer
+    with TestClient(app) as client:
+        detail = assert_error(post(client, "/api/predict", png(np.zeros((28, 28), np.uint8))), 422)
+        assert "could not be processed" in detail
+        assert metric(client, 'digitscan_rejected_requests_total{reason="processing_error"}') == 1
+
+
+def test_the_last_line_of_defence_answers_json():
+    app = create_app(Settings(**LIMITS))
+
+    @app.get("/bug")
+    async def bug():
+        raise RuntimeError("a bug of ours")
+
+    with TestClient(app, raise_server_exceptions=False) as client:
+        assert assert_error(client.get("/bug"), 500) == "internal server error"
+
+
+def test_a_saturated_server_answers_503_at_once(recognizer):
+    blocking = BlockingRecognizer(recognizer)
+    app = create_app(Settings(**LIMITS, max_concurrency=1, max_queue=0))
+    app.dependency_overrides[get_recognizer] = lambda: blocking
+    data = (EXAMPLES / "three_blue_pen.png").read_bytes()
+    with TestClient(app) as client, ThreadPoolExecutor(1) as background:
+        first = background.submit(post, client, "/api/predict", data)
+        assert blocking.started.wait(10)
+        start = time.perf_counter()
+        refused = post(client, "/api/predict", data)
+        assert time.perf_counter() - start < 2  # refused at once, not after waiting
+        assert "busy" in assert_error(refused, 503)
+        assert refused.headers["retry-after"] == "1"
+        blocking.release.set()
+        assert first.result(timeout=10).json()["digit"] == 3
+        assert metric(client, 'digitscan_rejected_requests_total{reason="saturated"}') == 1
+
+
+def test_requests_time_out_and_give_back_their_slots(recognizer):
+    blocking = BlockingRecognizer(recognizer)
+    app = create_app(Settings(**LIMITS, max_concurrency=1, max_queue=4, request_timeout_s=0.5))
+    app.dependency_overrides[get_recognizer] = lambda: blocking
+    data = (EXAMPLES / "three_blue_pen.png").read_bytes()
+    with TestClient(app) as client:
+        for _ in range(2):  # the first one runs (and stays stuck), the second waits behind it
+            assert "timed out" in assert_error(post(client, "/api/predict", data), 503)
+        assert blocking.started.is_set()
+        assert metric(client, 'digitscan_rejected_requests_total{reason="timeout"}') == 2
+        assert metric(client, "digitscan_inference_admitted ") == 1  # the stuck one still holds its thread
+        blocking.release.set()
+        deadline = time.monotonic() + 10
+        while metric(client, "digitscan_inference_admitted ") and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert metric(client, "digitscan_inference_admitted ") == 0
+        assert blocking.calls == 1  # the waiting request was cancelled before it started
+        assert post(client, "/api/predict", data).json()["digit"] == 3
+
+
+def test_a_closed_pool_refuses_work():
+    pool = InferencePool(workers=1, queue=0)
+    assert asyncio.run(pool.run(sum, [1, 2])) == 3
+    pool.close()
+    with pytest.raises(Saturated, match="shutting down"):
+        asyncio.run(pool.run(sum, [1, 2]))
+    assert pool.admitted == 0
+
+
+# ---- metrics, page, docs, settings, CLI ----------------------------------------------------------------------------
+
+
+def test_metrics(client):
+    post(client, "/api/predict", (EXAMPLES / "three_blue_pen.png").read_bytes())
+    post(client, "/api/predict", b"not an image")
+    response = client.get("/metrics")
+    assert response.headers["content-type"].startswith("text/plain")
+    ok = 'method="POST",route="/api/predict",status="200"'
+    assert metric(client, f"digitscan_http_requests_total{{{ok}}}") >= 1
+    assert metric(client, f'digitscan_http_request_duration_seconds_bucket{{le="10.0",{ok}}}') >= 1
+    assert metric(client, 'digitscan_http_requests_total{method="POST",route="/api/predict",status="415"}') >= 1
+    assert metric(client, 'digitscan_inference_duration_seconds_count{endpoint="predict",outcome="ok"}') >= 1
+    assert metric(client, 'digitscan_rejected_requests_total{reason="unsupported"}') >= 1
+    assert metric(client, "digitscan_model_ready ") == 1
+    client.get("/no/such/page/42")
+    assert metric(client, 'digitscan_http_requests_total{method="GET",route="unmatched",status="404"}') >= 1
+
+
+def test_page_static_files_and_docs(client):
+    page = client.get("/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    for asset in ('<canvas id="canvas"', "/static/app.js", "/static/style.css", 'id="file"'):
+        assert asset in page.text
+    assert client.get("/static/app.js").status_code == 200
+    assert client.get("/static/style.css").status_code == 200
+    assert client.get("/docs").status_code == 200
+    schema = client.get("/openapi.json").json()
+    for route in ("/api/predict", "/api/read"):
+        body = schema["paths"][route]["post"]["requestBody"]["content"]
+        assert "multipart/form-data" in body
+    assert {"/healthz", "/readyz", "/metrics"} <= set(schema["paths"])
+
+
+def test_settings_from_environment_and_overrides(monkeypatch):
+    monkeypatch.setenv("DIGITSCAN_MAX_UPLOAD_BYTES", "12345")
+    monkeypatch.setenv("DIGITSCAN_PORT", "9001")
+    settings = Settings()
+    assert (settings.max_upload_bytes, settings.port, settings.host) == (12345, 9001, "127.0.0.1")
+    assert Settings(port=9002).port == 9002  # explicit values (CLI flags) win over the environment
+    monkeypatch.setenv("DIGITSCAN_MAX_QUEUE", "-1")
+    with pytest.raises(ValidationError):
+        Settings()
+    get_settings.cache_clear()
+    try:
+        monkeypatch.setenv("DIGITSCAN_MAX_QUEUE", "7")
+        assert get_settings() is get_settings() and get_settings().max_queue == 7
+    finally:
+        get_settings.cache_clear()
+
+
+def test_cli_serve_passes_flags_to_settings(monkeypatch):
+    import uvicorn
+
+    calls = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: calls.append((app, kwargs)))
+    result = CliRunner().invoke(main, ["serve", "--host", "0.0.0.0", "--port", "9100", "--max-upload-mb", "1.5",
+                                       "--max-pixels", "1000000", "--max-concurrency", "3", "--max-queue", "5",
+                                       "--timeout", "2.5", "--torch-threads", "2", "--preprocess", "paper",
+                                       "--ensemble", "--log-level", "warning"])
+    assert result.exit_code == 0, result.output
+    app, kwargs = calls[0]
+    settings = app.state.settings
+    assert (kwargs["host"], kwargs["port"], kwargs["log_level"]) == ("0.0.0.0", 9100, "warning")
+    assert settings.max_upload_bytes == 1_572_864 and settings.max_pixels == 1_000_000
+    assert (settings.max_concurrency, settings.max_queue, settings.request_timeout_s) == (3, 5, 2.5)
+    assert (settings.torch_threads, settings.preprocess, settings.ensemble) == (2, "paper", True)
+    CliRunner().invoke(main, ["serve"])
+    assert calls[1][0].state.settings == Settings()  # no flags: the environment's (here the default) settings
+
+
+def test_cli_serve_rejects_bad_settings():
+    result = CliRunner().invoke(main, ["serve", "--max-queue", "-3"])
+    assert result.exit_code == 2 and "max_queue" in result.output
+    result = CliRunner().invoke(main, ["serve", "--model", "no/such/model.safetensors"])
+    assert result.exit_code == 1 and "no such model file" in result.output
+
+
+# ---- the real thing: `digitscan serve` in its own process ---------------------------------------------------------
+
+
+def test_real_server():
+    with live_server("--max-upload-mb", "1") as server:
+        with httpx.Client(base_url=server.url, timeout=30) as http:
+            assert http.get("/healthz").json() == {"status": "ok"}
+            assert http.get("/readyz").json()["status"] == "ready"
+            assert "<canvas" in http.get("/").text
+
+            digit = post(http, "/api/predict", (EXAMPLES / "seven_ink_on_paper.png").read_bytes()).json()
+            assert digit["digit"] == 7 and set(digit) == PREDICT_KEYS
+            assert post(http, "/api/read", number_image("36")).json()["text"] == "36"
+            assert_error(post(http, "/api/predict", b"GIF89a" + bytes(40)), 422)
+            assert_error(post(http, "/api/read", b"{}"), 415)
+
+            # Oversized bodies over a real socket, declared and chunked: a clean 413, and the server carries on.
+            assert_error(post(http, "/api/predict", bytes(3 * 2**20)), 413)
+
+            def chunks():
+                yield b'--b\r\nContent-Disposition: form-data; name="file"; filename="x.png"\r\n\r\n'
+                for _ in range(40):
+                    yield bytes(64 * 1024)
+                yield b"\r\n--b--\r\n"
+
+            chunked = http.post("/api/predict", content=chunks(),
+                                headers={"content-type": "multipart/form-data; boundary=b"})
+            assert_error(chunked, 413)
+
+            # Concurrent clients: all answered, none refused (the waiting line is far longer than 12).
+            files = [(EXAMPLES / name).read_bytes() for name in sorted(EXPECTED)]
+            with ThreadPoolExecutor(12) as pool:
+                answers = list(pool.map(lambda i: post(http, "/api/predict", files[i % len(files)]), range(36)))
+            assert [a.status_code for a in answers] == [200] * 36
+            assert {a.json()["digit"] for a in answers} == set(EXPECTED.values())
+
+            metrics = http.get("/metrics").text
+            assert 'digitscan_http_requests_total{method="POST",route="/api/predict",status="200"} 37.0' in metrics
+    assert server.process.returncode == 0  # SIGINT: graceful shutdown through the lifespan
