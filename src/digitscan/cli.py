@@ -115,14 +115,26 @@ def predict(paths: tuple[str, ...], model: str | None, mode: str | None, as_json
       digitscan predict examples/
       digitscan predict --json scan.png | jq .digit
     """
-    from digitscan.preprocess import ImageError
     from digitscan.recognize import Recognizer
 
+    def describe(result) -> str:
+        if result.is_digit:
+            return f"The Number is {result.label} (confidence {result.confidence:.3f})"
+        return f"not a digit (confidence {result.confidence:.3f})"
+
     recognizer = Recognizer.load(model, preprocess=mode, ensemble=ensemble)
+    process_files(expand_paths(paths), recognizer.predict, describe, as_json)
+
+
+def process_files(files: list[Path], work, describe, as_json: bool) -> None:
+    """Run work(path) on each file and print its result; a file that fails is one line (and a JSON error row),
+    the others are still processed, and the exit status is 1 if any failed."""
+    from digitscan.preprocess import ImageError
+
     failures = 0
-    for path in expand_paths(paths):
+    for path in files:
         try:
-            result = recognizer.predict(path)
+            result = work(path)
         except ImageError as exc:
             failures += 1
             if as_json:
@@ -131,10 +143,8 @@ def predict(paths: tuple[str, ...], model: str | None, mode: str | None, as_json
             continue
         if as_json:
             emit({"path": str(path), **result.to_dict()})
-        elif result.is_digit:
-            click.echo(f"{path}: The Number is {result.label} (confidence {result.confidence:.3f})")
         else:
-            click.echo(f"{path}: not a digit (confidence {result.confidence:.3f})")
+            click.echo(f"{path}: {describe(result)}")
     if failures:
         sys.exit(1)
 
@@ -310,34 +320,25 @@ def read(paths: tuple[str, ...], model: str | None, as_json: bool, debug_image: 
       digitscan read zip_code.jpg                       zip_code.jpg: 90210 (confidence 0.712)
       digitscan read --json --debug-image boxes.png zip_code.jpg
     """
-    from digitscan.preprocess import ImageError, decode_image
+    from digitscan.preprocess import decode_image
     from digitscan.recognize import Recognizer
     from digitscan.segment import draw_segments
 
     recognizer = Recognizer.load(model, ensemble=ensemble)
     files = expand_paths(paths)
     drawings = debug_image_paths(files, Path(debug_image)) if debug_image else {}
-    failures = 0
-    for path in files:
-        try:
-            gray = decode_image(path)
-            result = recognizer.read(gray)
-        except ImageError as exc:
-            failures += 1
-            if as_json:
-                emit({"path": str(path), "error": str(exc)})
-            click.echo(f"digitscan: {path}: {exc}", err=True)
-            continue
+
+    def read_one(path: Path):
+        gray = decode_image(path)
+        result = recognizer.read(gray)
         if drawings:
             draw_segments(gray, result.digits).save(drawings[path])
-        if as_json:
-            emit({"path": str(path), **result.to_dict()})
-        elif result.text:
-            click.echo(f"{path}: {result.text} (confidence {result.confidence:.3f})")
-        else:
-            click.echo(f"{path}: no digits found")
-    if failures:
-        sys.exit(1)
+        return result
+
+    def describe(result) -> str:
+        return f"{result.text} (confidence {result.confidence:.3f})" if result.text else "no digits found"
+
+    process_files(files, read_one, describe, as_json)
 
 
 def debug_image_paths(files: list[Path], out: Path) -> dict[Path, Path]:

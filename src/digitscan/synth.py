@@ -116,7 +116,7 @@ def render_number(digit_images: list[np.ndarray], *, seed: int = 0, digit_height
     (tests, benchmarks): composed MNIST images are never committed.
     """
     rng = np.random.default_rng(seed)
-    glyphs, boxes_in_glyph = [], []
+    glyphs = []
     for image in digit_images:
         ink_level = np.asarray(image, dtype=np.float32) / 255.0
         rows, cols = np.nonzero(ink_level > 0)
