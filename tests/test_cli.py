@@ -113,13 +113,14 @@ def test_missing_data_folder_is_one_line(tmp_path):
     assert result.exit_code == 1 and result.stderr.count("\n") == 1
 
 
-def test_compare_quick_trial_json_shape(mnist_dir):
-    result = run("compare", "--json", "--data", mnist_dir, "--limit", "1500", "--out", "/tmp/digitscan-compare-test")
+def test_compare_quick_trial_json_shape(mnist_dir, tmp_path):
+    result = run("compare", "--json", "--data", mnist_dir, "--limit", "1500", "--out", tmp_path)
     assert result.exit_code == 0, result.output
     rows = json.loads(result.stdout)["results"]
     assert [r["model"] for r in rows] == ["SVM", "ANN", "CNN"]
     for row in rows:
         assert 0.5 < row["accuracy"] <= 1 and row["train_seconds"] > 0
+    assert (tmp_path / "comparison.png").exists()
 
 
 def test_help_teaches():
