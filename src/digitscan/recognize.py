@@ -89,7 +89,6 @@ class Recognizer:
             probs = np.full(len(self.classes), 1.0 / len(self.classes))
         top = int(probs.argmax())
         confidence = float(probs[top])
-        # An image without ink is never a digit, whatever the network says about an all-black input.
         accepted = has_ink and confidence >= self.reject_threshold
         label = self.classes[top]
         digit = int(label) if accepted and label.isdigit() else None

@@ -24,24 +24,17 @@ from digitscan.checkpoint import save_checkpoint
 from digitscan.constants import DIGIT_CLASSES, IMAGE_SIZE
 from digitscan.data import load_mnist, mnist_digests, train_val_split
 from digitscan.evaluate import fit_temperature, infer, to_input
-from digitscan.models import build_model, recipe_for, resolve_arch
+from digitscan.models import Recipe, build_model, recipe_for, resolve_arch
 
 
-@dataclass
-class TrainConfig:
-    """Every setting of a run; `make_config` fills it from the architecture's recipe, flags override fields."""
+@dataclass(frozen=True)
+class TrainConfig(Recipe):
+    """Every setting of a run: the architecture's recipe fields (models.Recipe) plus the run's own settings.
 
-    arch: str
-    epochs: int
-    batch_size: int
-    lr: float
-    val_split: float
-    optimizer: str
-    weight_decay: float
-    schedule: str
-    label_smoothing: float
-    augment: str
-    precision: str
+    `make_config` fills it from the architecture's recipe; flags override single fields.
+    """
+
+    arch: str = "paper"
     seed: int = 0
     threads: int | None = None
     device: str = "auto"
@@ -106,7 +99,7 @@ def use_bf16(precision: str, device: torch.device) -> bool:
     return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
 
 
-def train_one_epoch(model, x_train, y_train, optimizer, scheduler, config, generator, device, progress, epoch):
+def train_one_epoch(model, x_train, y_train, optimizer, scheduler, config, generator, device, bf16, progress, epoch):
     """One pass over the training split in shuffled batches; returns (mean loss, accuracy) on what it saw."""
     model.train()
     order = torch.randperm(len(x_train), generator=generator)
@@ -119,7 +112,7 @@ def train_one_epoch(model, x_train, y_train, optimizer, scheduler, config, gener
         if config.augment == "handwriting":
             xb = augment_batch(xb, generator).contiguous(memory_format=torch.channels_last)
         xb, yb = xb.to(device), y_train[idx].to(device)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16(config.precision, device)):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             logits = model(xb)
             loss = F.cross_entropy(logits, yb, label_smoothing=config.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
@@ -163,6 +156,7 @@ def train(config: TrainConfig, out: str | Path | None = None, *, progress: bool 
     optimizer = make_optimizer(model, config)
     scheduler = make_scheduler(optimizer, config, steps_per_epoch=math.ceil(len(x_train) / config.batch_size))
     generator = torch.Generator().manual_seed(config.seed)
+    bf16 = use_bf16(config.precision, device)
 
     history: list[dict] = []
     best_state, best_epoch, best_val = None, 0, -1.0
@@ -170,7 +164,7 @@ def train(config: TrainConfig, out: str | Path | None = None, *, progress: bool 
     for epoch in range(1, config.epochs + 1):
         start = time.perf_counter()
         train_loss, train_acc = train_one_epoch(model, x_train, y_train, optimizer, scheduler, config,
-                                                generator, device, progress, epoch)
+                                                generator, device, bf16, progress, epoch)
         val_loss, val_acc = loss_and_accuracy(model, x_val, y_val) if len(x_val) else (None, None)
         elapsed += time.perf_counter() - start
         record = {"epoch": epoch, "train_loss": train_loss, "train_accuracy": train_acc,
