@@ -344,7 +344,6 @@ def ink_map(gray: np.ndarray, *, speck_fraction: float = _SPECK_FRACTION) -> tup
 def _ink_map(gray: np.ndarray, speck_fraction: float = _SPECK_FRACTION) -> tuple[np.ndarray, float]:
     """ink_map for an already validated (H, W) float32 array in [0, 1]."""
     work, scale = _downscale(gray, WORK_SIDE)
-    empty = np.zeros(work.shape, np.float32)
 
     # Background without knowing the polarity yet: a robust fit ignores the ink, which is a minority of the pixels.
     background = _background(work)
@@ -352,12 +351,31 @@ def _ink_map(gray: np.ndarray, speck_fraction: float = _SPECK_FRACTION) -> tuple
     margin = 3 * _robust_sigma(residual) + 0.02  # deviations smaller than this are paper texture, not ink
     dark_mass = float(np.clip(-residual - margin, 0, None).sum())
     light_mass = float(np.clip(residual - margin, 0, None).sum())
-    if dark_mass > light_mass:
-        # Dark ink on paper: what we see is reflectance x illumination, so dividing by the paper level makes a
-        # stroke in a shadow as strong as one in full light.
-        signed = -residual / np.maximum(background, _MIN_PAPER_LEVEL)
-    else:
-        signed = residual  # light ink on a dark ground (MNIST itself, chalkboards): the ground is ~0, no division
+    if dark_mass <= light_mass:
+        # Light ink on a dark ground (MNIST itself, chalkboards, canvases): the ground is ~0, no division.
+        return _strokes_from(residual, speck_fraction, work.shape), scale
+    # Dark ink on paper: what we see is reflectance x illumination, so dividing by the paper level makes a stroke
+    # in a shadow as strong as one in full light. A first look with the smooth paper level measures the pen;
+    # the second measures the paper level locally, wider than the pen, which follows a sharp shadow edge too.
+    first = _strokes_from(-residual / np.maximum(background, _MIN_PAPER_LEVEL), speck_fraction, work.shape)
+    pen = _stroke_width(first > 0) if first.any() else max(work.shape) / 50  # > 0: blurred edges count too
+    paper = _local_paper_level(work, pen)
+    ink = _strokes_from((paper - work) / np.maximum(paper, _MIN_PAPER_LEVEL), speck_fraction, work.shape)
+    return (ink if ink.any() else first), scale
+
+
+def _local_paper_level(work: np.ndarray, pen: float) -> np.ndarray:
+    """The paper's brightness around each pixel: a grey closing wider than the pen, which fills in dark strokes but
+    keeps broad shadows and the sharp edge of a sheet (the input is smoothed first so noise does not lift it)."""
+    side = int(min(max(3 * pen + 3, 9), max(work.shape) / 2)) | 1
+    smooth = cv2.GaussianBlur(work, (0, 0), 1.0) if min(work.shape) >= 3 else work
+    return cv2.morphologyEx(smooth, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_RECT, (side, side)))
+
+
+def _strokes_from(signed: np.ndarray, speck_fraction: float, shape: tuple[int, int]) -> np.ndarray:
+    """Ink contrast (ink positive, background ~0) -> the soft ink map of the strokes, or all zeros for no ink."""
+    empty = np.zeros(shape, np.float32)
+    signed = signed - np.median(signed)  # the background (most pixels) at 0, whichever way its level was found
     noise = _robust_sigma(signed)
     raw = np.clip(signed, 0, None)
 
@@ -365,21 +383,20 @@ def _ink_map(gray: np.ndarray, speck_fraction: float = _SPECK_FRACTION) -> tuple
     smooth = cv2.GaussianBlur(raw, (0, 0), 1.0) if min(raw.shape) >= 3 else raw
     peak = float(smooth.max())
     if peak < max(_MIN_INK_CONTRAST, _NOISE_FACTOR * noise):
-        return empty, scale
+        return empty
     threshold = max(_otsu(smooth / peak) * peak, 2 * noise)
-    strokes = _select_strokes(smooth > threshold, min_extent=_MIN_INK_EXTENT * max(work.shape),
+    strokes = _select_strokes(smooth > threshold, min_extent=_MIN_INK_EXTENT * max(shape),
                               speck_fraction=speck_fraction)
     if strokes is None:
-        return empty, scale
+        return empty
 
     # Soft output: keep antialiased edges next to the strokes, saturate the stroke cores to 1 like MNIST's pen.
     keep = cv2.dilate(strokes.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
     floor = 2 * noise
     level = float(np.quantile(raw[strokes], 0.9))
     if level <= floor:
-        return empty, scale
-    ink = np.where(keep, np.clip((raw - floor) / (level - floor), 0, 1), 0)
-    return ink.astype(np.float32), scale
+        return empty
+    return np.where(keep, np.clip((raw - floor) / (level - floor), 0, 1), 0).astype(np.float32)
 
 
 def _robust_sigma(values: np.ndarray) -> float:
@@ -439,16 +456,17 @@ def _select_strokes(mask: np.ndarray, min_extent: float, speck_fraction: float =
     """Keep the connected components that look like pen strokes; None when nothing is left.
 
     Dropped: dust (spanning less than min_extent px), specks much smaller than the largest component, and the desk
-    around a photographed sheet (touching a side of the image and running along most of it) unless nothing else
-    is left, which is the case of a digit cropped tightly by the user.
+    around a photographed sheet (touching a side of the image and running along most of it, or a thin band along
+    much of it) unless nothing else is left, which is the case of a digit cropped tightly by the user.
     """
     _, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
     left, top, width, height, area = stats[1:].T  # (n,) each; label 0 is the background
     extents = np.maximum(width, height)
     rows, cols = mask.shape
-    along_side = (((top == 0) | (top + height == rows)) & (width >= 0.9 * cols)) | (
-        ((left == 0) | (left + width == cols)) & (height >= 0.9 * rows)
-    )
+    # Desk: along most of a side, or a band along much of it (the strip of desk between a sheet and the frame).
+    along_side = (((top == 0) | (top + height == rows)) & ((width >= 0.9 * cols) | (
+        (width >= 0.6 * cols) & (height <= 0.15 * rows)))) | (((left == 0) | (left + width == cols)) & (
+            (height >= 0.9 * rows) | ((height >= 0.6 * rows) & (width <= 0.15 * cols))))
     candidates = extents >= min_extent
     if (candidates & ~along_side).any():
         candidates &= ~along_side

@@ -1,0 +1,241 @@
+"""Real-world inputs: synthetic photos of digits, numbers and non-digits, generated deterministically on demand.
+
+Single digits: MNIST *test* digits photographed under each condition of digitscan.photos.CONDITIONS (ink, paper,
+light, size and place in the frame, rotation, pen, noise, blur, JPEG, file formats), plus digits written in the
+held-out handwriting fonts. Each is read with the shipped model through the robust preprocessing and, beside it,
+through the paper's pipeline (grayscale + resize). Not a digit: Fashion-MNIST *test* pictures (as 28x28 files and
+photographed), letters in the held-out fonts, scribbles and shapes, blank and textured pages, noise; the AUROC of
+the calibrated confidence, and how many digits and non-digits pass the shipped rejection threshold. Whole numbers:
+1-12 digit numbers composed from MNIST test digits, photographed, read with `Recognizer.read`.
+
+Run: `.venv/bin/python benchmarks/realworld.py` (about 5 minutes on 2 CPU cores; needs the Debian handwriting font
+packages listed in digitscan.photos.FONT_PACKAGES and DIGITSCAN_FASHION_DATA or ../shared/data/fashion-mnist).
+`--dev` builds the same sets from data that fine-tuning never trains on but that is not the test split either
+(MNIST validation digits, Fashion-MNIST training images past FASHION_TRAIN_USED, the training fonts): use it for
+any choice; the test sets are only for the report. Writes benchmarks/results/realworld[-dev].{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import sys
+import time
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import machine, machine_line, markdown_table, write_results  # noqa: E402
+from read_numbers import digit_accuracy  # noqa: E402
+
+from digitscan.data import load_idx_dataset, load_mnist, train_val_split  # noqa: E402
+from digitscan.finetune import FASHION_TRAIN_USED, fashion_dir  # noqa: E402
+from digitscan.nondigits import BLANK_PAGES, blank_glyph, letter_glyph, scribble_glyph  # noqa: E402
+from digitscan.photos import CONDITIONS, Condition, font_split, glyph_from_font, glyph_from_mnist, photograph  # noqa: E402
+from digitscan.preprocess import decode_image, to_model_input  # noqa: E402
+from digitscan.recognize import Recognizer  # noqa: E402
+from digitscan.synth import render_number  # noqa: E402
+
+SINGLE_CONDITIONS = [name for name in CONDITIONS if name != "mixed"]
+FEW = {"huge-image": 0.2}  # 3000-4000 px photos take ~1 s each to make and read: fewer of them
+FONT_CONDITION = Condition("handwriting fonts, photographed with mixed conditions", **{
+    k: getattr(CONDITIONS["mixed"], k) for k in ("inks", "papers", "rotation_deg", "lighting", "noise", "blur",
+                                                 "jpeg_quality", "encodings", "texture")},
+    height_fraction=(0.2, 0.85), image_height=(40, 600))
+NUMBER_CONDITION = Condition("a number on one line, photographed", inks=("black", "blue", "pencil"),
+                             papers=("white", "tinted", "grey"), height_fraction=(0.3, 0.8),
+                             image_height=(120, 600), rotation_deg=2.0, lighting=0.4, noise=(0.0, 8.0),
+                             blur=(0.0, 0.3), jpeg_quality=(60, 95), encodings=("png", "jpeg"))
+# How people write numbers: mostly spaced, often touching, sometimes on a ruled line; lengths of real IDs.
+NUMBER_STYLES = [
+    (0.45, dict(spacing=(0.05, 0.5))),
+    (0.25, dict(spacing=(-0.08, 0.25), baseline_drift=0.2, scale_jitter=0.1)),
+    (0.15, dict(spacing=(0.0, 0.4), underline=True, specks=8)),
+    (0.15, dict(spacing=(0.0, 0.4), baseline_drift=0.35, scale_jitter=0.15)),
+]
+NUMBER_LENGTHS = [1, 2, 3, 4, 5, 5, 5, 6, 7, 8, 9, 10, 11, 12]  # ZIP codes (5) are the most common
+
+
+def prepared(source) -> tuple[np.ndarray, np.ndarray]:
+    """A photo's bytes -> the (28, 28) inputs of the robust and of the paper preprocessing (one decode)."""
+    gray = decode_image(source)
+    return to_model_input(gray, "robust"), to_model_input(gray, "paper")
+
+
+def photo_job(job: tuple) -> tuple[np.ndarray, np.ndarray]:
+    """Worker: (glyph, condition, seed) -> prepared inputs of its photo; (bytes,) -> prepared inputs of the file."""
+    if len(job) == 1:
+        return prepared(job[0])
+    glyph, condition, seed = job
+    return prepared(photograph(glyph, condition, np.random.default_rng(seed)))
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def digit_jobs(images, labels, n: int, seed: int, fonts: list[str]) -> dict[str, tuple[list, np.ndarray]]:
+    """condition -> (jobs, true digits); each condition draws its own digits, all deterministic in seed."""
+    sets = {}
+    for index, name in enumerate(SINGLE_CONDITIONS + ["handwriting-fonts"]):
+        rng = np.random.default_rng([seed, index])
+        count = max(10, round(n * FEW.get(name, 1.0)))
+        if name == "handwriting-fonts":
+            truth = rng.integers(0, 10, count)
+            jobs = [(glyph_from_font(str(d), str(rng.choice(fonts))), FONT_CONDITION, int(rng.integers(2**31)))
+                    for d in truth]
+        else:
+            chosen = rng.choice(len(images), count, replace=False)
+            truth = labels[chosen]
+            jobs = [(glyph_from_mnist(images[i]), CONDITIONS[name], int(rng.integers(2**31))) for i in chosen]
+        sets[name] = (jobs, np.asarray(truth))
+    return sets
+
+
+def nondigit_jobs(fashion: np.ndarray, n: int, seed: int, fonts: list[str]) -> dict[str, list]:
+    sets = {}
+    rng = np.random.default_rng([seed, 100])
+    picks = rng.choice(len(fashion), 2 * n, replace=False)
+    sets["fashion-mnist (28x28 files)"] = [(png_bytes(fashion[i]),) for i in picks[:n]]
+    sets["fashion-mnist (photographed)"] = [(glyph_from_mnist(fashion[i]), CONDITIONS["mixed"],
+                                             int(rng.integers(2**31))) for i in picks[n:]]
+    sets["letters"] = [(letter_glyph(rng, fonts), FONT_CONDITION, int(rng.integers(2**31))) for _ in range(n)]
+    sets["scribbles and shapes"] = [(scribble_glyph(rng), CONDITIONS["mixed"], int(rng.integers(2**31)))
+                                    for _ in range(n)]
+    for name, condition in BLANK_PAGES.items():
+        sets[name] = [(blank_glyph(), condition, int(rng.integers(2**31))) for _ in range(max(10, n // 4))]
+    return sets
+
+
+def run_jobs(jobs: list, pool) -> tuple[np.ndarray, np.ndarray]:
+    results = pool.map(photo_job, jobs, chunksize=8)
+    return np.stack([r[0] for r in results]), np.stack([r[1] for r in results])
+
+
+def number_samples(images, labels, n: int, seed: int) -> list[tuple[bytes, str]]:
+    rng = np.random.default_rng([seed, 200])
+    weights = np.array([w for w, _ in NUMBER_STYLES])
+    samples = []
+    for _ in range(n):
+        chosen = rng.choice(len(images), int(rng.choice(NUMBER_LENGTHS)), replace=False)
+        style = NUMBER_STYLES[rng.choice(len(NUMBER_STYLES), p=weights / weights.sum())][1]
+        image, _ = render_number([images[i] for i in chosen], seed=int(rng.integers(2**31)), digit_height=40,
+                                 ink=(255, 255, 255), paper=(0, 0, 0), margin=0.1, **style)
+        coverage = np.asarray(image.convert("L"), np.float32) / 255
+        samples.append((photograph(coverage, NUMBER_CONDITION, rng), "".join(str(labels[i]) for i in chosen)))
+    return samples
+
+
+def auroc(positive: np.ndarray, negative: np.ndarray) -> float:
+    """P(a random digit scores above a random non-digit), ties counted half: the Mann-Whitney statistic."""
+    scores = np.concatenate([positive, negative])
+    order = scores.argsort(kind="mergesort")
+    ranks = np.empty(len(scores))
+    ranks[order] = np.arange(1, len(scores) + 1)
+    for value in np.unique(scores):  # average ranks over ties
+        tied = scores == value
+        ranks[tied] = ranks[tied].mean()
+    return float((ranks[: len(positive)].sum() - len(positive) * (len(positive) + 1) / 2)
+                 / (len(positive) * len(negative)))
+
+
+def confidences(recognizer: Recognizer, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(top digit, calibrated confidence, accepted) per prepared input."""
+    predictions = recognizer.predict_inputs(inputs)
+    top = np.array([int(np.argmax(p.probabilities)) for p in predictions])
+    return top, np.array([p.confidence for p in predictions]), np.array([p.is_digit for p in predictions])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, default=200, help="photos per condition (default 200)")
+    parser.add_argument("--numbers", type=int, default=300, help="whole numbers to read (default 300)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--model", help="checkpoint to evaluate (default: the shipped model)")
+    parser.add_argument("--dev", action="store_true",
+                        help="build the sets from validation data, not the test splits (for making choices)")
+    parser.add_argument("--workers", type=int, default=os.cpu_count())
+    args = parser.parse_args()
+
+    train_fonts, eval_fonts = font_split()
+    if args.dev:
+        images, labels = load_mnist("train")
+        _, val_idx = train_val_split(len(images), 0.1, 0)
+        images, labels = images[val_idx], labels[val_idx]
+        fashion, _ = load_idx_dataset(fashion_dir(), "train")
+        fashion = fashion[FASHION_TRAIN_USED:]
+        fonts = train_fonts
+    else:
+        images, labels = load_mnist("test")
+        fashion, _ = load_idx_dataset(fashion_dir("test"), "test")
+        fonts = eval_fonts
+    recognizer = Recognizer.load(args.model)
+    paper = Recognizer.load(args.model, preprocess="paper")
+    start = time.perf_counter()
+
+    digit_rows, positives, accepted_digits, correct_all = [], [], [], []
+    with get_context("spawn").Pool(args.workers) as pool:
+        for name, (jobs, truth) in digit_jobs(images, labels, args.n, args.seed, fonts).items():
+            robust_inputs, paper_inputs = run_jobs(jobs, pool)
+            top, confidence, accepted = confidences(recognizer, robust_inputs)
+            paper_top, _, _ = confidences(paper, paper_inputs)
+            correct = top == truth
+            positives.append(confidence)
+            accepted_digits.append(accepted)
+            correct_all.append(correct)
+            digit_rows.append([name, len(truth), f"{correct.mean():.3f}", f"{(correct & accepted).mean():.3f}",
+                               f"{accepted.mean():.3f}", f"{(paper_top == truth).mean():.3f}"])
+            print(digit_rows[-1], flush=True)
+        negative_rows, negatives, accepted_negatives = [], [], []
+        for name, jobs in nondigit_jobs(fashion, args.n, args.seed, fonts).items():
+            robust_inputs, _ = run_jobs(jobs, pool)
+            _, confidence, accepted = confidences(recognizer, robust_inputs)
+            negatives.append(confidence)
+            accepted_negatives.append(accepted)
+            negative_rows.append([name, len(jobs), f"{accepted.mean():.3f}", f"{np.median(confidence):.3f}"])
+            print(negative_rows[-1], flush=True)
+
+    samples = number_samples(images, labels, args.numbers, args.seed)
+    read_start = time.perf_counter()
+    texts = [recognizer.read(data).text for data, _ in samples]
+    read_seconds = (time.perf_counter() - read_start) / len(samples)
+    truths = [truth for _, truth in samples]
+
+    correct_all = np.concatenate(correct_all)
+    accepted_digits = np.concatenate(accepted_digits)
+    per_condition = [float(row[2]) for row in digit_rows]
+    summary = {
+        "digit_accuracy": float(correct_all.mean()),
+        "worst_condition": min(per_condition),
+        "auroc": auroc(np.concatenate(positives), np.concatenate(negatives)),
+        "reject_threshold": recognizer.reject_threshold,
+        "digits_accepted": float(accepted_digits.mean()),
+        "nondigits_accepted": float(np.concatenate(accepted_negatives).mean()),
+        "read_exact": float(np.mean([t == truth for t, truth in zip(texts, truths)])),
+        "read_digit_accuracy": digit_accuracy(truths, texts),
+        "read_seconds_per_number": read_seconds,
+    }
+    info = machine()
+    which = "validation data (--dev)" if args.dev else "MNIST and Fashion-MNIST test splits, held-out fonts"
+    markdown = "\n\n".join([
+        f"Sets built from {which}, seed {args.seed}; model: {recognizer.name}. {machine_line(info)}. "
+        f"Total {time.perf_counter() - start:.0f} s.",
+        markdown_table(["condition", "n", "accuracy", "correct and accepted", "accepted", "paper pipeline"],
+                       digit_rows),
+        markdown_table(["not a digit", "n", "accepted", "median confidence"], negative_rows),
+        markdown_table(["summary", "value"], [[k, f"{v:.4f}" if isinstance(v, float) else v]
+                                              for k, v in summary.items()]),
+    ])
+    write_results("realworld-dev" if args.dev else "realworld",
+                  {"machine": info, "summary": summary, "digits": digit_rows, "nondigits": negative_rows,
+                   "args": vars(args)}, markdown)
+
+
+if __name__ == "__main__":
+    main()
