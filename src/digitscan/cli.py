@@ -165,9 +165,15 @@ def process_files(files: list[Path], work, describe, as_json: bool) -> None:
 @click.option("--eval-test", is_flag=True,
               help="Also report MNIST test accuracy after each epoch (for benchmarks; never used to pick the checkpoint).")
 @click.option("--limit", type=int, help="Train on only the first N images of the training split (quick trials).")
+@click.option("--init", type=click.Path(dir_okay=False, exists=True),
+              help="Start from this checkpoint's weights (fine-tuning); same architecture, the ten digits.")
+@click.option("--realworld", is_flag=True,
+              help="Also train on photographed digits and on non-digits (Fashion-MNIST training pictures, letters, "
+                   "scribbles, wrong cuts of numbers), then choose the not-a-digit threshold on validation data. "
+                   "Needs the Debian packages dataset-fashion-mnist and the handwriting fonts (docs/real-world.md).")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 def train(arch, epochs, batch_size, lr, val_split, seed, threads, device, data, out, as_json, eval_test, limit,
-          no_progress):
+          init, realworld, no_progress):
     """Train a model on MNIST and save a self-describing checkpoint.
 
     Each architecture brings its own recipe (epochs, batch size, optimizer, schedule, augmentation);
@@ -177,13 +183,16 @@ def train(arch, epochs, batch_size, lr, val_split, seed, threads, device, data, 
     \b
     Examples:
       digitscan train --arch paper                 the paper: Adam, 5 epochs, batch 32, validation split 0.3
-      digitscan train --arch shipped --json        rerun the recipe of the shipped weights
+      digitscan train --arch shipped --json        rerun the recipe of the shipped weights (first stage)
+      digitscan train --arch shipped --init runs/dsnet.safetensors --realworld --epochs 4 --lr 0.002
+                                                   its second stage: fine-tuning for photos and non-digits
     """
     from digitscan.plots import save_training_curves
     from digitscan.train import make_config, train as run_training
 
     config = make_config(arch, epochs=epochs, batch_size=batch_size, lr=lr, val_split=val_split, seed=seed,
-                         threads=threads, device=device, eval_test=eval_test, data=data, limit=limit)
+                         threads=threads, device=device, eval_test=eval_test, data=data, limit=limit, init=init,
+                         realworld=realworld or None)
     out_path = Path(out or f"runs/{config.arch}.safetensors")
 
     def report(record: dict) -> None:

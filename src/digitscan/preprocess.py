@@ -351,6 +351,12 @@ def _ink_map(gray: np.ndarray, speck_fraction: float = _SPECK_FRACTION) -> tuple
     margin = 3 * _robust_sigma(residual) + 0.02  # deviations smaller than this are paper texture, not ink
     dark_mass = float(np.clip(-residual - margin, 0, None).sum())
     light_mass = float(np.clip(residual - margin, 0, None).sum())
+    if dark_mass == light_mass:
+        # Neither stands out from the smooth fit, whose residuals a sharp shadow edge can inflate: compare what
+        # a closing (dark strokes) and an opening (light strokes) a little wider than a typical pen take away.
+        kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (int(max(work.shape) / 15) | 1,) * 2)
+        dark_mass = float(np.quantile(cv2.morphologyEx(work, cv2.MORPH_CLOSE, kernel) - work, 0.995))
+        light_mass = float(np.quantile(work - cv2.morphologyEx(work, cv2.MORPH_OPEN, kernel), 0.995))
     if dark_mass <= light_mass:
         # Light ink on a dark ground (MNIST itself, chalkboards, canvases): the ground is ~0, no division.
         return _strokes_from(residual, speck_fraction, work.shape), scale

@@ -439,6 +439,14 @@ def _candidate_groups(layout: Layout) -> list[tuple[int, ...]]:
     return sorted((g for g in groups if not _noise_like(layout, g)), key=lambda g: (g[-1], g[0]))
 
 
+def candidate_pieces(gray: np.ndarray) -> list[tuple[list[int], np.ndarray]]:
+    """Every candidate digit the reading step would show the model: [(box [x, y, w, h] in input pixels, (28, 28)
+    input)]. Fine-tuning uses them to teach the model what a wrong cut looks like (digitscan.finetune)."""
+    layout = find_atoms(gray)
+    return [(_to_input_box(_group_box(layout, g), layout.scale, layout.ink.shape), _group_input(layout, g))
+            for g in _candidate_groups(layout)]
+
+
 def _classify_groups(layout: Layout, groups: list[tuple[int, ...]], classify: Classify):
     if not groups:
         return np.zeros((0, NUM_CLASSES), np.float64), np.zeros(0, bool)

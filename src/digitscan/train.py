@@ -20,10 +20,11 @@ from torch import nn
 from tqdm import tqdm
 
 from digitscan.augment import augment_batch
-from digitscan.checkpoint import save_checkpoint
+from digitscan.checkpoint import load_checkpoint, save_checkpoint
 from digitscan.constants import DIGIT_CLASSES, IMAGE_SIZE
 from digitscan.data import load_mnist, mnist_digests, train_val_split
 from digitscan.evaluate import fit_temperature, infer, to_input
+from digitscan.finetune import build_pools, choose_reject_threshold
 from digitscan.models import Recipe, build_model, recipe_for, resolve_arch
 
 
@@ -41,6 +42,9 @@ class TrainConfig(Recipe):
     eval_test: bool = False
     data: str | None = None
     limit: int | None = None  # train on only the first N images of the training split (quick runs, smoke tests)
+    init: str | None = None  # start from this checkpoint's weights (fine-tuning)
+    realworld: bool = False  # mix photo-like digits and non-digits into every batch (digitscan.finetune)
+    outlier_weight: float = 0.5  # weight of the non-digits' pull towards the uniform distribution
 
 
 def make_config(arch: str, **overrides) -> TrainConfig:
@@ -99,8 +103,12 @@ def use_bf16(precision: str, device: torch.device) -> bool:
     return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
 
 
-def train_one_epoch(model, x_train, y_train, optimizer, scheduler, config, generator, device, bf16, progress, epoch):
-    """One pass over the training split in shuffled batches; returns (mean loss, accuracy) on what it saw."""
+def train_one_epoch(model, x_train, y_train, optimizer, scheduler, config, generator, device, bf16, progress, epoch,
+                    pools=None):
+    """One pass over the training split in shuffled batches; returns (mean loss, accuracy) on what it saw.
+
+    With pools (digitscan.finetune.Pools), every batch also gets half as many real-world digits and a quarter as
+    many non-digits; the non-digits' loss is their cross-entropy to the uniform distribution (outlier exposure)."""
     model.train()
     order = torch.randperm(len(x_train), generator=generator)
     total_loss, correct, seen = 0.0, 0, 0
@@ -111,18 +119,30 @@ def train_one_epoch(model, x_train, y_train, optimizer, scheduler, config, gener
         xb = to_input(x_train[idx])  # uint8 (B, 28, 28) -> float (B, 1, 28, 28) in [0, 1]
         if config.augment == "handwriting":
             xb = augment_batch(xb, generator).contiguous(memory_format=torch.channels_last)
-        xb, yb = xb.to(device), y_train[idx].to(device)
+        yb = y_train[idx]
+        negatives = xb[:0]
+        if pools is not None:
+            picks = torch.randint(len(pools.digits), (len(idx) // 2,), generator=generator)
+            xb = torch.cat([xb, to_input(pools.digits[picks.numpy()])])
+            yb = torch.cat([yb, torch.from_numpy(pools.labels[picks.numpy()])])
+            negatives = to_input(pools.negatives[torch.randint(len(pools.negatives), (len(idx) // 4,),
+                                                               generator=generator).numpy()])
+        n = len(xb)
+        xb, yb = torch.cat([xb, negatives]).to(device), yb.to(device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             logits = model(xb)
-            loss = F.cross_entropy(logits, yb, label_smoothing=config.label_smoothing)
+            loss = F.cross_entropy(logits[:n], yb, label_smoothing=config.label_smoothing)
+            if len(negatives):
+                loss = loss - config.outlier_weight * F.log_softmax(logits[n:].float(), dim=1).mean()
+        logits = logits[:n]
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         if scheduler is not None:
             scheduler.step()
-        total_loss += loss.item() * len(idx)
+        total_loss += loss.item() * n
         correct += (logits.argmax(1) == yb).sum().item()
-        seen += len(idx)
+        seen += n
         bar.set_postfix(loss=f"{total_loss / seen:.4f}", acc=f"{correct / seen:.4f}")
     return total_loss / seen, correct / seen
 
@@ -152,7 +172,17 @@ def train(config: TrainConfig, out: str | Path | None = None, *, progress: bool 
         test_images, test_labels = load_mnist("test", config.data)
         x_test, y_test = torch.from_numpy(test_images), torch.from_numpy(test_labels).long()
 
-    model = build_model(config.arch).to(device, memory_format=torch.channels_last)
+    model = build_model(config.arch)
+    if config.init:
+        start = load_checkpoint(config.init)
+        if start.meta["arch"] != config.arch or len(start.classes) != len(DIGIT_CLASSES):
+            raise ValueError(f"--init {config.init}: a {start.meta['arch']!r} model with {len(start.classes)} "
+                             f"classes cannot start a {config.arch!r} run on the digits")
+        model.load_state_dict(start.model.state_dict())
+    model = model.to(device, memory_format=torch.channels_last)
+    # Real-world pools come from this run's training digits only (the validation split stays unseen).
+    pools = build_pools(images[train_idx], labels[train_idx], seed=config.seed, progress=progress) \
+        if config.realworld else None
     optimizer = make_optimizer(model, config)
     scheduler = make_scheduler(optimizer, config, steps_per_epoch=math.ceil(len(x_train) / config.batch_size))
     generator = torch.Generator().manual_seed(config.seed)
@@ -164,7 +194,7 @@ def train(config: TrainConfig, out: str | Path | None = None, *, progress: bool 
     for epoch in range(1, config.epochs + 1):
         start = time.perf_counter()
         train_loss, train_acc = train_one_epoch(model, x_train, y_train, optimizer, scheduler, config,
-                                                generator, device, bf16, progress, epoch)
+                                                generator, device, bf16, progress, epoch, pools)
         val_loss, val_acc = loss_and_accuracy(model, x_val, y_val) if len(x_val) else (None, None)
         elapsed += time.perf_counter() - start
         record = {"epoch": epoch, "train_loss": train_loss, "train_accuracy": train_acc,
@@ -183,9 +213,18 @@ def train(config: TrainConfig, out: str | Path | None = None, *, progress: bool 
     model = model.cpu().to(memory_format=torch.contiguous_format).eval()
     # Calibrate confidences on the validation split (label smoothing leaves the raw softmax under-confident).
     temperature = fit_temperature(infer(model, x_val), y_val) if len(x_val) else 1.0
+    meta = checkpoint_meta(config, history, best_epoch, temperature)
+    if config.realworld and len(x_val):
+        def confidence(inputs: np.ndarray) -> np.ndarray:
+            return torch.softmax(infer(model, inputs) / temperature, dim=1).max(dim=1).values.numpy()
+
+        rule = choose_reject_threshold(confidence, images[val_idx], labels[val_idx], seed=config.seed,
+                                       progress=progress)
+        meta["reject_threshold"] = rule.pop("threshold")
+        meta["reject_rule"] = rule
     path = None
     if out is not None:
-        path = save_checkpoint(out, model, checkpoint_meta(config, history, best_epoch, temperature))
+        path = save_checkpoint(out, model, meta)
     return TrainResult(model=model, history=history, best_epoch=best_epoch, config=config, checkpoint=path)
 
 

@@ -1,0 +1,108 @@
+"""Real-world input: photographed MNIST test digits under every condition, non-digits, and the fine-tuning data.
+
+The full measurement is benchmarks/realworld.py; here a few images per condition prove each code path works
+end to end with the shipped model.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from digitscan.finetune import NEGATIVE, PoolSizes, _iou, _number_pieces, build_pools
+from digitscan.nondigits import BLANK_PAGES, blank_glyph, scribble_glyph
+from digitscan.photos import CONDITIONS, EXIF_ORIENTATION, glyph_from_mnist, photograph
+from digitscan.recognize import Recognizer
+
+PER_CONDITION = {"huge-image": 1}  # 3000-4000 px photos take seconds each
+
+
+@pytest.fixture(scope="module")
+def recognizer() -> Recognizer:
+    return Recognizer.load()
+
+
+@pytest.mark.parametrize("condition", [name for name in CONDITIONS if name != "mixed"])
+def test_photographed_test_digits_are_read(condition, recognizer, mnist_test):
+    images, labels = mnist_test
+    rng = np.random.default_rng([3, len(condition)])
+    picks = rng.choice(len(images), PER_CONDITION.get(condition, 8), replace=False)
+    results = [recognizer.predict(photograph(glyph_from_mnist(images[i]), CONDITIONS[condition], rng))
+               for i in picks]
+    right = sum(r.is_digit and r.digit == labels[i] for r, i in zip(results, picks))
+    assert right >= len(picks) - 1, [(r.digit, int(labels[i])) for r, i in zip(results, picks)]
+
+
+@pytest.mark.parametrize("encoding, mode", [("png", "RGB"), ("jpeg", "RGB"), ("transparent-png", "RGBA"),
+                                            ("exif-jpeg", "RGB"), ("palette-png", "P"), ("png16", "I;16"),
+                                            ("cmyk-jpeg", "CMYK")])
+def test_photo_encodings_are_what_they_claim(encoding, mode, mnist_test):
+    data = photograph(glyph_from_mnist(mnist_test[0][0]), CONDITIONS["clean"], np.random.default_rng(0),
+                      encoding=encoding)
+    image = Image.open(io.BytesIO(data))
+    assert image.mode == mode
+    if encoding == "exif-jpeg":
+        assert image.getexif()[EXIF_ORIENTATION] in (3, 6, 8)
+    if encoding == "transparent-png":
+        alpha = np.asarray(image)[..., 3]
+        assert alpha.min() == 0 and alpha.max() > 200  # transparent paper, opaque strokes
+
+
+@pytest.mark.parametrize("page", list(BLANK_PAGES))
+def test_pages_without_writing_are_never_digits(page, recognizer):
+    rng = np.random.default_rng(11)
+    for _ in range(6):
+        result = recognizer.predict(photograph(blank_glyph(), BLANK_PAGES[page], rng))
+        assert not result.is_digit and result.digit is None
+
+
+def test_shipped_model_has_a_rejection_rule_chosen_on_validation_data(recognizer):
+    meta = recognizer.checkpoint.meta
+    assert 0.3 < recognizer.reject_threshold < 1.0
+    validation = meta["reject_rule"]["validation"]
+    assert validation["digits_accepted"] >= 0.97 and validation["nondigits_accepted"] <= 0.15
+
+
+def test_most_fashion_pictures_and_scribbles_are_rejected(recognizer):
+    from digitscan.data import load_idx_dataset
+    from digitscan.finetune import fashion_dir
+
+    fashion, _ = load_idx_dataset(fashion_dir("test"), "test")
+    results = recognizer.predict_inputs(np.stack([recognizer.prepare(image) for image in fashion[:100]]))
+    assert sum(not r.is_digit for r in results) >= 80
+    rng = np.random.default_rng(5)
+    scribbles = [recognizer.predict(photograph(scribble_glyph(rng), CONDITIONS["clean"], rng)) for _ in range(20)]
+    assert sum(not r.is_digit for r in scribbles) >= 15
+
+
+def test_number_cuts_are_labelled_by_overlap_with_the_true_digits(mnist_test):
+    images, labels = mnist_test
+    pieces = _number_pieces(images[:4], labels[:4], seed=1)
+    found = sorted(label for _, label in pieces if label != NEGATIVE)
+    assert set(found) <= set(labels[:4].tolist()) and len(found) >= 3
+    for image, _ in pieces:
+        assert image.shape == (28, 28) and image.max() > 0
+
+
+def test_iou():
+    assert _iou([0, 0, 10, 10], [0, 0, 10, 10]) == 1.0
+    assert _iou([0, 0, 10, 10], [10, 0, 10, 10]) == 0.0
+    assert _iou([0, 0, 10, 10], [5, 0, 10, 10]) == pytest.approx(50 / 150)
+
+
+def test_fine_tuning_pools(mnist_test, tmp_path, monkeypatch):
+    monkeypatch.setenv("DIGITSCAN_CACHE", str(tmp_path / "mnist"))
+    images, labels = mnist_test  # any digits do for a code-path test; training uses the training split
+    sizes = PoolSizes(photo_digits=12, font_digits=4, numbers=3, fashion_files=5, fashion_photos=3, letters=4,
+                      scribbles=4, pages=4)
+    pools = build_pools(images[:100], labels[:100], sizes, workers=1, progress=False)
+    assert pools.digits.dtype == np.uint8 and pools.digits.shape[1:] == (28, 28)
+    assert len(pools.digits) == len(pools.labels) >= 16 and set(pools.labels.tolist()) <= set(range(10))
+    assert len(pools.negatives) >= 12
+    assert (pools.digits.reshape(len(pools.digits), -1).max(axis=1) > 0).all()
+    again = build_pools(images[:100], labels[:100], sizes, workers=1, progress=False)  # from the cache
+    assert np.array_equal(again.negatives, pools.negatives)
+    assert list((tmp_path / "pools").glob("*.npz"))
