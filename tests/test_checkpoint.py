@@ -2,13 +2,17 @@
 
 import json
 import os
+import pickle
+import time
+from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import save_file
 
 from digitscan.checkpoint import (
-    CheckpointError, load_checkpoint, recorded_sha256, save_checkpoint, sha256_file, shipped_ensemble_paths, shipped_path,
+    MAX_CLASSES, CheckpointError, load_checkpoint, recorded_sha256, save_checkpoint, sha256_file,
+    shipped_ensemble_paths, shipped_path,
 )
 from digitscan.constants import DIGIT_CLASSES
 from digitscan.models import build_model
@@ -100,3 +104,98 @@ def test_shipped_weights_are_verified(tmp_path):
     tampered.with_suffix(".sha256").write_text(recorded_sha256(shipped_path()))
     with pytest.raises(CheckpointError, match="do not match their recorded sha256"):
         load_checkpoint(tampered, verify_sha256=True)
+
+
+# ---- hostile model files -------------------------------------------------------------------------------------------
+
+
+class TouchOnUnpickle:
+    """A pickle payload that creates a file when unpickled: what a malicious 'model' would run instead."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.mknod if hasattr(os, "mknod") else open, (str(self.marker),))
+
+
+@pytest.mark.parametrize("writer", ["pickle", "torch.save"])
+def test_a_pickle_named_safetensors_is_refused_and_never_unpickled(tmp_path, writer):
+    marker = tmp_path / "code-ran"
+    path = tmp_path / "model.safetensors"
+    payload = {"state_dict": paper_tensors(), "evil": TouchOnUnpickle(marker)}
+    if writer == "pickle":
+        path.write_bytes(pickle.dumps(payload))
+    else:
+        torch.save(payload, path)  # PyTorch's zip-of-pickles format, as a .pt checkpoint would be
+    with pytest.raises(CheckpointError, match="not a safetensors file"):
+        load_checkpoint(path)
+    assert not marker.exists()
+
+
+def test_the_package_never_unpickles_a_file():
+    # Safetensors only: no torch.load / pickle.load anywhere in the package (weights_only or not).
+    source = Path(__file__).resolve().parents[1] / "src" / "digitscan"
+    for module in source.rglob("*.py"):
+        text = module.read_text()
+        for call in ("torch.load(", "pickle.load", "pickle.Unpickler", "joblib.load", "np.load("):
+            assert call not in text, f"{module.name} calls {call}"
+
+
+@pytest.mark.parametrize("classes, valid", [
+    (DIGIT_CLASSES, True),
+    ([str(i) for i in range(MAX_CLASSES + 1)], False),  # too many
+    (["0"], False),  # too few
+    (["0", ""], False),  # empty name
+    (["0", "x" * 65], False),  # a name longer than a label
+    (["0", "1\nThe Number is 7"], False),  # a name that would forge a line of CLI output
+    (["0", 1], False),  # not text
+])
+def test_class_names_must_be_a_sane_list(tmp_path, classes, valid):
+    path = tmp_path / "classes.safetensors"
+    tensors = {k: v.contiguous() for k, v in build_model("paper", num_classes=len(classes)).state_dict().items()}
+    write_raw(path, tensors, {"format": "digitscan-checkpoint", "version": 1, **META, "classes": classes})
+    if valid:
+        assert load_checkpoint(path).classes == classes
+    else:
+        with pytest.raises(CheckpointError, match="'classes' must be"):
+            load_checkpoint(path)
+
+
+@pytest.mark.parametrize("arch_kwargs", [
+    {"hidden": [1_000_000, 1_000_000]},  # 10^12 parameters: building it for real would exhaust memory
+    {"hidden": [20_000, 20_000]},  # 400 million: 1.6 GB and ~6 s of initialisation before the old shape check
+    {"hidden": [-1, 5]},  # a negative size
+    {"hidden": "wide"},  # a wrong type
+])
+def test_architecture_arguments_cannot_allocate_a_giant_model(tmp_path, arch_kwargs):
+    path = tmp_path / "mlp.safetensors"
+    tensors = {k: v.contiguous() for k, v in build_model("mlp").state_dict().items()}
+    write_raw(path, tensors, {"format": "digitscan-checkpoint", "version": 1, **META, "arch": "mlp",
+                              "arch_kwargs": arch_kwargs})
+    start = time.perf_counter()
+    with pytest.raises(CheckpointError, match=str(path)):
+        load_checkpoint(path)
+    assert time.perf_counter() - start < 2.0  # milliseconds: the model is only sized up on the meta device
+
+
+def test_deeply_nested_metadata_is_one_clear_error(tmp_path):
+    path = tmp_path / "nested.safetensors"
+    save_file(paper_tensors(), str(path), metadata={"digitscan": "[" * 100_000 + "]" * 100_000})
+    with pytest.raises(CheckpointError, match="metadata is not valid JSON"):
+        load_checkpoint(path)
+
+
+def test_shipped_weights_are_verified_by_default(tmp_path, monkeypatch):
+    # The default load (no path) checks the shipped file's sha256: a tampered copy in the weights folder is refused.
+    data = bytearray(shipped_path().read_bytes())
+    data[len(data) // 2] ^= 0x01  # one bit of one weight: still a perfectly loadable safetensors file
+    (tmp_path / "shipped.safetensors").write_bytes(bytes(data))
+    (tmp_path / "shipped.sha256").write_text(recorded_sha256(shipped_path()))
+    monkeypatch.setattr("digitscan.checkpoint.weights_dir", lambda: tmp_path)
+    with pytest.raises(CheckpointError, match="do not match their recorded sha256"):
+        load_checkpoint()
+    (tmp_path / "shipped.sha256").unlink()
+    with pytest.raises(CheckpointError, match="no readable sha256"):
+        load_checkpoint()
+    assert load_checkpoint(tmp_path / "shipped.safetensors", verify_sha256=False).meta["arch"] == "dsnet"

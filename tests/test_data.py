@@ -421,6 +421,23 @@ def test_fetch_leaves_no_partial_file_when_the_server_hangs_up(mnist_dir, mirror
     assert_no_stray_files(cache)
 
 
+def test_fetch_refuses_a_gzip_bomb_without_inflating_it(mnist_dir, mirror_server, tmp_path):
+    # A mirror serving 100 MB of zeros (100 kB compressed) as the 10 kB test labels: refused at that file's exact
+    # decompressed size, and nothing is left behind in the cache.
+    base, root, _ = mirror_server
+    stem = MNIST_FILES[("test", "labels")]
+    (root / "bomb").mkdir()
+    (root / "bomb" / f"{stem}.gz").write_bytes(gzip.compress(bytes([0, 0, 8, 1]) + bytes(100 * 2**20), 9))
+    cache = tmp_path / "cache"
+    for other in STEMS:  # the other three are already valid, so only the labels are fetched
+        if other != stem:
+            cache.mkdir(exist_ok=True)
+            (cache / f"{other}.gz").symlink_to(find_file(mnist_dir, other).resolve())
+    with pytest.raises(DatasetError, match=rf"{base}/bomb/{stem}\.gz: decompresses to more than 10008 bytes"):
+        fetch_mnist(cache, [f"{base}/bomb/"], progress=False)
+    assert_no_stray_files(cache, {f"{other}.gz" for other in STEMS if other != stem})
+
+
 # ------------------------------------------------------------------------------------- the real MNIST
 
 

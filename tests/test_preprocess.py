@@ -14,11 +14,8 @@ import zlib
 from pathlib import Path
 
 import cv2
-import hypothesis.extra.numpy as hnp
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 from PIL import Image, ImageDraw
 
 from digitscan.constants import DIGIT_BOX, IMAGE_SIZE
@@ -276,6 +273,15 @@ def test_path_bytes_pil_and_array_sources_agree(tmp_path, reference_seven):
         np.testing.assert_array_equal(preprocess(source), reference_seven)
 
 
+def test_a_callers_pil_image_is_left_intact():
+    # decode_image releases the images it opened itself as soon as it can; one handed in by a caller stays usable.
+    for mode in ("L", "RGB", "RGBA", "CMYK", "P", "I;16", "F"):
+        image = draw_digit("7").convert(mode)
+        before = np.asarray(image).copy()
+        decode_image(image)
+        np.testing.assert_array_equal(np.asarray(image), before)
+
+
 def test_transparent_png_is_composited_onto_white(reference_seven):
     strokes = np.asarray(draw_digit("7"))
     rgba = np.zeros((HEIGHT, WIDTH, 4), np.uint8)  # black strokes on a fully transparent canvas
@@ -485,23 +491,6 @@ def test_errors_are_value_errors_with_http_meaning():
         assert issubclass(error, ImageError) and issubclass(error, ValueError)
     with pytest.raises(TypeError):
         decode_image(42)
-
-
-@settings(max_examples=150, deadline=None)
-@given(
-    hnp.arrays(
-        dtype=st.sampled_from([np.uint8, np.float32]),
-        shape=st.tuples(st.integers(1, 64), st.integers(1, 64)),
-        elements={"allow_nan": False, "allow_infinity": False},
-    ),
-    st.sampled_from(PREPROCESS_MODES),
-)
-def test_any_array_gives_a_model_input_or_an_image_error(array, mode):
-    try:
-        x = preprocess(array, mode)
-    except ImageError:
-        return
-    assert_model_input(x)
 
 
 # ---------------------------------------------------------------------------------------------- speed

@@ -23,6 +23,7 @@ FORMAT = "digitscan-checkpoint"
 FORMAT_VERSION = 1
 META_KEY = "digitscan"  # key of the JSON document in the safetensors header's __metadata__
 MAX_CLASSES = 1000
+MAX_CLASS_NAME = 64  # characters; class names are printed in results, so they must be short printable text
 
 SHIPPED_NAME = "shipped.safetensors"
 ENSEMBLE_GLOB = "shipped*.safetensors"  # the shipped model plus the extra seeds of the optional ensemble
@@ -58,7 +59,11 @@ def shipped_ensemble_paths() -> list[Path]:
 
 def recorded_sha256(path: Path) -> str:
     """The digest recorded beside shipped weights (NAME.sha256) when they were built."""
-    return path.with_suffix(".sha256").read_text().split()[0]
+    record = path.with_suffix(".sha256")
+    try:
+        return record.read_text().split()[0]
+    except (OSError, UnicodeDecodeError, IndexError):
+        raise CheckpointError(f"{path}: no readable sha256 recorded in {record.name}; reinstall digitscan") from None
 
 
 def sha256_file(path: Path) -> str:
@@ -95,8 +100,8 @@ def read_meta(path: Path) -> dict:
         raise CheckpointError(f"{path}: safetensors file without digitscan metadata")
     try:
         meta = json.loads(header[META_KEY])
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{path}: metadata is not valid JSON ({exc})") from None
+    except (json.JSONDecodeError, RecursionError) as exc:  # RecursionError: nested thousands of levels deep
+        raise CheckpointError(f"{path}: metadata is not valid JSON ({type(exc).__name__})") from None
     validate_meta(path, meta)
     return meta
 
@@ -110,8 +115,10 @@ def validate_meta(path: Path, meta: dict) -> None:
         raise CheckpointError(f"{path}: unknown architecture {meta.get('arch')!r}; known: {', '.join(REGISTRY)}")
     classes = meta.get("classes")
     if (not isinstance(classes, list) or not 2 <= len(classes) <= MAX_CLASSES
-            or not all(isinstance(c, str) and c for c in classes) or len(set(classes)) != len(classes)):
-        raise CheckpointError(f"{path}: 'classes' must be a list of 2..{MAX_CLASSES} distinct non-empty names")
+            or not all(isinstance(c, str) and 0 < len(c) <= MAX_CLASS_NAME and c.isprintable() for c in classes)
+            or len(set(classes)) != len(classes)):
+        raise CheckpointError(f"{path}: 'classes' must be a list of 2..{MAX_CLASSES} distinct names of "
+                              f"1..{MAX_CLASS_NAME} printable characters")
     if not isinstance(meta.get("arch_kwargs", {}), dict):
         raise CheckpointError(f"{path}: 'arch_kwargs' must be an object")
 
@@ -130,25 +137,46 @@ def load_checkpoint(path: str | os.PathLike | None = None, *, verify_sha256: boo
     if verify_sha256 and sha256_file(path) != recorded_sha256(path):
         raise CheckpointError(f"{path}: shipped weights do not match their recorded sha256; reinstall digitscan")
     meta = read_meta(path)
-    try:
-        model = build_model(meta["arch"], num_classes=len(meta["classes"]), **meta.get("arch_kwargs", {}))
-    except TypeError as exc:
-        raise CheckpointError(f"{path}: architecture arguments do not fit {meta['arch']!r} ({exc})") from None
-    tensors = load_file(str(path))
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(tensors))
-    extra = sorted(set(tensors) - set(expected))
+    expected = _expected_tensors(path, meta)
+    stored = _stored_shapes(path)
+    missing = sorted(set(expected) - set(stored))
+    extra = sorted(set(stored) - set(expected))
     if missing or extra:
         raise CheckpointError(f"{path}: tensors do not match {meta['arch']!r}: missing {missing[:3]}, unexpected {extra[:3]}")
-    for name, tensor in expected.items():
-        if tensors[name].shape != tensor.shape:
-            raise CheckpointError(f"{path}: tensor {name} has shape {tuple(tensors[name].shape)}, "
-                                  f"{meta['arch']!r} needs {tuple(tensor.shape)}")
-        if tensor.is_floating_point() and not torch.isfinite(tensors[name]).all():
+    for name, shape in expected.items():
+        if stored[name] != shape:
+            raise CheckpointError(f"{path}: tensor {name} has shape {stored[name]}, {meta['arch']!r} needs {shape}")
+    # Only now, with every shape known to match the file's own tensors, is any memory given to the model.
+    model = _build(path, meta)
+    tensors = load_file(str(path))
+    for name, tensor in tensors.items():
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
             raise CheckpointError(f"{path}: tensor {name} holds NaN or infinite values")
     model.load_state_dict(tensors)
     model.eval()
     return Checkpoint(model=model, meta=meta, path=path)
+
+
+def _build(path: Path, meta: dict) -> nn.Module:
+    try:
+        return build_model(meta["arch"], num_classes=len(meta["classes"]), **meta.get("arch_kwargs", {}))
+    except (TypeError, ValueError, RuntimeError) as exc:  # unknown keyword, wrong type, negative size...
+        raise CheckpointError(f"{path}: architecture arguments do not fit {meta['arch']!r} ({exc})") from None
+
+
+def _expected_tensors(path: Path, meta: dict) -> dict[str, tuple[int, ...]]:
+    """Name -> shape of the tensors the metadata's architecture needs, without allocating them: the model is built
+    on PyTorch's meta device, so arguments asking for a billion-parameter layer cost nothing before they are refused.
+    """
+    with torch.device("meta"):
+        model = _build(path, meta)
+    return {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
+
+
+def _stored_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """Name -> shape of the tensors in the file, read from its header only."""
+    with safe_open(str(path), framework="pt") as f:
+        return {name: tuple(f.get_slice(name).get_shape()) for name in f.keys()}
 
 
 def load_ensemble(paths: list[str | os.PathLike] | None = None, *, tta: bool = True) -> Checkpoint:

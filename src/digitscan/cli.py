@@ -6,6 +6,7 @@ Run `digitscan --help` or `digitscan COMMAND --help`. Heavy imports (torch) happ
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -75,15 +76,27 @@ def main(ctx: click.Context, debug: bool) -> None:
 
 
 def expand_paths(paths: tuple[str, ...]) -> list[Path]:
-    """Files as given, folders searched recursively for image files (sorted, so output order is stable)."""
+    """Files as given, folders searched recursively for image files (sorted, so output order is stable).
+
+    A folder that cannot be listed (no permission) stays in the list itself, so it is reported as one failed input
+    rather than silently contributing nothing; symbolic links to folders are not followed (no loops).
+    """
     files: list[Path] = []
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            files.extend(sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES))
+            files.extend(_image_files_in(path))
         else:
             files.append(path)  # a missing or unreadable file is reported per file by the decoder
     return files
+
+
+def _image_files_in(folder: Path) -> list[Path]:
+    found: list[Path] = []
+    for root, _, names in os.walk(folder, onerror=lambda error: found.append(Path(error.filename))):
+        candidates = (Path(root) / name for name in names if Path(name).suffix.lower() in IMAGE_SUFFIXES)
+        found.extend(p for p in candidates if p.is_file())  # not pipes or devices that happen to be named .png
+    return sorted(found)
 
 
 model_option = click.option("--model", "-m", "model", type=click.Path(dir_okay=False),
@@ -128,23 +141,36 @@ def predict(paths: tuple[str, ...], model: str | None, mode: str | None, as_json
 
 def process_files(files: list[Path], work, describe, as_json: bool) -> None:
     """Run work(path) on each file and print its result; a file that fails is one line (and a JSON error row),
-    the others are still processed, and the exit status is 1 if any failed."""
+    the others are still processed, and the exit status is 1 if any failed.
+
+    Bad input (ImageError) and file-system trouble (OSError, e.g. writing a debug image) are the file's problem;
+    anything else is a bug met on this input: it is reported the same way, or raised with --debug.
+    """
     from digitscan.preprocess import ImageError
 
+    context = click.get_current_context(silent=True)
+    debug = bool(context and context.obj and context.obj.get("debug"))
     failures = 0
     for path in files:
         try:
             result = work(path)
-        except ImageError as exc:
-            failures += 1
-            if as_json:
-                emit({"path": str(path), "error": str(exc)})
-            click.echo(f"digitscan: {path}: {exc}", err=True)
-            continue
-        if as_json:
-            emit({"path": str(path), **result.to_dict()})
+        except (ImageError, OSError) as exc:
+            problem = str(exc)
+        except Exception as exc:
+            if debug:
+                raise
+            problem = f"{type(exc).__name__}: {exc} (rerun with --debug for the traceback)"
         else:
-            click.echo(f"{path}: {describe(result)}")
+            if as_json:
+                emit({"path": str(path), **result.to_dict()})
+            else:
+                click.echo(f"{path}: {describe(result)}")
+            continue
+        failures += 1
+        problem = " ".join(problem.split())  # one line, whatever the exception's message holds
+        if as_json:
+            emit({"path": str(path), "error": problem})
+        click.echo(f"digitscan: {path}: {problem}", err=True)
     if failures:
         sys.exit(1)
 
@@ -317,7 +343,11 @@ def compare(data: str | None, seed: int, as_json: bool, out: str, limit: int | N
               help="Also write the input with each digit's box and label drawn: a PNG file for one input, "
                    "a folder (one PNG per input, named after it) for several.")
 @ensemble_option
-def read(paths: tuple[str, ...], model: str | None, as_json: bool, debug_image: str | None, ensemble: bool) -> None:
+@click.option("--time-limit", "time_limit_s", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
+              help="Seconds allowed per image; a page of clutter that takes longer is reported as too complex "
+                   "(default: 5).")
+def read(paths: tuple[str, ...], model: str | None, as_json: bool, debug_image: str | None, ensemble: bool,
+         time_limit_s: float | None) -> None:
     """Read a whole handwritten number per image: a ZIP code, an amount, an ID written on one line.
 
     Digits are found left to right, touching digits are split and broken ones joined, specks and underlines are
@@ -331,7 +361,7 @@ def read(paths: tuple[str, ...], model: str | None, as_json: bool, debug_image: 
     """
     from digitscan.preprocess import decode_image
     from digitscan.recognize import Recognizer
-    from digitscan.segment import draw_segments
+    from digitscan.segment import READ_TIME_LIMIT_S, draw_segments
 
     recognizer = Recognizer.load(model, ensemble=ensemble)
     files = expand_paths(paths)
@@ -339,7 +369,7 @@ def read(paths: tuple[str, ...], model: str | None, as_json: bool, debug_image: 
 
     def read_one(path: Path):
         gray = decode_image(path)
-        result = recognizer.read(gray)
+        result = recognizer.read(gray, time_limit_s=time_limit_s or READ_TIME_LIMIT_S)
         if drawings:
             draw_segments(gray, result.digits).save(drawings[path])
         return result
@@ -425,6 +455,8 @@ def data_fetch(cache: str | None) -> None:
 @click.option("--max-queue", type=int, help="Requests that may wait for a free thread; beyond that 503 (default: 64).")
 @click.option("--timeout", "request_timeout_s", type=float,
               help="Seconds allowed per API request, upload included; 503 beyond (default: 10).")
+@click.option("--read-time-limit", "read_time_limit_s", type=float, metavar="SECONDS",
+              help="Seconds /api/read may spend on one image; 422 beyond (default: 5).")
 @click.option("--torch-threads", type=int, help="PyTorch threads per inference (default: 1).")
 @click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]),
               help="Server log level (default: info).")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import http.client
+import math
 import os
 import tempfile
 import urllib.error
@@ -129,7 +130,7 @@ def _parse_idx(content: bytearray, *, name: str, compressed: bool) -> np.ndarray
         )
     shape = tuple(int(d) for d in np.frombuffer(content, dtype=">u4", count=ndim, offset=4))
     dtype = IDX_DTYPES[type_code]
-    declared = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    declared = math.prod(shape) * dtype.itemsize  # Python ints: four dims of 65536 must not wrap around to 0
     present = len(content) - header_size
     if present != declared:
         problem = "truncated" if present < declared else f"{present - declared} trailing bytes"
@@ -138,7 +139,10 @@ def _parse_idx(content: bytearray, *, name: str, compressed: bool) -> np.ndarray
         raise DatasetError(
             f"{name}: {problem}: header declares {described} = {declared} data bytes, {holder} has {present}"
         )
-    array = np.frombuffer(content, dtype=dtype, offset=header_size).reshape(shape)
+    try:
+        array = np.frombuffer(content, dtype=dtype, offset=header_size).reshape(shape)
+    except ValueError:  # an empty array whose other sizes multiply past what numpy can index (0 x 2**31 x 2**31)
+        raise DatasetError(f"{name}: header declares an impossible shape {'x'.join(map(str, shape))}") from None
     return array.astype(dtype.newbyteorder("="), copy=False)
 
 

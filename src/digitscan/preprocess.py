@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import io
 import os
+import re
+import stat
 import struct
+import warnings
 import zlib
 from pathlib import Path
 
 import cv2
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from digitscan.constants import DIGIT_BOX, IMAGE_SIZE
 
@@ -32,11 +35,19 @@ _SPECK_FRACTION = 0.05  # components with less area than this fraction of the la
 _MIN_INK_EXTENT = 0.02  # a component spanning less than this fraction of the image's longer side is dust
 _MNIST_STROKE_FRACTION = 0.1  # MNIST pens are 2-3 px in the 20 px box; thinner strokes are thickened to this
 _NO_PIXEL_LIMIT = 2**62  # arrays handed to to_model_input / ink_map are already in memory
+_STRIP_PIXELS = 2**20  # decoded images become float a strip of about this many pixels at a time
 _MAD_TO_SIGMA = 1.4826  # median absolute deviation -> standard deviation for Gaussian noise
 _MIN_PAPER_LEVEL = 0.1  # paper darker than this is not divided out (it would only amplify noise)
 
 _FORMAT_NAMES = {"JPEG": "JPEG", "PNG": "PNG", "BMP": "BMP", "GIF": "GIF", "TIFF": "TIFF", "WEBP": "WebP"}
 _ALLOWED_TEXT = ", ".join(_FORMAT_NAMES[f] for f in ALLOWED_FORMATS)
+
+# Pillow's own decompression-bomb guard at our ceiling: Image.open raises for headers over 2 * MAX_PIXELS and
+# warns above MAX_PIXELS. The warning is silenced because decode_image refuses every such image itself, with its
+# size, right after reading the header (its own max_pixels, at most MAX_PIXELS); as a printed warning it would only
+# add a second, cryptic line to the CLI's one line per bad file.
+Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 # Pillow plugins raise many exception types on malformed data (struct.error and IndexError from TIFF tags,
 # zlib.error from PNG, EOFError from GIF); every one of them means "this upload is broken", never a server bug.
@@ -61,6 +72,10 @@ class UnreadableImageError(ImageError):
     """Empty, truncated, corrupt or otherwise undecodable input (HTTP 422)."""
 
 
+class ImageTooComplexError(ImageError):
+    """Reading the image took longer than its time limit: thousands of strokes, not a number (HTTP 422)."""
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Decoding: source -> 2-D float32 grayscale in [0, 1], 1.0 = white, native resolution.
 # ----------------------------------------------------------------------------------------------------------------
@@ -71,7 +86,8 @@ def decode_image(source, *, max_pixels: int = MAX_PIXELS, max_bytes: int = MAX_F
 
     Image files follow the paper convention 1.0 = white. Numpy arrays are taken as grayscale intensity as given:
     uint8 / 255, uint16 / 65535, bool, other integers by their 8- or 16-bit range, floats as [0, 1] when their
-    max is <= 1 else as [0, 255]; (H, W, 3) is converted to luma and (H, W, 4) is composited onto white.
+    max is <= 1 else as [0, 255]; (H, W, 3) is converted to luma and (H, W, 4) is composited onto white. A float32
+    (H, W) array already in [0, 1] is returned as it is, not copied.
     `bytes` are always file contents, never a path. Any bad input raises an ImageError subclass (a source of
     another Python type is a programming error: TypeError).
     """
@@ -87,19 +103,33 @@ def decode_image(source, *, max_pixels: int = MAX_PIXELS, max_bytes: int = MAX_F
 
 
 def _read_file(path: Path, max_bytes: int) -> bytes:
+    """A regular file's bytes, never more than max_bytes + 1 read: a folder, a device or a named pipe is refused
+    (reading /dev/zero never ends, opening a pipe waits for a writer), as is a file over max_bytes."""
     try:
-        if path.is_dir():
-            raise UnreadableImageError(f"is a directory, not an image file: '{path}'")
-        size = path.stat().st_size
-        if size > max_bytes:
-            raise ImageTooLargeError(f"file is too large: {size:,} bytes; limit is {max_bytes:,}")
-        return path.read_bytes()
+        # O_NONBLOCK: opening a named pipe returns at once instead of waiting; regular files read as usual.
+        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        try:
+            info = os.fstat(descriptor)  # of what was opened, so a file swapped after a check cannot slip through
+            if stat.S_ISDIR(info.st_mode):
+                raise UnreadableImageError(f"is a directory, not an image file: '{path}'")
+            if not stat.S_ISREG(info.st_mode):
+                raise UnreadableImageError(f"not a regular file (a device, pipe or socket): '{path}'")
+            if info.st_size > max_bytes:
+                raise ImageTooLargeError(f"file is too large: {info.st_size:,} bytes; limit is {max_bytes:,}")
+            with open(descriptor, "rb", closefd=False) as file:
+                data = file.read(max_bytes + 1)
+        finally:
+            os.close(descriptor)
     except FileNotFoundError:
         raise UnreadableImageError(f"no such file: '{path}'") from None
     except PermissionError:
-        raise UnreadableImageError(f"permission denied: '{path}'") from None
+        kind = "folder" if path.is_dir() else "file"
+        raise UnreadableImageError(f"permission denied: cannot read {kind} '{path}'") from None
     except OSError as err:  # e.g. name too long, I/O error
         raise UnreadableImageError(f"cannot read '{path}': {err.strerror or err}") from None
+    if len(data) > max_bytes:  # it grew after the size check
+        raise ImageTooLargeError(f"file is too large: more than {max_bytes:,} bytes")
+    return data
 
 
 def _check_pixels(width: int, height: int, max_pixels: int) -> None:
@@ -109,32 +139,45 @@ def _check_pixels(width: int, height: int, max_pixels: int) -> None:
         )
 
 
+def _bomb_error(err: Exception, max_pixels: int) -> ImageTooLargeError:
+    """Pillow's decompression-bomb guard refused a header: say how large, like _check_pixels does."""
+    found = re.search(r"\((\d+) pixels\)", str(err))
+    if found is None:
+        return ImageTooLargeError(f"image is too large: {_one_line(err)}")
+    limit = min(max_pixels, MAX_PIXELS)
+    return ImageTooLargeError(f"image is too large: {int(found[1]):,} pixels; limit is {limit:,}")
+
+
 def _decode_bytes(data: bytes, max_pixels: int, max_bytes: int) -> np.ndarray:
     if not data:
         raise UnreadableImageError("empty file (0 bytes)")
     if len(data) > max_bytes:
         raise ImageTooLargeError(f"file is too large: {len(data):,} bytes; limit is {max_bytes:,}")
     try:
-        image = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
+        image = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)  # reads the header only
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
-        # Pillow's own bomb guard fires in open() for headers beyond 2 * Image.MAX_IMAGE_PIXELS.
-        raise ImageTooLargeError(f"image is too large: {_one_line(err)}") from None
+        raise _bomb_error(err, max_pixels) from None  # Pillow's guard: the header claims more than MAX_PIXELS
     except UnidentifiedImageError:
         raise _unidentified_error(data) from None
     except _DECODER_ERRORS as err:
         raise UnreadableImageError(f"cannot read image header: {_one_line(err)}") from None
     with image:
-        return _decode_pil(image, max_pixels)
+        return _decode_pil(image, max_pixels, owned=True)
 
 
-def _decode_pil(image: Image.Image, max_pixels: int) -> np.ndarray:
-    """Check the size (known from the header before any pixel is decoded), then decode the first frame."""
+def _decode_pil(image: Image.Image, max_pixels: int, owned: bool = False) -> np.ndarray:
+    """Check the size (known from the header before any pixel is decoded), then decode the first frame.
+
+    owned: the image was opened here, so its decoded pixels may be released as soon as the grey copy exists.
+    """
     _check_pixels(image.width, image.height, max_pixels)
     try:
-        image.load()  # only the first frame of GIF / TIFF; we never seek
-        return _gray_from_pil(image)
+        image.load()  # only the first frame of GIF / TIFF / WebP; we never seek
+        return _unit_float(*_gray_band(image, owned))
+    except ImageError:
+        raise  # already says what is wrong (NaN pixels); not a decoder failure to rephrase
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
-        raise ImageTooLargeError(f"image is too large: {_one_line(err)}") from None
+        raise _bomb_error(err, max_pixels) from None
     except _DECODER_ERRORS as err:
         name = _FORMAT_NAMES.get(image.format or "", "image")
         raise UnreadableImageError(f"cannot decode {name} data (truncated or corrupt): {_one_line(err)}") from None
@@ -200,40 +243,96 @@ def _describe_content(head: bytes) -> str:
     return "text" if all(ch.isprintable() or ch in "\t\r\n" for ch in text) else "unknown binary data"
 
 
-def _gray_from_pil(image: Image.Image) -> np.ndarray:
-    """Any Pillow mode -> luma in [0, 1] with transparency composited onto white paper."""
+def _gray_band(image: Image.Image, owned: bool) -> tuple[Image.Image, bool]:
+    """Any Pillow mode -> (one band: L, I;16*, I, F or LAB; whether it is ours), upright, alpha composited on white.
+
+    Memory: an image that is ours (owned: opened by decode_image, or made here) is closed as soon as its converted
+    copy exists, and colour becomes one-byte bands a strip at a time, so next to the decoded original (at most
+    4 bytes per pixel) there are only one-byte bands; a palette or colour-keyed image first becomes RGBA.
+    """
+    image, owned = _superseded(image, _upright(image), owned)
+    if image.mode.startswith("I;16") or image.mode in ("I", "F", "LAB"):
+        return image, owned  # 16-bit, 32-bit integer and float pixels, and CIE L*, are scaled in _unit_float
+    if image.has_transparency_data:
+        if image.mode in ("La", "RGBa"):  # premultiplied: Pillow only unpremultiplies into LA / RGBA
+            image, owned = _superseded(image, image.convert(image.mode.upper()), owned)
+        elif image.mode not in ("RGBA", "LA", "PA"):  # a transparency key (P, RGB, L) becomes an alpha band
+            image, owned = _superseded(image, image.convert("RGBA"), owned)
+        # ITU-R 601 luma first (as Pillow's "L"), then alpha onto white: the same as compositing the colours,
+        # because luma is linear and white has luma 255. One byte per pixel each (Pillow stores LA in four).
+        alpha = image.getchannel("A")
+        luma, owned = _superseded(image, _luma(image), owned)
+        return Image.composite(luma, Image.new("L", luma.size, 255), alpha), True
+    if image.mode != "L":
+        image, owned = _superseded(image, _luma(image), owned)
+    return image, owned
+
+
+def _luma(image: Image.Image) -> Image.Image:
+    """ITU-R 601 luma ("L") of any colour mode, converted a strip at a time: CMYK, for one, goes through RGB, and a
+    whole-image conversion would hold that 4-byte-per-pixel intermediate too. RGB(A), CMYK, YCbCr, HSV, P, 1-bit."""
+    width, height = image.size
+    luma = Image.new("L", image.size)
+    rows = max(1, _STRIP_PIXELS // max(1, width))
+    for top in range(0, height, rows):
+        luma.paste(image.crop((0, top, width, min(height, top + rows))).convert("L"), (0, top))
+    return luma
+
+
+def _superseded(old: Image.Image, new: Image.Image, owned: bool) -> tuple[Image.Image, bool]:
+    """`new` replaces `old`: close `old` when it is ours, so its pixel memory goes back at once."""
+    if new is old:
+        return old, owned
+    if owned:
+        old.close()
+    return new, True
+
+
+def _upright(image: Image.Image) -> Image.Image:
+    """Apply the EXIF (or XMP) orientation; no copy when there is none."""
     try:
-        image = ImageOps.exif_transpose(image)
+        if image.getexif().get(ExifTags.Base.Orientation, 1) != 1:
+            return ImageOps.exif_transpose(image)
     except _DECODER_ERRORS:
         pass  # a broken EXIF block must not cost the user the picture; the pixels are fine, only unrotated
-    mode = image.mode
-    if mode.startswith("I;16"):  # I;16, I;16L, I;16B, I;16N: unsigned 16-bit, full range 0..65535
-        return np.asarray(image).astype(np.float32) / np.float32(65535)
-    if mode in ("I", "F"):
-        return _scale_wide_values(np.asarray(image, dtype=np.float64), nominal_max=65535.0 if mode == "I" else 1.0)
-    if mode == "LAB":
-        return _lightness_to_luma(np.asarray(image.getchannel("L"), dtype=np.float32) / np.float32(255))
-    if image.has_transparency_data:
-        if mode == "La":  # premultiplied; Pillow can only unpremultiply it to LA
-            image = image.convert("LA")
-        white = Image.new("RGBA", image.size, (255, 255, 255, 255))
-        image = Image.alpha_composite(white, image.convert("RGBA"))
-    if image.mode != "L":
-        # ITU-R 601 luma in C, which is what Pillow's "L" is; CMYK, YCbCr, HSV, P and 1-bit all convert directly.
-        image = image.convert("L")
-    return np.asarray(image, dtype=np.float32) / np.float32(255)
+    return image
 
 
-def _scale_wide_values(values: np.ndarray, nominal_max: float) -> np.ndarray:
-    """32-bit integer or float pixels: divide by the container's nominal range, else stretch min..max."""
-    if not np.isfinite(values).all():
+def _unit_float(band: Image.Image, owned: bool) -> np.ndarray:
+    """A band from _gray_band -> (H, W) float32 in [0, 1], 1.0 = white.
+
+    Filled a strip at a time and scaled in place: the band and the float result are the only full-size copies
+    (np.asarray of a whole image would add one or two transient byte copies of it).
+    """
+    if band.mode == "LAB":
+        return _lightness_to_luma(np.asarray(band.getchannel("L"), dtype=np.float32) / np.float32(255))
+    width, height = band.size
+    gray = np.empty((height, width), np.float32)
+    rows = max(1, _STRIP_PIXELS // max(1, width))
+    for top in range(0, height, rows):
+        # (rows, W) uint8, uint16 (either byte order), int32 or float32 -> float32
+        gray[top : top + rows] = np.asarray(band.crop((0, top, width, min(height, top + rows))))
+    if owned:
+        band.close()
+    if band.mode in ("I", "F"):
+        return _scale_wide_values(gray, nominal_max=65535.0 if band.mode == "I" else 1.0)
+    gray /= np.float32(65535 if band.mode.startswith("I;16") else 255)  # 16-bit: the full range, never clipped
+    return gray
+
+
+def _scale_wide_values(gray: np.ndarray, nominal_max: float) -> np.ndarray:
+    """32-bit integer or float pixels (as float32, scaled in place): divide by the nominal range, else stretch."""
+    low, high = float(gray.min()), float(gray.max())  # NaN anywhere makes both NaN: no full-size mask needed
+    if not (np.isfinite(low) and np.isfinite(high)):
         raise UnreadableImageError("image contains NaN or infinite pixel values")
-    low, high = float(values.min()), float(values.max())
     if low >= 0 and high <= nominal_max:
-        return (values / nominal_max).astype(np.float32)
-    if high == low:
-        return np.zeros(values.shape, np.float32)
-    return ((values - low) / (high - low)).astype(np.float32)
+        gray /= np.float32(nominal_max)
+    elif high == low:
+        gray[...] = 0
+    else:
+        gray -= np.float32(low)
+        gray /= np.float32(high - low)
+    return gray
 
 
 def _lightness_to_luma(lightness: np.ndarray) -> np.ndarray:
@@ -270,25 +369,32 @@ def _unit_range(array: np.ndarray) -> np.ndarray:
     if array.dtype == np.bool_:
         return array.astype(np.float32)
     if array.dtype == np.uint8:
-        return array.astype(np.float32) / np.float32(255)
+        return _scaled_copy(array, 255)
     if array.dtype == np.uint16:
-        return array.astype(np.float32) / np.float32(65535)
+        return _scaled_copy(array, 65535)
     if np.issubdtype(array.dtype, np.integer):
         low, high = int(array.min()), int(array.max())
         if low >= 0 and high <= 255:
-            return array.astype(np.float32) / np.float32(255)
+            return _scaled_copy(array, 255)
         if low >= 0 and high <= 65535:
-            return array.astype(np.float32) / np.float32(65535)
+            return _scaled_copy(array, 65535)
         raise UnreadableImageError(f"integer pixel values must lie in 0..255 or 0..65535, got {low}..{high}")
     if np.issubdtype(array.dtype, np.floating):
-        values = array.astype(np.float32)
-        if not np.isfinite(values).all():
+        with np.errstate(over="ignore"):  # float64 beyond float32's range becomes inf, refused just below
+            values = array.astype(np.float32, copy=False)  # float32 input is used as it is: no copy of a large image
+        low, high = float(values.min()), float(values.max())  # NaN anywhere makes both NaN
+        if not (np.isfinite(low) and np.isfinite(high)):
             raise UnreadableImageError("image array contains NaN or infinite values")
-        low, high = float(values.min()), float(values.max())
         if low < 0 or high > 255:
             raise UnreadableImageError(f"float pixel values must lie in [0, 1] or [0, 255], got {low:g}..{high:g}")
         return values if high <= 1 else values / np.float32(255)
     raise UnsupportedImageError(f"unsupported image array dtype: {array.dtype}")
+
+
+def _scaled_copy(array: np.ndarray, full_scale: int) -> np.ndarray:
+    values = array.astype(np.float32)
+    values /= np.float32(full_scale)  # in place: one float copy of the image, not two
+    return values
 
 
 # ----------------------------------------------------------------------------------------------------------------

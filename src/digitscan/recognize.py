@@ -16,7 +16,7 @@ from digitscan.checkpoint import Checkpoint, load_checkpoint, load_ensemble
 from digitscan.evaluate import infer
 from digitscan.models import fuse_for_inference
 from digitscan.preprocess import decode_image, preprocess
-from digitscan.segment import segment_number
+from digitscan.segment import READ_TIME_LIMIT_S, segment_number
 
 
 @dataclass
@@ -95,15 +95,16 @@ class Recognizer:
         return Prediction(digit=digit, confidence=confidence, is_digit=accepted,
                           probabilities=[float(p) for p in probs], label=label if accepted else None)
 
-    def read(self, image) -> ReadResult:
+    def read(self, image, *, time_limit_s: float = READ_TIME_LIMIT_S) -> ReadResult:
         """A whole number written on one line (path, bytes, PIL image or array): digits left to right, with boxes.
 
         Segmentation and the choice of cuts are in digitscan.segment. A piece the model rejects (not a digit) is
         dropped when it is also small next to the other digits (a speck, a dash); a rejected digit-sized piece is
         kept as its most likely digit with its low confidence, so the text keeps its length. Always uses the
-        robust ink finder, whatever this recognizer's preprocess mode.
+        robust ink finder, whatever this recognizer's preprocess mode. Reading a page of clutter that would take
+        longer than time_limit_s raises ImageTooComplexError (an ImageError).
         """
-        segments = segment_number(decode_image(image), self.digit_probabilities)
+        segments = segment_number(decode_image(image), self.digit_probabilities, time_limit_s=time_limit_s)
         digits = [DigitBox(s.digit, s.confidence, s.box) for s in segments if s.accepted or not s.noise_like]
         text = "".join(str(d.digit) for d in digits)
         confidence = float(np.prod([d.confidence for d in digits])) if digits else 0.0

@@ -19,6 +19,7 @@ How (docs/reading-numbers.md has the measurements behind each choice):
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -27,12 +28,13 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from digitscan.constants import NUM_CLASSES
-from digitscan.preprocess import fit_to_mnist_box, ink_map
+from digitscan.preprocess import ImageTooComplexError, fit_to_mnist_box, ink_map
 
 METHODS = ("recognition", "projection", "components")  # "recognition" is the default; the others are baselines
 
 MAX_COMPONENTS = 200  # more candidate components than this is noise: only the largest are considered
 MAX_GROUP = 4  # a digit is made of at most this many atoms (pieces of a broken digit, slices of touching digits)
+READ_TIME_LIMIT_S = 5.0  # per image; the worst pages measured take ~1 s (docs/security.md), real numbers far less
 
 # Every geometric threshold is a fraction of the median digit height H, so none depends on the image's resolution.
 _INK_LEVEL = 0.35  # the soft ink map is binarized here for components; the soft values still feed the model
@@ -114,20 +116,26 @@ class Layout:
 
 
 def segment_number(gray: np.ndarray, classify: Classify, method: str = "recognition",
-                   penalties: Penalties = Penalties()) -> list[DigitSegment]:
+                   penalties: Penalties = Penalties(), *,
+                   time_limit_s: float = READ_TIME_LIMIT_S) -> list[DigitSegment]:
     """The digits of a one-line number, left to right ([] when there is no ink).
 
     gray: a decode_image output (H, W) float32, 1.0 = white (any numpy image works the same way).
     method: "recognition" (candidate cuts, best partition by the model), "projection" (cut wide components at the
     columns of least ink into as many digits as their width suggests), "components" (no cutting at all).
+    time_limit_s: checked after each stage (atoms, then candidates through the model); past it the reading stops
+    with ImageTooComplexError. A stage is bounded by MAX_COMPONENTS, so the overrun is at most one stage.
     """
     if method not in METHODS:
         raise ValueError(f"unknown segmentation method {method!r}; valid: {', '.join(METHODS)}")
+    deadline = time.monotonic() + time_limit_s
     layout = find_atoms(gray, cut=method != "components")
+    _check_time(deadline, time_limit_s)
     if not layout.atoms:
         return []
     if method == "recognition":
         candidates = read_candidates(layout, classify)
+        _check_time(deadline, time_limit_s)
         chosen = best_partition(layout, candidates, penalties)
         groups = [candidates.groups[k] for k, _ in chosen]
         digits = [digit for _, digit in chosen]
@@ -137,8 +145,16 @@ def segment_number(gray: np.ndarray, classify: Classify, method: str = "recognit
             layout = _keep_expected_cuts(layout)
         groups = _merge_overlapping(layout)
         probs, accepted = _classify_groups(layout, groups, classify)
+        _check_time(deadline, time_limit_s)
         digits = [int(p.argmax()) for p in probs]
     return [_segment(layout, *args) for args in zip(groups, probs, digits, accepted)]
+
+
+def _check_time(deadline: float, time_limit_s: float) -> None:
+    if time.monotonic() > deadline:
+        raise ImageTooComplexError(
+            f"reading took longer than the {time_limit_s:g} s time limit: too many strokes and specks for a number"
+        )
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -150,7 +150,8 @@ async def read(file: ImageUpload, recognizer: RecognizerDep, pool: PoolDep, sett
                metrics: MetricsDep) -> dict:
     """A whole handwritten number, left to right: its text, confidence and one box per digit."""
     data = await read_upload(file, settings.max_upload_bytes)
-    return await infer(pool, metrics, "read", read_image, recognizer, data, settings.max_pixels)
+    return await infer(pool, metrics, "read", read_image, recognizer, data, settings.max_pixels,
+                       settings.read_time_limit_s)
 
 
 # ---- the work done on a pool thread -------------------------------------------------------------------------------
@@ -165,9 +166,9 @@ def predict_image(recognizer: Recognizer, data: bytes, max_pixels: int, include_
     return result
 
 
-def read_image(recognizer: Recognizer, data: bytes, max_pixels: int) -> dict:
+def read_image(recognizer: Recognizer, data: bytes, max_pixels: int, time_limit_s: float) -> dict:
     gray = decode_image(data, max_pixels=max_pixels, max_bytes=len(data))
-    return recognizer.read(gray).to_dict()
+    return recognizer.read(gray, time_limit_s=time_limit_s).to_dict()
 
 
 def png_data_url(image: np.ndarray) -> str:
@@ -205,7 +206,7 @@ async def infer(pool: InferencePool, metrics: Metrics, endpoint: str, work: Call
         raise ApiError(413, str(exc), "too_large") from None
     except UnsupportedImageError as exc:
         raise ApiError(415, str(exc), "unsupported") from None
-    except ImageError as exc:  # UnreadableImageError and anything else the decoder refuses
+    except ImageError as exc:  # UnreadableImageError, ImageTooComplexError and anything else the decoder refuses
         raise ApiError(422, str(exc), "unreadable") from None
     except MemoryError:
         log.error("out of memory on a %s request", endpoint)

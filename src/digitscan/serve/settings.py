@@ -12,6 +12,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from digitscan.preprocess import MAX_FILE_BYTES, MAX_PIXELS
+from digitscan.segment import READ_TIME_LIMIT_S
 
 MIB = 2**20
 
@@ -37,6 +38,8 @@ class Settings(BaseSettings):
     # ... and requests allowed to wait for one; beyond that the server answers 503 at once instead of queueing.
     max_queue: int = Field(64, ge=0, le=10_000)
     request_timeout_s: float = Field(10.0, gt=0, le=600, description="Whole request, upload included; then 503.")
+    # /api/read on a page of clutter stops after this long with a 422; keep it below request_timeout_s.
+    read_time_limit_s: float = Field(READ_TIME_LIMIT_S, gt=0, le=600, description="Per image for /api/read; then 422.")
     torch_threads: int | None = Field(1, ge=1, le=256, description="Intra-op threads per inference; None = torch's.")
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
 
