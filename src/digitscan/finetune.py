@@ -32,7 +32,7 @@ from digitscan.synth import render_number
 
 FASHION_TRAIN_USED = 50_000  # negatives come from the first 50,000 Fashion training images; --dev uses the rest
 FASHION_DIRS = (Path("/usr/share/datasets/fashion-mnist"),)  # the Debian package dataset-fashion-mnist
-POOL_VERSION = 2  # bump when the generators change, so stale caches are not reused
+POOL_VERSION = 3  # bump when the generators change, so stale caches are not reused
 NEGATIVE = -1  # label of a not-a-digit example
 
 # The benchmark's mixed condition, in smaller photos (the preprocessing works on <= 512 px anyway; faster to make).

@@ -26,6 +26,7 @@ PAPERS = {"white": (246, 244, 238), "tinted": (232, 226, 196), "grey": (200, 202
           "dark": (22, 24, 30)}
 ENCODINGS = ("png", "jpeg", "transparent-png", "exif-jpeg", "palette-png", "png16", "cmyk-jpeg")
 EXIF_ORIENTATION = 0x0112
+MIN_DIGIT_HEIGHT = 16  # pixels; MNIST's own digits are 20
 
 # Handwriting fonts from Debian packages (apt-get install ...), split by family: fine-tuning sees the training
 # families only (digits are not trained on, letters are, as non-digits); the benchmark writes with the others.
@@ -121,8 +122,12 @@ def photograph(glyph: np.ndarray, condition: Condition, rng: np.random.Generator
 def render(glyph: np.ndarray, condition: Condition, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """(RGB uint8 photo (H, W, 3), ink coverage (H, W) float32) of the glyph under the condition."""
     image_h = int(rng.integers(condition.image_height[0], condition.image_height[1] + 1))
+    fraction = rng.uniform(*condition.height_fraction)
+    digit_h = fraction * image_h
+    if digit_h < MIN_DIGIT_HEIGHT:  # nobody can read a digit that small: the photo is taken from closer
+        digit_h = MIN_DIGIT_HEIGHT
+        image_h = math.ceil(digit_h / fraction)
     image_w = max(8, round(image_h * rng.uniform(0.75, 1.35)))
-    digit_h = max(6.0, rng.uniform(*condition.height_fraction) * image_h)
     coverage = _shape_glyph(glyph, digit_h, rng.uniform(*condition.pen), condition.rotation_deg, rng)
     if coverage.shape[1] > image_w:  # a wide glyph (a whole number) gets a wider frame
         image_w = math.ceil(coverage.shape[1] / rng.uniform(0.6, 0.95))
@@ -210,7 +215,7 @@ def _illumination(h: int, w: int, strength: float, rng: np.random.Generator) -> 
         offset = rng.uniform(-0.3, 0.3)
         edge = (xs / w - 0.5) * math.cos(angle) + (ys / h - 0.5) * math.sin(angle) - offset
         softness = rng.uniform(0.01, 0.08)
-        light = light * (1 - rng.uniform(0.25, 0.45) / (1 + np.exp(-edge / softness)))
+        light = light * (1 - rng.uniform(0.25, 0.45) * 0.5 * (1 + np.tanh(edge / (2 * softness))))  # a sigmoid
     return light.astype(np.float32)
 
 
