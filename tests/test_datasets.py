@@ -186,6 +186,7 @@ def test_handwriting_augmentation_only_for_mnist_unless_asked():
 def test_fashion_mnist_test_split_is_verified_and_named():
     dataset = load_dataset("fashion-mnist", ["test"], data=FASHION_TEST_DIR)
     assert dataset.classes[:2] == ["T-shirt/top", "Trouser"] and len(dataset.classes) == 10
+    assert dataset.preprocess == "paper"  # the garments fill the frame: no digit-style re-framing
     assert dataset.test.images.shape == (10_000, 28, 28)
     assert np.bincount(dataset.test.labels).tolist() == [1000] * 10
     assert dataset.record()["sha256"] == FASHION_SHA256

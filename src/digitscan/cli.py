@@ -169,8 +169,8 @@ def process_files(files: list[Path], work, describe, as_json: bool) -> None:
               help="Folder of mnist's or fashion-mnist's IDX files (default: $DIGITSCAN_DATA or the cache for mnist; "
                    "$DIGITSCAN_FASHION_DATA or /usr/share/datasets/fashion-mnist for fashion-mnist).")
 @click.option("--preprocess", type=click.Choice(["robust", "paper"]),
-              help="How folder: images are turned into 28x28 inputs, recorded for predict (default: robust, "
-                   "ink on paper centred like MNIST; paper: grayscale + resize).")
+              help="How folder: images become 28x28 inputs; recorded for predict. robust: ink on paper centred like "
+                   "MNIST (default); paper: grayscale + resize (default for fashion-mnist).")
 @click.option("--augment", type=click.Choice(["none", "handwriting"]),
               help="Augmentation (default: the recipe's on mnist, none on other datasets).")
 @click.option("--init", type=click.Path(dir_okay=False),

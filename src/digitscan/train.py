@@ -51,7 +51,7 @@ class TrainConfig(Recipe):
     eval_test: bool = False
     dataset: str = "mnist"  # mnist | fashion-mnist | idx:DIR | folder:DIR (datasets.py)
     data: str | None = None  # folder of mnist or fashion-mnist
-    preprocess: str | None = None  # robust | paper: decodes folder: images, tells predict what to do; None: robust
+    preprocess: str | None = None  # robust | paper: decodes folder: images, tells predict what to do (None: dataset's)
     init: str | None = None  # start from this checkpoint's weights ('shipped' allowed): fine-tuning
     limit: int | None = None  # train on only the first N images of the training split (quick runs, smoke tests)
 
@@ -153,7 +153,7 @@ def train_one_epoch(model, x_train, y_train, optimizer, scheduler, config, gener
         correct += (logits.argmax(1) == yb).sum().item()
         seen += len(idx)
         bar.set_postfix(loss=f"{total_loss / seen:.4f}", acc=f"{correct / seen:.4f}")
-    total_loss, correct, seen = distributed.sum_over_ranks(total_loss, correct, seen)
+    total_loss, correct, seen = distributed.sum_over_ranks(total_loss, correct, seen)  # all processes
     return total_loss / seen, correct / seen
 
 
@@ -255,9 +255,12 @@ def load_initial_weights(model: nn.Module, config: TrainConfig, dataset: Dataset
     """
     path = shipped_path() if config.init == "shipped" else Path(config.init)
     source = load_checkpoint(path)
-    if source.meta["arch"] != config.arch or source.meta.get("arch_kwargs", {}):
+    if source.meta["arch"] != config.arch:
         raise ValueError(f"{path}: --init needs a {config.arch!r} checkpoint (this run's --arch), "
-                         f"this one is {source.meta['arch']!r}{' with custom arguments' * bool(source.meta.get('arch_kwargs'))}")
+                         f"this one is {source.meta['arch']!r}")
+    if source.meta.get("arch_kwargs"):
+        raise ValueError(f"{path}: --init checkpoint was built with arguments {source.meta['arch_kwargs']}; "
+                         f"this run builds {config.arch!r} with its defaults")
     if len(source.classes) != len(dataset.classes):
         raise ValueError(f"{path}: --init checkpoint has {len(source.classes)} classes, "
                          f"dataset {dataset.name} has {len(dataset.classes)}")
@@ -272,7 +275,7 @@ def checkpoint_meta(config: TrainConfig, dataset: Dataset, history: list[dict], 
         "arch": config.arch,
         "arch_kwargs": {},
         "classes": dataset.classes,
-        "input": {"size": IMAGE_SIZE, "channels": 1, "range": [0.0, 1.0], "ink": INPUT_INK[dataset.preprocess]},
+        "input": {"size": IMAGE_SIZE, "channels": 1, "range": [0.0, 1.0], "ink": INPUT_INK.get(dataset.preprocess)},
         "preprocess": dataset.preprocess,  # what predict does to a user's image before the model sees it
         "temperature": temperature,  # softmax(logits / temperature) is calibrated on the validation split
         "train_config": dataclasses.asdict(config),
