@@ -15,7 +15,7 @@ from test_data import write_split
 from digitscan.checkpoint import load_checkpoint, save_checkpoint, sha256_file
 from digitscan.cli import main
 from digitscan.data import DatasetError
-from digitscan.datasets import FASHION_CLASSES, FASHION_SHA256, fashion_data_dir, load_dataset
+from digitscan.datasets import FASHION_CLASSES, FASHION_SHA256, fashion_data_dir, folder_files, load_dataset
 from digitscan.models import build_model
 from digitscan.synth import render_digit
 from digitscan.train import make_config
@@ -102,6 +102,25 @@ def test_folder_held_out_split_is_fixed_and_digests_follow_the_files(tmp_path):
     (root / "ring" / "000.png").write_bytes((root / "ring" / "001.png").read_bytes())  # one file edited
     changed = load_dataset(f"folder:{root}", ["train", "test"])
     assert changed.sha256 != first.sha256
+
+
+def test_folder_held_out_files_stay_put(tmp_path):
+    def test_files(root: Path) -> dict[str, set[str]]:
+        return {name: {p.relative_to(root).as_posix() for p in paths}
+                for name, paths in folder_files(root)["test"].items()}
+
+    root = draw_shapes(tmp_path / "a", per_class=10)
+    before = test_files(root)
+    assert [len(names) for names in before.values()] == [2, 2, 2]
+    moved = root.rename(tmp_path / "b")
+    assert test_files(moved) == before  # the choice does not depend on where the folder lives
+    for seed in range(20, 26):  # one ring more at a time: 11 .. 16 files, 2 .. 3 held out
+        render_digit(0, size=(56, 64), seed=seed).save(moved / "ring" / f"{seed:03d}.png")
+        after = test_files(moved)
+        assert after["bar"] == before["bar"] and after["fork"] == before["fork"]
+        old_files_moved = (before["ring"] ^ after["ring"]) - {f"ring/{seed:03d}.png"}
+        assert len(old_files_moved) <= 1 and len(after["ring"]) == round((seed - 9) * 0.2)
+        before = after
 
 
 def test_folder_with_train_and_test_subfolders(tmp_path):

@@ -45,7 +45,6 @@ FASHION_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")  # where Debian's
 
 IDX_CLASSES_FILE = "classes.txt"  # optional in an idx: folder, one class name per line in label order
 FOLDER_TEST_FRACTION = 0.2  # folder: without a test/ subfolder, this share of each class is held out as its test split
-FOLDER_SPLIT_SEED = 0  # fixed, not the run's seed: every run and `evaluate` see the same held-out files
 
 
 @dataclass
@@ -196,13 +195,13 @@ def folder_files(root: Path) -> dict[str, dict[str, list[Path]]]:
                                f"found also {', '.join(extra)}")
         train = class_files(subfolders["train"])
         if "test" not in subfolders:
-            return held_out(train)
+            return held_out(train, subfolders["train"])
         test = class_files(subfolders["test"])
         if sorted(test) != sorted(train):
             raise DatasetError(f"{root}: train/ and test/ must hold the same class folders; "
                                f"train/ has {sorted(train)}, test/ has {sorted(test)}")
         return {"train": train, "test": test}
-    return held_out(class_files(root))
+    return held_out(class_files(root), root)
 
 
 def class_files(folder: Path) -> dict[str, list[Path]]:
@@ -221,15 +220,17 @@ def class_files(folder: Path) -> dict[str, list[Path]]:
     return files
 
 
-def held_out(files: dict[str, list[Path]]) -> dict[str, dict[str, list[Path]]]:
-    """Split each class's files into train and test at random (fixed seed); a class keeps at least one for training."""
-    rng = np.random.default_rng(FOLDER_SPLIT_SEED)
+def held_out(files: dict[str, list[Path]], folder: Path) -> dict[str, dict[str, list[Path]]]:
+    """Hold out FOLDER_TEST_FRACTION of each class's files as the test split; each class keeps one for training.
+
+    The test files are those whose paths (relative to `folder`) hash lowest: a pseudo-random choice that depends on
+    nothing else, so it survives moving the folder, and adding or removing a file moves at most one other.
+    """
     train, test = {}, {}
     for name, paths in files.items():
-        order = rng.permutation(len(paths))
+        ranked = sorted(paths, key=lambda p: hashlib.sha256(p.relative_to(folder).as_posix().encode()).digest())
         n_test = min(round(len(paths) * FOLDER_TEST_FRACTION), len(paths) - 1)
-        test[name] = sorted(paths[i] for i in order[:n_test])
-        train[name] = sorted(paths[i] for i in order[n_test:])
+        test[name], train[name] = sorted(ranked[:n_test]), sorted(ranked[n_test:])
     return {"train": train, "test": test}
 
 
