@@ -171,7 +171,7 @@ def test_bad_folder_layouts_give_a_clear_error(tmp_path, case):
     with pytest.raises(DatasetError) as info:
         load_dataset(f"folder:{root}", ["train", "test"])
     assert message in str(info.value)
-    result = run("train", "--arch", "easy", "--dataset", f"folder:{root}", "--epochs", 1)
+    result = run("train", "--arch", "easy", "--dataset", f"folder:{root}", "--epochs", 1, "--out", tmp_path / "m.st")
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
@@ -284,7 +284,8 @@ def test_init_starts_from_the_checkpoint_and_records_it(shapes_model, tmp_path):
     (["--arch", "paper"], "--init needs a 'paper' checkpoint (this run's --arch), this one is 'easy'"),
     (["--arch", "easy", "--dataset", "mnist"], "--init checkpoint has 3 classes, dataset mnist has 10"),
 ])
-def test_init_must_match_arch_and_class_count(shapes_model, mnist_dir, args, message):
+def test_init_must_match_arch_and_class_count(shapes_model, mnist_dir, tmp_path, args, message):
     _, model = shapes_model
-    result = run("train", *args, "--init", model, "--data", mnist_dir, "--epochs", 1, "--limit", 64)
+    result = run("train", *args, "--init", model, "--data", mnist_dir, "--epochs", 1, "--limit", 64,
+                 "--out", tmp_path / "m.safetensors")
     assert result.exit_code == 1 and message in result.stderr, result.output
