@@ -107,6 +107,9 @@ ensemble_option = click.option("--ensemble", is_flag=True,
                                     "one-pixel shifts of the input. A little more accurate, ~25x the compute.")
 data_option = click.option("--data", type=click.Path(file_okay=False),
                            help="Folder with the MNIST IDX files (default: $DIGITSCAN_DATA, then the cache).")
+dataset_option = click.option("--dataset", default="mnist", show_default=True,
+                              help="mnist, fashion-mnist, idx:DIR (IDX files named like MNIST's) or folder:DIR "
+                                   "(one subfolder of images per class); see docs/training.md.")
 
 
 @main.command()
@@ -133,6 +136,8 @@ def predict(paths: tuple[str, ...], model: str | None, mode: str | None, as_json
     def describe(result) -> str:
         if result.is_digit:
             return f"The Number is {result.label} (confidence {result.confidence:.3f})"
+        if result.label is not None:  # a model of other classes (e.g. trained with --dataset fashion-mnist)
+            return f"{result.label} (confidence {result.confidence:.3f})"
         return f"not a digit (confidence {result.confidence:.3f})"
 
     recognizer = Recognizer.load(model, preprocess=mode, ensemble=ensemble)
@@ -185,26 +190,44 @@ def process_files(files: list[Path], work, describe, as_json: bool) -> None:
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for the split, initialization and shuffling.")
 @click.option("--threads", type=int, help="CPU threads for PyTorch (default: PyTorch's choice).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-@data_option
+@dataset_option
+@click.option("--data", type=click.Path(file_okay=False),
+              help="Folder of mnist's or fashion-mnist's IDX files (default: $DIGITSCAN_DATA or the cache for mnist; "
+                   "$DIGITSCAN_FASHION_DATA or /usr/share/datasets/fashion-mnist for fashion-mnist).")
+@click.option("--preprocess", type=click.Choice(["robust", "paper"]),
+              help="How folder: images become 28x28 inputs; recorded for predict. robust: ink on paper centred like "
+                   "MNIST (default); paper: grayscale + resize (default for fashion-mnist).")
+@click.option("--augment", type=click.Choice(["none", "handwriting"]),
+              help="Augmentation (default: the recipe's on mnist, none on other datasets).")
+@click.option("--init", type=click.Path(dir_okay=False),
+              help="Start from this checkpoint's weights ('shipped': the shipped model): fine-tuning. Same --arch "
+                   "and number of classes required.")
 @click.option("--out", type=click.Path(dir_okay=False), help="Checkpoint path (default: runs/ARCH.safetensors).")
 @json_option
 @click.option("--eval-test", is_flag=True,
-              help="Also report MNIST test accuracy after each epoch (for benchmarks; never used to pick the checkpoint).")
+              help="Also report test accuracy after each epoch (for benchmarks; never used to pick the checkpoint).")
 @click.option("--limit", type=int, help="Train on only the first N images of the training split (quick trials).")
-@click.option("--init", type=click.Path(dir_okay=False, exists=True),
-              help="Start from this checkpoint's weights (fine-tuning); same architecture, the ten digits.")
 @click.option("--realworld", is_flag=True,
               help="Also train on photographed digits and on non-digits (Fashion-MNIST training pictures, letters, "
                    "scribbles, wrong cuts of numbers), then choose the not-a-digit threshold on validation data. "
                    "Needs the Debian packages dataset-fashion-mnist and the handwriting fonts (docs/real-world.md).")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
-def train(arch, epochs, batch_size, lr, val_split, seed, threads, device, data, out, as_json, eval_test, limit,
-          init, realworld, no_progress):
-    """Train a model on MNIST and save a self-describing checkpoint.
+@click.option("--distributed", is_flag=True,
+              help="Data-parallel on this machine: rerun this command under torchrun --standalone with "
+                   "--nproc-per-node processes. (Started by torchrun yourself, training is data-parallel anyway.)")
+@click.option("--nproc-per-node", type=click.IntRange(min=1),
+              help="Processes for --distributed (default: one per GPU, else 2).")
+@click.pass_context
+def train(ctx, arch, epochs, batch_size, lr, val_split, seed, threads, device, dataset, data, preprocess, augment,
+          init, out, as_json, eval_test, limit, realworld, no_progress, distributed, nproc_per_node):
+    """Train a model on MNIST or another dataset and save a self-describing checkpoint.
 
     Each architecture brings its own recipe (epochs, batch size, optimizer, schedule, augmentation);
     flags override single settings. The checkpoint (safetensors + metadata) keeps the epoch with the best
-    validation accuracy; a training-curves PNG is written beside it.
+    validation accuracy and the dataset's class names; a training-curves PNG is written beside it.
+
+    Under torchrun (several processes, one or more machines) training is data-parallel with
+    DistributedDataParallel: --batch-size is per process; only rank 0 prints and saves. See docs/training.md.
 
     \b
     Examples:
@@ -212,13 +235,20 @@ def train(arch, epochs, batch_size, lr, val_split, seed, threads, device, data, 
       digitscan train --arch shipped --json        rerun the recipe of the shipped weights (first stage)
       digitscan train --arch shipped --init runs/dsnet.safetensors --realworld --epochs 4 --lr 0.002
                                                    its second stage: fine-tuning for photos and non-digits
+      digitscan train --arch dsnet --dataset fashion-mnist
+      digitscan train --arch dsnet --dataset folder:my_symbols --out runs/symbols.safetensors
+      digitscan train --arch shipped --init shipped --epochs 3 --lr 0.002     fine-tune the shipped model
+      torchrun --standalone --nproc_per_node=2 -m digitscan.train --arch dsnet
     """
+    from digitscan import distributed as dist
     from digitscan.plots import save_training_curves
-    from digitscan.train import make_config, train as run_training
+    from digitscan.train import make_config, pick_device, train as run_training
 
     config = make_config(arch, epochs=epochs, batch_size=batch_size, lr=lr, val_split=val_split, seed=seed,
-                         threads=threads, device=device, eval_test=eval_test, data=data, limit=limit, init=init,
-                         realworld=realworld or None)
+                         threads=threads, device=device, eval_test=eval_test, dataset=dataset, data=data,
+                         preprocess=preprocess, augment=augment, init=init, limit=limit, realworld=realworld or None)
+    if distributed and not dist.launched_by_torchrun():
+        sys.exit(launch_torchrun(ctx, nproc_per_node, cuda=pick_device(config.device).type == "cuda"))
     out_path = Path(out or f"runs/{config.arch}.safetensors")
 
     def report(record: dict) -> None:
@@ -231,39 +261,75 @@ def train(arch, epochs, batch_size, lr, val_split, seed, threads, device, data, 
         click.echo(f"epoch {record['epoch']:>2}/{config.epochs}  loss {record['train_loss']:.4f}  "
                    f"accuracy {record['train_accuracy']:.4f}  {val}{test}{record['elapsed_s']:.1f}s")
 
-    result = run_training(config, out_path, progress=not no_progress, on_epoch=report)
+    with dist.process_group(pick_device(config.device)):  # under torchrun: join the job, leave after the last rank
+        result = run_training(config, out_path, progress=not no_progress, on_epoch=report)
+    if result.checkpoint is None:  # not rank 0 of a data-parallel run
+        return
     curves = save_training_curves(result.history, out_path.with_suffix(".curves.png"),
-                                  title=f"{config.arch}: training curves")
+                                  title=f"{config.arch} on {config.dataset}: training curves")
     if not as_json:
         click.echo(f"saved {result.checkpoint} (epoch {result.best_epoch} by validation accuracy) and {curves}")
 
 
+def launch_torchrun(ctx: click.Context, nproc_per_node: int | None, cuda: bool) -> int:
+    """Run the current command again as `python -m torch.distributed.run --standalone ... -m digitscan.train OPTIONS`
+    (torchrun on this machine); returns its exit status."""
+    import subprocess
+
+    import torch
+
+    nproc = nproc_per_node or (torch.cuda.device_count() if cuda else 2)
+    options = []
+    for param in ctx.command.params:  # the options as given, except the ones that asked for this launch
+        value = ctx.params[param.name]
+        if (param.name in ("distributed", "nproc_per_node") or value is None or value is False
+                or value == param.get_default(ctx)):
+            continue
+        options += [param.opts[0]] if param.is_flag else [param.opts[0], str(value)]
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+               "-m", "digitscan.train", *options]
+    click.echo("running: python " + " ".join(command[1:]), err=True)
+    return subprocess.run(command, check=False).returncode
+
+
 @main.command()
 @model_option
-@data_option
+@dataset_option
+@click.option("--data", type=click.Path(file_okay=False),
+              help="Folder of mnist's or fashion-mnist's IDX files (default: as for `digitscan train`).")
 @json_option
 @click.option("--out", type=click.Path(file_okay=False), default="out/evaluate", show_default=True,
               help="Folder for the confusion-matrix and misclassified-images PNGs.")
 @ensemble_option
-def evaluate(model: str | None, data: str | None, as_json: bool, out: str, ensemble: bool) -> None:
-    """Test a model on the 10,000 MNIST test images.
+def evaluate(model: str | None, dataset: str, data: str | None, as_json: bool, out: str, ensemble: bool) -> None:
+    """Test a model on the test split of a dataset (default: the 10,000 MNIST test images).
 
     Prints loss, accuracy, per-class precision/recall/F1 and the confusion matrix, and writes
-    confusion_matrix.png and misclassified.png into --out.
+    confusion_matrix.png and misclassified.png into --out. The model's classes must be the dataset's.
+
+    \b
+    Examples:
+      digitscan evaluate                                         the shipped model on MNIST
+      digitscan evaluate --model runs/dsnet.safetensors --dataset fashion-mnist
     """
     from digitscan.checkpoint import load_checkpoint, load_ensemble
-    from digitscan.data import load_mnist
+    from digitscan.datasets import load_dataset
     from digitscan.evaluate import infer, metrics, misclassified
     from digitscan.plots import save_confusion_matrix, save_misclassified_grid
 
     checkpoint = load_ensemble() if ensemble else load_checkpoint(model)
-    images, labels = load_mnist("test", data)
+    # A folder's images are decoded the way the model's training images were.
+    test = load_dataset(dataset, ["test"], data=data, preprocess_mode=checkpoint.meta.get("preprocess"))
+    if test.classes != checkpoint.classes:
+        raise UserError(f"{checkpoint.path} recognizes {', '.join(checkpoint.classes)}; dataset {test.name} has "
+                        f"classes {', '.join(test.classes)}")
+    images, labels = test.test.images, test.test.labels
     logits = infer(checkpoint.model, images)
     result = metrics(logits, labels)
     wrong = misclassified(logits, labels)
     out_dir = Path(out)
     save_confusion_matrix(result["confusion_matrix"], out_dir / "confusion_matrix.png", classes=checkpoint.classes,
-                          title=f"Confusion matrix — {checkpoint.meta['arch']} on MNIST test")
+                          title=f"Confusion matrix — {checkpoint.meta['arch']} on {test.name} test")
     save_misclassified_grid(images[wrong["index"]], wrong["true"], wrong["pred"], out_dir / "misclassified.png",
                             confidences=wrong["confidence"], classes=checkpoint.classes)
     if as_json:
@@ -272,9 +338,10 @@ def evaluate(model: str | None, data: str | None, as_json: bool, out: str, ensem
     click.echo(f"model     {checkpoint.path} ({checkpoint.meta['arch']})")
     click.echo(f"test      n={result['n']}  loss {result['loss']:.4f}  accuracy {result['accuracy']:.4f} "
                f"({result['n'] - len(wrong['index'])}/{result['n']} correct)")
-    click.echo("class  precision  recall     f1  support")
+    width = max(5, *map(len, checkpoint.classes))
+    click.echo(f"{'class':>{width}}  precision  recall     f1  support")
     for row in result["per_class"]:
-        click.echo(f"{checkpoint.classes[row['class']]:>5}  {row['precision']:9.4f}  {row['recall']:6.4f}  "
+        click.echo(f"{checkpoint.classes[row['class']]:>{width}}  {row['precision']:9.4f}  {row['recall']:6.4f}  "
                    f"{row['f1']:5.4f}  {row['support']:7d}")
     click.echo("confusion matrix (rows = true, columns = predicted):")
     for row in result["confusion_matrix"]:

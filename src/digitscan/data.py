@@ -42,6 +42,7 @@ IDX_DTYPES = {
 GZIP_MAGIC = b"\x1f\x8b"
 READ_CHUNK = 1 << 20  # decompress 1 MiB at a time so a gzip bomb stops at max_bytes, not at exhaustion
 DOWNLOAD_TIMEOUT_S = 30.0
+MAX_IDX_BYTES = 64 * 2**20  # default limit on an IDX file's decompressed size (MNIST's largest is 47 MB)
 
 
 class DatasetError(ValueError):
@@ -52,7 +53,7 @@ def read_idx(
     path: str | os.PathLike,
     *,
     expected_sha256: str | None = None,
-    max_bytes: int = 64 * 2**20,
+    max_bytes: int = MAX_IDX_BYTES,
 ) -> np.ndarray:
     """Read a raw or gzipped IDX file into an array of its declared shape and (native-endian) dtype.
 
@@ -298,15 +299,23 @@ def mnist_digests() -> dict[str, str]:
     return dict(MNIST_SHA256)
 
 
+def idx_sha256(path: str | os.PathLike, *, max_bytes: int = MAX_IDX_BYTES) -> str:
+    """sha256 of an IDX file's decompressed bytes (what the digests in constants.py and checkpoints describe)."""
+    content, _ = _read_content(Path(path), max_bytes=max_bytes, name=str(path))
+    return hashlib.sha256(content).hexdigest()
+
+
 def load_idx_dataset(
     data_dir: Path,
     split: str,
     *,
     digests: dict[str, str] | None = None,
+    num_classes: int = NUM_CLASSES,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Load (images uint8 (N, 28, 28), labels int64 (N,)) from a folder using MNIST's file names.
 
-    Works for Fashion-MNIST too; `digests` (stem -> sha256 of the decompressed file) are checked when given.
+    Works for Fashion-MNIST and any other IDX dataset of 28x28 images whose labels are 0..num_classes-1;
+    `digests` (stem -> sha256 of the decompressed file) are checked when given.
     """
     _check_split(split)
     digests = digests or {}
@@ -324,8 +333,8 @@ def load_idx_dataset(
         raise DatasetError(f"{labels_path}: expected a 1-d uint8 label array, got {labels.dtype} {labels.shape}")
     if len(images) != len(labels):
         raise DatasetError(f"{labels_path}: {len(labels)} labels for {len(images)} images in {images_path}")
-    if len(labels) and labels.max() >= NUM_CLASSES:
-        raise DatasetError(f"{labels_path}: label {labels.max()} out of range 0..{NUM_CLASSES - 1}")
+    if len(labels) and labels.max() >= num_classes:
+        raise DatasetError(f"{labels_path}: label {labels.max()} out of range 0..{num_classes - 1}")
     # int64 is what torch's cross-entropy takes as targets.
     return images, labels.astype(np.int64)
 

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from digitscan.checkpoint import Checkpoint, load_checkpoint, load_ensemble
+from digitscan.constants import DIGIT_CLASSES
 from digitscan.evaluate import infer
 from digitscan.models import fuse_for_inference
 from digitscan.preprocess import decode_image, preprocess
@@ -23,9 +24,9 @@ from digitscan.segment import READ_TIME_LIMIT_S, segment_number
 class Prediction:
     digit: int | None  # None exactly when is_digit is False
     confidence: float  # calibrated probability of the top class, also when rejected
-    is_digit: bool
+    is_digit: bool  # accepted, and the class is a digit 0-9 (never for a model of other classes: clothes, letters)
     probabilities: list[float]
-    label: str | None = None  # class name (for non-digit datasets the digit field stays None)
+    label: str | None = None  # the accepted class's name, digit or not; None when rejected
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -91,8 +92,8 @@ class Recognizer:
         confidence = float(probs[top])
         accepted = has_ink and confidence >= self.reject_threshold
         label = self.classes[top]
-        digit = int(label) if accepted and label.isdigit() else None
-        return Prediction(digit=digit, confidence=confidence, is_digit=accepted,
+        is_digit = accepted and label in DIGIT_CLASSES
+        return Prediction(digit=int(label) if is_digit else None, confidence=confidence, is_digit=is_digit,
                           probabilities=[float(p) for p in probs], label=label if accepted else None)
 
     def read(self, image, *, time_limit_s: float = READ_TIME_LIMIT_S) -> ReadResult:

@@ -1,6 +1,7 @@
 """Training: a flat config resolved from the architecture's recipe, and a training loop you can read top to bottom.
 
 `train(make_config("paper", epochs=1), out="runs/paper.safetensors")` trains, saves a checkpoint and returns the history.
+`torchrun --nproc_per_node=N -m digitscan.train [digitscan train options]` trains data-parallel (distributed.py).
 """
 
 from __future__ import annotations
@@ -9,7 +10,9 @@ import copy
 import dataclasses
 import math
 import platform
+import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,15 +20,22 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DistributedSampler
 from tqdm import tqdm
 
+from digitscan import distributed
 from digitscan.augment import augment_batch
-from digitscan.checkpoint import load_checkpoint, save_checkpoint
-from digitscan.constants import DIGIT_CLASSES, IMAGE_SIZE
-from digitscan.data import load_mnist, mnist_digests, train_val_split
+from digitscan.checkpoint import load_checkpoint, save_checkpoint, sha256_file, shipped_path
+from digitscan.constants import IMAGE_SIZE
+from digitscan.data import train_val_split
+from digitscan.datasets import Dataset, load_dataset
 from digitscan.evaluate import fit_temperature, infer, to_input
 from digitscan.finetune import build_pools, choose_reject_threshold
 from digitscan.models import Recipe, build_model, recipe_for, resolve_arch
+
+# What the model's input looks like, by preprocessing mode (recorded in the checkpoint's "input").
+INPUT_INK = {"robust": "bright on dark (MNIST)", "paper": "the image's own gray levels, resized (no inversion)"}
 
 
 @dataclass(frozen=True)
@@ -40,18 +50,27 @@ class TrainConfig(Recipe):
     threads: int | None = None
     device: str = "auto"
     eval_test: bool = False
-    data: str | None = None
+    dataset: str = "mnist"  # mnist | fashion-mnist | idx:DIR | folder:DIR (datasets.py)
+    data: str | None = None  # folder of mnist or fashion-mnist
+    preprocess: str | None = None  # robust | paper: decodes folder: images, tells predict what to do (None: dataset's)
+    init: str | None = None  # start from this checkpoint's weights ('shipped' allowed): fine-tuning
     limit: int | None = None  # train on only the first N images of the training split (quick runs, smoke tests)
-    init: str | None = None  # start from this checkpoint's weights (fine-tuning)
     realworld: bool = False  # mix photo-like digits and non-digits into every batch (digitscan.finetune)
     outlier_weight: float = 0.5  # weight of the non-digits' pull towards the uniform distribution
 
 
 def make_config(arch: str, **overrides) -> TrainConfig:
-    """The recipe of `arch` ('shipped' allowed) with every non-None override applied."""
+    """The recipe of `arch` ('shipped' allowed) with every non-None override applied.
+
+    The handwriting augmentation of a recipe (rotation, shear, stroke thickness) is about digits: on any other
+    dataset it is off unless asked for (augment="handwriting").
+    """
     arch = resolve_arch(arch)
     fields = {**dataclasses.asdict(recipe_for(arch)), "arch": arch}
-    fields.update({k: v for k, v in overrides.items() if v is not None})
+    given = {k: v for k, v in overrides.items() if v is not None}
+    if given.get("dataset", "mnist") != "mnist" and "augment" not in given:
+        fields["augment"] = "none"
+    fields.update(given)
     return TrainConfig(**fields)
 
 
@@ -104,13 +123,20 @@ def use_bf16(precision: str, device: torch.device) -> bool:
 
 
 def train_one_epoch(model, x_train, y_train, optimizer, scheduler, config, generator, device, bf16, progress, epoch,
-                    pools=None):
+                    sampler=None, pools=None):
     """One pass over the training split in shuffled batches; returns (mean loss, accuracy) on what it saw.
 
-    With pools (digitscan.finetune.Pools), every batch also gets half as many real-world digits and a quarter as
-    many non-digits; the non-digits' loss is their cross-entropy to the uniform distribution (outlier exposure)."""
+    Data-parallel (a DistributedSampler given): this process's share of the epoch's shuffle; the returned
+    numbers are over all processes. With pools (digitscan.finetune.Pools), every batch also gets half as many
+    real-world digits and a quarter as many non-digits; the non-digits' loss is their cross-entropy to the
+    uniform distribution (outlier exposure).
+    """
     model.train()
-    order = torch.randperm(len(x_train), generator=generator)
+    if sampler is None:
+        order = torch.randperm(len(x_train), generator=generator)
+    else:
+        sampler.set_epoch(epoch)  # every process draws the same shuffle for this epoch and takes its own slice
+        order = torch.tensor(list(sampler))
     total_loss, correct, seen = 0.0, 0, 0
     batches = range(0, len(order), config.batch_size)
     bar = tqdm(batches, desc=f"epoch {epoch}/{config.epochs}", unit="batch", leave=False, disable=not progress)
@@ -144,6 +170,7 @@ def train_one_epoch(model, x_train, y_train, optimizer, scheduler, config, gener
         correct += (logits.argmax(1) == yb).sum().item()
         seen += n
         bar.set_postfix(loss=f"{total_loss / seen:.4f}", acc=f"{correct / seen:.4f}")
+    total_loss, correct, seen = distributed.sum_over_ranks(total_loss, correct, seen)  # all processes
     return total_loss / seen, correct / seen
 
 
@@ -153,39 +180,50 @@ def loss_and_accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tens
 
 
 def train(config: TrainConfig, out: str | Path | None = None, *, progress: bool = True, on_epoch=None) -> TrainResult:
-    """Train `config.arch` on MNIST's training split; keep the epoch with the best validation accuracy.
+    """Train `config.arch` on the training split of `config.dataset`; keep the epoch with the best validation accuracy.
 
     on_epoch(record) is called after each epoch with the INTERFACE.md per-epoch dict (the CLI prints it).
     The test split is only touched when config.eval_test is set, and never for choosing the checkpoint.
+    Inside a torch.distributed process group (distributed.process_group under torchrun) every process runs this
+    on its share of each epoch through DistributedDataParallel; only rank 0 validates, reports and saves.
     """
-    torch.manual_seed(config.seed)
+    rank, world_size = distributed.rank(), distributed.world_size()
+    is_main = rank == 0
+    torch.manual_seed(config.seed)  # the same initial weights in every process
     if config.threads:
         torch.set_num_threads(config.threads)
-    device = pick_device(config.device)
+    device = distributed.local_device(pick_device(config.device))
 
-    images, labels = load_mnist("train", config.data)
+    dataset = load_dataset(config.dataset, ["train", "test"] if config.eval_test else ["train"], data=config.data,
+                           preprocess_mode=config.preprocess)
+    images, labels = dataset.train.images, dataset.train.labels
     train_idx, val_idx = train_val_split(len(images), config.val_split, config.seed)
     train_idx = train_idx[:config.limit]
-    x_train, y_train = torch.from_numpy(images[train_idx]), torch.from_numpy(labels[train_idx]).long()
-    x_val, y_val = torch.from_numpy(images[val_idx]), torch.from_numpy(labels[val_idx]).long()
+    x_train, y_train = torch.from_numpy(images[train_idx]), torch.from_numpy(labels[train_idx])
+    x_val, y_val = torch.from_numpy(images[val_idx]), torch.from_numpy(labels[val_idx])
     if config.eval_test:
-        test_images, test_labels = load_mnist("test", config.data)
-        x_test, y_test = torch.from_numpy(test_images), torch.from_numpy(test_labels).long()
+        x_test, y_test = torch.from_numpy(dataset.test.images), torch.from_numpy(dataset.test.labels)
 
-    model = build_model(config.arch)
-    if config.init:
-        start = load_checkpoint(config.init)
-        if start.meta["arch"] != config.arch or len(start.classes) != len(DIGIT_CLASSES):
-            raise ValueError(f"--init {config.init}: a {start.meta['arch']!r} model with {len(start.classes)} "
-                             f"classes cannot start a {config.arch!r} run on the digits")
-        model.load_state_dict(start.model.state_dict())
+    model = build_model(config.arch, num_classes=len(dataset.classes))
+    init = load_initial_weights(model, config, dataset) if config.init else None
     model = model.to(device, memory_format=torch.channels_last)
+    sampler, trained = None, model
+    if world_size > 1:
+        # DDP averages gradients across processes in backward; `model` stays the plain module for validation.
+        # BatchNorm statistics are not broadcast from rank 0 at every step: each process keeps its own and
+        # average_buffers pools them once per epoch.
+        sampler = DistributedSampler(range(len(x_train)), num_replicas=world_size, rank=rank, seed=config.seed)
+        trained = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                          forward_sync_buffers=False)
+    if config.realworld and dataset.name != "mnist":
+        raise ValueError("--realworld fine-tunes a digit reader: it needs --dataset mnist")
     # Real-world pools come from this run's training digits only (the validation split stays unseen).
-    pools = build_pools(images[train_idx], labels[train_idx], seed=config.seed, progress=progress) \
+    pools = build_pools(images[train_idx], labels[train_idx], seed=config.seed, progress=progress and is_main) \
         if config.realworld else None
     optimizer = make_optimizer(model, config)
-    scheduler = make_scheduler(optimizer, config, steps_per_epoch=math.ceil(len(x_train) / config.batch_size))
-    generator = torch.Generator().manual_seed(config.seed)
+    steps_per_epoch = math.ceil((len(x_train) if sampler is None else len(sampler)) / config.batch_size)
+    scheduler = make_scheduler(optimizer, config, steps_per_epoch)
+    generator = torch.Generator().manual_seed(config.seed + rank)  # augmentation differs between processes
     bf16 = use_bf16(config.precision, device)
 
     history: list[dict] = []
@@ -193,8 +231,12 @@ def train(config: TrainConfig, out: str | Path | None = None, *, progress: bool 
     elapsed = 0.0  # training + validation time; test evaluation (benchmark only) is not counted
     for epoch in range(1, config.epochs + 1):
         start = time.perf_counter()
-        train_loss, train_acc = train_one_epoch(model, x_train, y_train, optimizer, scheduler, config,
-                                                generator, device, bf16, progress, epoch, pools)
+        train_loss, train_acc = train_one_epoch(trained, x_train, y_train, optimizer, scheduler, config,
+                                                generator, device, bf16, progress and is_main, epoch, sampler,
+                                                pools)
+        distributed.average_buffers(model)  # the same BatchNorm statistics in every process
+        if not is_main:
+            continue
         val_loss, val_acc = loss_and_accuracy(model, x_val, y_val) if len(x_val) else (None, None)
         elapsed += time.perf_counter() - start
         record = {"epoch": epoch, "train_loss": train_loss, "train_accuracy": train_acc,
@@ -209,11 +251,19 @@ def train(config: TrainConfig, out: str | Path | None = None, *, progress: bool 
             best_val, best_epoch = score, epoch
             best_state = copy.deepcopy(model.state_dict())
 
+    # Every process should end with the same weights; the checkpoint records each one's digest to show it.
+    replicas = distributed.gather(distributed.state_sha256(model))
+    if not is_main:
+        return TrainResult(model=model, history=history, best_epoch=best_epoch, config=config, checkpoint=None)
+    if len(set(replicas)) > 1:
+        warnings.warn(f"data-parallel processes ended with different weights: {replicas}", stacklevel=2)
     model.load_state_dict(best_state)
     model = model.cpu().to(memory_format=torch.contiguous_format).eval()
     # Calibrate confidences on the validation split (label smoothing leaves the raw softmax under-confident).
     temperature = fit_temperature(infer(model, x_val), y_val) if len(x_val) else 1.0
-    meta = checkpoint_meta(config, history, best_epoch, temperature)
+    data_parallel = {"world_size": world_size, "backend": distributed.backend_for(device),
+                     "replica_sha256": replicas} if world_size > 1 else None
+    meta = checkpoint_meta(config, dataset, history, best_epoch, temperature, init=init, data_parallel=data_parallel)
     if config.realworld and len(x_val):
         def confidence(inputs: np.ndarray) -> np.ndarray:
             return torch.softmax(infer(model, inputs) / temperature, dim=1).max(dim=1).values.numpy()
@@ -222,25 +272,56 @@ def train(config: TrainConfig, out: str | Path | None = None, *, progress: bool 
                                        progress=progress)
         meta["reject_threshold"] = rule.pop("threshold")
         meta["reject_rule"] = rule
-    path = None
-    if out is not None:
-        path = save_checkpoint(out, model, meta)
+    path = save_checkpoint(out, model, meta) if out is not None else None
     return TrainResult(model=model, history=history, best_epoch=best_epoch, config=config, checkpoint=path)
 
 
-def checkpoint_meta(config: TrainConfig, history: list[dict], best_epoch: int, temperature: float) -> dict:
+def load_initial_weights(model: nn.Module, config: TrainConfig, dataset: Dataset) -> dict:
+    """Copy the weights of the checkpoint config.init ('shipped': the shipped model) into `model` (fine-tuning).
+
+    The checkpoint must be of the same architecture with as many classes as the dataset; returns its record.
+    """
+    path = shipped_path() if config.init == "shipped" else Path(config.init)
+    source = load_checkpoint(path)
+    if source.meta["arch"] != config.arch:
+        raise ValueError(f"{path}: --init needs a {config.arch!r} checkpoint (this run's --arch), "
+                         f"this one is {source.meta['arch']!r}")
+    if source.meta.get("arch_kwargs"):
+        raise ValueError(f"{path}: --init checkpoint was built with arguments {source.meta['arch_kwargs']}; "
+                         f"this run builds {config.arch!r} with its defaults")
+    if len(source.classes) != len(dataset.classes):
+        raise ValueError(f"{path}: --init checkpoint has {len(source.classes)} classes, "
+                         f"dataset {dataset.name} has {len(dataset.classes)}")
+    model.load_state_dict(source.model.state_dict())
+    return {"checkpoint": str(path), "sha256": sha256_file(path), "classes": source.classes}
+
+
+def checkpoint_meta(config: TrainConfig, dataset: Dataset, history: list[dict], best_epoch: int, temperature: float,
+                    *, init: dict | None = None, data_parallel: dict | None = None) -> dict:
     best = history[best_epoch - 1]
-    return {
+    meta = {
         "arch": config.arch,
         "arch_kwargs": {},
-        "classes": DIGIT_CLASSES,
-        "input": {"size": IMAGE_SIZE, "channels": 1, "range": [0.0, 1.0], "ink": "bright on dark (MNIST)"},
-        "preprocess": "robust",
+        "classes": dataset.classes,
+        "input": {"size": IMAGE_SIZE, "channels": 1, "range": [0.0, 1.0], "ink": INPUT_INK.get(dataset.preprocess)},
+        "preprocess": dataset.preprocess,  # what predict does to a user's image before the model sees it
         "temperature": temperature,  # softmax(logits / temperature) is calibrated on the validation split
         "train_config": dataclasses.asdict(config),
         "metrics": {"epoch": best_epoch, "val_accuracy": best["val_accuracy"], "val_loss": best["val_loss"]},
         "history": history,
-        "data": {"dataset": "mnist", "sha256": mnist_digests()},
+        "data": dataset.record(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "software": {"torch": torch.__version__, "python": platform.python_version(), "numpy": np.__version__},
     }
+    if init is not None:
+        meta["init"] = init  # the weights training started from
+    if data_parallel is not None:
+        meta["distributed"] = data_parallel  # world size, backend and each process's final weights digest
+    return meta
+
+
+if __name__ == "__main__":
+    # `python -m digitscan.train ...` is `digitscan train ...`: the module torchrun's -m runs in every process.
+    from digitscan.cli import main
+
+    main(["train", *sys.argv[1:]], prog_name="digitscan")
