@@ -9,7 +9,7 @@ the calibrated confidence, and how many digits and non-digits pass the shipped r
 1-12 digit numbers composed from MNIST test digits, photographed, read with `Recognizer.read`.
 
 Run: `.venv/bin/python benchmarks/realworld.py` (about 5 minutes on 2 CPU cores; needs the Debian handwriting font
-packages listed in digitscan.photos.FONT_PACKAGES and DIGITSCAN_FASHION_DATA or ../shared/data/fashion-mnist).
+packages listed in digitscan.photos.FONT_PACKAGES and dataset-fashion-mnist, or $DIGITSCAN_FASHION_DATA).
 `--dev` builds the same sets from data that fine-tuning never trains on but that is not the test split either
 (MNIST validation digits, Fashion-MNIST training images past FASHION_TRAIN_USED, the training fonts): use it for
 any choice; the test sets are only for the report. Writes benchmarks/results/realworld[-dev].{json,md}.
@@ -32,8 +32,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine, machine_line, markdown_table, write_results  # noqa: E402
 from read_numbers import digit_accuracy  # noqa: E402
 
-from digitscan.data import load_idx_dataset, load_mnist, train_val_split  # noqa: E402
-from digitscan.finetune import FASHION_TRAIN_USED, fashion_dir  # noqa: E402
+from digitscan.data import load_mnist, train_val_split  # noqa: E402
+from digitscan.datasets import load_fashion_mnist  # noqa: E402
+from digitscan.finetune import FASHION_TRAIN_USED  # noqa: E402
 from digitscan.nondigits import BLANK_PAGES, blank_glyph, letter_glyph, scribble_glyph  # noqa: E402
 from digitscan.photos import CONDITIONS, Condition, font_split, glyph_from_font, glyph_from_mnist, photograph  # noqa: E402
 from digitscan.preprocess import decode_image, to_model_input  # noqa: E402
@@ -44,12 +45,12 @@ SINGLE_CONDITIONS = [name for name in CONDITIONS if name != "mixed"]
 FEW = {"huge-image": 0.2}  # 3000-4000 px photos take ~1 s each to make and read: fewer of them
 FONT_CONDITION = Condition("handwriting fonts, photographed with mixed conditions", **{
     k: getattr(CONDITIONS["mixed"], k) for k in ("inks", "papers", "rotation_deg", "lighting", "noise", "blur",
-                                                 "jpeg_quality", "encodings", "texture")},
+                                                 "jpeg_quality", "encodings", "texture", "each")},
     height_fraction=(0.2, 0.85), image_height=(40, 600))
 NUMBER_CONDITION = Condition("a number on one line, photographed", inks=("black", "blue", "pencil"),
                              papers=("white", "tinted", "grey"), height_fraction=(0.3, 0.8),
                              image_height=(120, 600), rotation_deg=2.0, lighting=0.4, noise=(0.0, 8.0),
-                             blur=(0.0, 0.3), jpeg_quality=(60, 95), encodings=("png", "jpeg"))
+                             blur=(0.0, 0.3), jpeg_quality=(60, 95), encodings=("png", "jpeg"), each=0.5)
 # How people write numbers: mostly spaced, often touching, sometimes on a ruled line; lengths of real IDs.
 NUMBER_STYLES = [
     (0.45, dict(spacing=(0.05, 0.5))),
@@ -168,12 +169,11 @@ def main() -> None:
         images, labels = load_mnist("train")
         _, val_idx = train_val_split(len(images), 0.1, 0)
         images, labels = images[val_idx], labels[val_idx]
-        fashion, _ = load_idx_dataset(fashion_dir(), "train")
-        fashion = fashion[FASHION_TRAIN_USED:]
+        fashion = load_fashion_mnist(["train"]).train.images[FASHION_TRAIN_USED:]
         fonts = train_fonts
     else:
         images, labels = load_mnist("test")
-        fashion, _ = load_idx_dataset(fashion_dir("test"), "test")
+        fashion = load_fashion_mnist(["test"]).test.images
         fonts = eval_fonts
     recognizer = Recognizer.load(args.model)
     paper = Recognizer.load(args.model, preprocess="paper")

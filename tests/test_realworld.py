@@ -67,10 +67,9 @@ def test_shipped_model_has_a_rejection_rule_chosen_on_validation_data(recognizer
 
 
 def test_most_fashion_pictures_and_scribbles_are_rejected(recognizer):
-    from digitscan.data import load_idx_dataset
-    from digitscan.finetune import fashion_dir
+    from digitscan.datasets import load_fashion_mnist
 
-    fashion, _ = load_idx_dataset(fashion_dir("test"), "test")
+    fashion = load_fashion_mnist(["test"]).test.images
     results = recognizer.predict_inputs(np.stack([recognizer.prepare(image) for image in fashion[:100]]))
     assert sum(not r.is_digit for r in results) >= 80
     rng = np.random.default_rng(5)

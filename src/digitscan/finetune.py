@@ -18,12 +18,12 @@ import json
 import os
 from dataclasses import asdict, dataclass, replace
 from multiprocessing import get_context
-from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from digitscan.data import default_cache_dir, load_idx_dataset
+from digitscan.data import default_cache_dir
+from digitscan.datasets import load_fashion_mnist
 from digitscan.nondigits import BLANK_PAGES, blank_glyph, letter_glyph, scribble_glyph
 from digitscan.photos import CONDITIONS, font_split, glyph_from_font, glyph_from_mnist, photograph
 from digitscan.preprocess import decode_image, to_model_input
@@ -31,8 +31,7 @@ from digitscan.segment import candidate_pieces
 from digitscan.synth import render_number
 
 FASHION_TRAIN_USED = 50_000  # negatives come from the first 50,000 Fashion training images; --dev uses the rest
-FASHION_DIRS = (Path("/usr/share/datasets/fashion-mnist"),)  # the Debian package dataset-fashion-mnist
-POOL_VERSION = 3  # bump when the generators change, so stale caches are not reused
+POOL_VERSION = 4  # bump when the generators change, so stale caches are not reused
 NEGATIVE = -1  # label of a not-a-digit example
 
 # The benchmark's mixed condition, in smaller photos (the preprocessing works on <= 512 px anyway; faster to make).
@@ -63,19 +62,6 @@ class Pools:
     digits: np.ndarray  # (N, 28, 28) uint8, prepared inputs x 255
     labels: np.ndarray  # (N,) int64
     negatives: np.ndarray  # (M, 28, 28) uint8
-
-
-def fashion_dir(split: str = "train") -> Path:
-    """The folder holding Fashion-MNIST's `split`: $DIGITSCAN_FASHION_DATA, ../shared/data/fashion-mnist (test
-    split only), or the Debian package's folder."""
-    stem = "train-images-idx3-ubyte" if split == "train" else "t10k-images-idx3-ubyte"
-    candidates = [Path(p) for p in [os.environ.get("DIGITSCAN_FASHION_DATA")] if p]
-    candidates += [Path.cwd().parent / "shared" / "data" / "fashion-mnist", *FASHION_DIRS]
-    for folder in candidates:
-        if any((folder / (stem + suffix)).is_file() for suffix in ("", ".gz")):
-            return folder
-    raise FileNotFoundError(f"Fashion-MNIST {split} split not found in {', '.join(map(str, candidates))}; "
-                            "set DIGITSCAN_FASHION_DATA or apt-get install dataset-fashion-mnist")
 
 
 def build_pools(images: np.ndarray, labels: np.ndarray, sizes: PoolSizes = PoolSizes(), *, seed: int = 0,
@@ -112,7 +98,7 @@ def build_pools(images: np.ndarray, labels: np.ndarray, sizes: PoolSizes = PoolS
 def _jobs(images: np.ndarray, labels: np.ndarray, sizes: PoolSizes, seed: int, held_out: bool) -> list[tuple]:
     rng = np.random.default_rng([seed, 7])
     fonts, _ = font_split()
-    fashion, _ = load_idx_dataset(fashion_dir("train"), "train")
+    fashion = load_fashion_mnist(["train"]).train.images  # $DIGITSCAN_FASHION_DATA or the Debian package
     fashion = fashion[FASHION_TRAIN_USED:] if held_out else fashion[:FASHION_TRAIN_USED]
     jobs: list[tuple] = []
     for i in rng.choice(len(images), sizes.photo_digits, replace=False):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import io
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -54,6 +54,20 @@ class Condition:
     jpeg_quality: tuple[int, int] | None = None
     encodings: tuple[str, ...] = ("png",)
     texture: float = 0.02  # paper grain, relative brightness variation
+    each: float = 1.0  # below 1: every nuisance applies to a photo with this probability only (see draw)
+
+    def draw(self, rng: np.random.Generator) -> Condition:
+        """The condition of one photo. With each < 1, every nuisance (ink, paper, pen, rotation, light, noise,
+        blur, file format, grain) is this condition's with probability `each`, else the plain default: real
+        photos have a few problems at once, rarely all of them."""
+        if self.each >= 1:
+            return self
+        plain = Condition(self.description)
+        chosen = {name: getattr(self if rng.random() < self.each else plain, name) for name in NUISANCES}
+        return replace(self, each=1.0, **chosen)
+
+
+NUISANCES = ("inks", "papers", "pen", "rotation_deg", "lighting", "noise", "blur", "encodings", "texture")
 
 
 CONDITIONS: dict[str, Condition] = {
@@ -85,10 +99,11 @@ CONDITIONS: dict[str, Condition] = {
 }
 # Everything at once, at random: what fine-tuning trains on (with MNIST training digits only).
 CONDITIONS["mixed"] = Condition(
-    "every condition above drawn at random", inks=("black", "black", "blue", "pencil", "red", "white"),
+    "the conditions above at random, each applying to a photo with probability 0.4",
+    inks=("black", "black", "blue", "pencil", "red", "white"),
     papers=("white", "tinted", "grey", "blue-lined"), height_fraction=(0.1, 0.9), image_height=(28, 900),
     rotation_deg=15.0, pen=(0.4, 2.4), lighting=0.5, noise=(0.0, 14.0), blur=(0.0, 0.8), jpeg_quality=(40, 95),
-    encodings=ENCODINGS, texture=0.04)
+    encodings=ENCODINGS, texture=0.04, each=0.4)
 
 
 def glyph_from_mnist(image: np.ndarray) -> np.ndarray:
@@ -114,6 +129,7 @@ def glyph_from_font(text: str, font_path: str, size: int = 96) -> np.ndarray:
 def photograph(glyph: np.ndarray, condition: Condition, rng: np.random.Generator, *,
                encoding: str | None = None) -> bytes:
     """The encoded file of one photo of `glyph` (coverage in [0, 1]) taken under `condition`."""
+    condition = condition.draw(rng)
     pixels, alpha = render(glyph, condition, rng)
     encoding = encoding or str(rng.choice(condition.encodings))
     return encode(pixels, alpha, encoding, condition, rng)
