@@ -88,22 +88,34 @@ def expand_paths(paths: tuple[str, ...]) -> list[Path]:
 
 model_option = click.option("--model", "-m", "model", type=click.Path(dir_okay=False),
                             help="A checkpoint (.safetensors); default: the shipped model.")
+recognizer_model_option = click.option("--model", "-m", "model", type=click.Path(dir_okay=False),
+                                       help="A checkpoint (.safetensors) or an exported model (.onnx); "
+                                            "default: the shipped model.")
 json_option = click.option("--json", "as_json", is_flag=True, help="One JSON object per line (see INTERFACE.md).")
 ensemble_option = click.option("--ensemble", is_flag=True,
                                help="Average the shipped ensemble: several seeds of the shipped recipe, each over "
                                     "one-pixel shifts of the input. A little more accurate, ~25x the compute.")
 data_option = click.option("--data", type=click.Path(file_okay=False),
                            help="Folder with the MNIST IDX files (default: $DIGITSCAN_DATA, then the cache).")
+backend_option = click.option(
+    "--backend", type=click.Choice(["torch", "onnx"]), default=None,
+    help="torch (default) or onnx: run the model on onnxruntime. A --model ending in .onnx (from `digitscan export`) "
+         "implies onnx and needs no PyTorch. With onnx and a checkpoint, or no --model, the model is exported to "
+         "ONNX in memory at start-up (a few seconds, parity-checked, nothing written): export once and pass "
+         "--model FILE.onnx to skip that.")
+
 
 
 @main.command()
 @click.argument("paths", nargs=-1, required=True)
-@model_option
+@recognizer_model_option
 @click.option("--preprocess", "mode", type=click.Choice(["robust", "paper"]), default=None,
               help="robust (default): find the ink, crop, centre like MNIST; paper: grayscale + resize, as in the paper.")
 @json_option
 @ensemble_option
-def predict(paths: tuple[str, ...], model: str | None, mode: str | None, as_json: bool, ensemble: bool) -> None:
+@backend_option
+def predict(paths: tuple[str, ...], model: str | None, mode: str | None, as_json: bool, ensemble: bool,
+            backend: str | None) -> None:
     """Recognize one digit per image.
 
     PATHS are image files (PNG, JPEG, BMP, GIF, TIFF, WebP) or folders, searched recursively.
@@ -111,9 +123,10 @@ def predict(paths: tuple[str, ...], model: str | None, mode: str | None, as_json
     Files that cannot be read are reported one line each; the others are still processed (exit status 1).
 
     \b
-    Example:
+    Examples:
       digitscan predict examples/
       digitscan predict --json scan.png | jq .digit
+      digitscan export --out digits.onnx && digitscan predict --model digits.onnx scans/
     """
     from digitscan.recognize import Recognizer
 
@@ -122,7 +135,7 @@ def predict(paths: tuple[str, ...], model: str | None, mode: str | None, as_json
             return f"The Number is {result.label} (confidence {result.confidence:.3f})"
         return f"not a digit (confidence {result.confidence:.3f})"
 
-    recognizer = Recognizer.load(model, preprocess=mode, ensemble=ensemble)
+    recognizer = Recognizer.load(model, preprocess=mode, ensemble=ensemble, backend=backend)
     process_files(expand_paths(paths), recognizer.predict, describe, as_json)
 
 
@@ -302,13 +315,15 @@ def compare(data: str | None, seed: int, as_json: bool, out: str, limit: int | N
 
 @main.command()
 @click.argument("paths", nargs=-1, required=True)
-@model_option
+@recognizer_model_option
 @json_option
 @click.option("--debug-image", "debug_image", type=click.Path(),
               help="Also write the input with each digit's box and label drawn: a PNG file for one input, "
                    "a folder (one PNG per input, named after it) for several.")
 @ensemble_option
-def read(paths: tuple[str, ...], model: str | None, as_json: bool, debug_image: str | None, ensemble: bool) -> None:
+@backend_option
+def read(paths: tuple[str, ...], model: str | None, as_json: bool, debug_image: str | None, ensemble: bool,
+         backend: str | None) -> None:
     """Read a whole handwritten number per image: a ZIP code, an amount, an ID written on one line.
 
     Digits are found left to right, touching digits are split and broken ones joined, specks and underlines are
@@ -324,7 +339,7 @@ def read(paths: tuple[str, ...], model: str | None, as_json: bool, debug_image: 
     from digitscan.recognize import Recognizer
     from digitscan.segment import draw_segments
 
-    recognizer = Recognizer.load(model, ensemble=ensemble)
+    recognizer = Recognizer.load(model, ensemble=ensemble, backend=backend)
     files = expand_paths(paths)
     drawings = debug_image_paths(files, Path(debug_image)) if debug_image else {}
 
@@ -357,6 +372,39 @@ def debug_image_paths(files: list[Path], out: Path) -> dict[Path, Path]:
         taken.add(name)
         paths[file] = out / name
     return paths
+
+
+@main.command()
+@click.option("--format", "fmt", type=click.Choice(["onnx"]), default="onnx", show_default=True,
+              help="Model format to write.")
+@click.option("--out", "-o", type=click.Path(dir_okay=False), required=True, help="File to write, e.g. digits.onnx.")
+@model_option
+@click.option("--opset", type=click.IntRange(min=18), default=20, show_default=True,
+              help="ONNX opset; 20 runs on onnxruntime >= 1.17.")
+@ensemble_option
+def export(fmt: str, out: str, model: str | None, opset: int, ensemble: bool) -> None:
+    """Export a model to ONNX for onnxruntime and other runtimes (edge devices, browsers, other languages).
+
+    The graph takes "input", float32 (batch, 1, 28, 28) in [0, 1] with ink = 1 (what the preprocessing makes of
+    any image), and returns "logits", float32 (batch, classes); the batch size is free. Probabilities are
+    softmax(logits / temperature). The checkpoint's self-description (classes, temperature, preprocess mode,
+    reject_threshold, arch, source sha256) is stored as JSON under the key "digitscan" in the model's
+    metadata_props, so `digitscan predict --model FILE.onnx` needs nothing else. The file is checked with
+    onnx.checker and compared with PyTorch on a fixed batch before it is written (atomically).
+
+    \b
+    Example:
+      digitscan export --format onnx --out digits.onnx
+      digitscan predict --model digits.onnx photo.jpg
+    """
+    from digitscan.checkpoint import load_checkpoint, load_ensemble
+    from digitscan.export import export_onnx
+
+    checkpoint = load_ensemble() if ensemble else load_checkpoint(model)
+    result = export_onnx(checkpoint, out, opset=opset)
+    click.echo(f"wrote {result.path} ({len(result.model) / 1024:,.0f} KiB, opset {opset}, "
+               f"{result.meta['arch']} from {result.meta['onnx']['source']}); parity with PyTorch: "
+               f"max probability difference {result.max_prob_diff:.1e} on the check batch")
 
 
 @main.group()
