@@ -170,6 +170,20 @@ def test_killed_job_resumes_without_duplicates_or_lost_rows(tmp_path, mnist_pngs
                                [float(r["confidence"]) for r in expected], atol=1e-5)  # batch boundaries differ
 
 
+def test_the_model_runs_on_one_thread_while_workers_decode_and_leaves_torch_as_it_was(tmp_path):
+    import torch
+
+    from digitscan.backends import TorchBackend
+    from digitscan.checkpoint import load_checkpoint
+
+    threads = torch.get_num_threads()
+    inputs = np.random.default_rng(0).random((8, 28, 28), dtype=np.float32)
+    single = TorchBackend(load_checkpoint().model, threads=1)
+    np.testing.assert_allclose(single(inputs), TorchBackend(load_checkpoint().model)(inputs), atol=1e-5)
+    assert run("predict", EXAMPLES / "four_28px.png", "--out", tmp_path / "r.csv", "--no-progress").exit_code == 0
+    assert torch.get_num_threads() == threads
+
+
 def worker_has_torch(path: str) -> np.ndarray:
     return np.array("torch" in sys.modules)
 

@@ -21,20 +21,34 @@ ONNX_INPUT, ONNX_OUTPUT = "input", "logits"
 
 
 class TorchBackend:
-    """A PyTorch module (BatchNorm folded for inference) on the CPU or wherever its weights are."""
+    """A PyTorch module (BatchNorm folded for inference) on the CPU or wherever its weights are.
+
+    threads: PyTorch's intra-op threads during this backend's calls only (PyTorch's setting is process-wide, so it
+    is restored after each call); None leaves PyTorch's own choice.
+    """
 
     name = "torch"
 
-    def __init__(self, model):
+    def __init__(self, model, threads: int | None = None):
         # Imported here: this module is also the onnx path, which must not pay for (or need) torch.
         from digitscan.evaluate import infer
         from digitscan.models import fuse_for_inference
 
         self.model = fuse_for_inference(model)
+        self.threads = threads
         self._infer = infer
 
     def __call__(self, inputs: np.ndarray) -> np.ndarray:
-        return self._infer(self.model, inputs, INFER_BATCH).numpy()
+        if not self.threads:
+            return self._infer(self.model, inputs, INFER_BATCH).numpy()
+        import torch
+
+        previous = torch.get_num_threads()
+        torch.set_num_threads(self.threads)
+        try:
+            return self._infer(self.model, inputs, INFER_BATCH).numpy()
+        finally:
+            torch.set_num_threads(previous)
 
 
 class OnnxBackend:

@@ -141,6 +141,12 @@ def check_batch_options(out: str | None, as_json: bool, **batch: object) -> None
         raise click.UsageError("--resume continues OUT, --force overwrites it: choose one")
 
 
+def batch_model_threads(out: str | None, workers: int | None) -> int | None:
+    """One model thread when worker processes decode: the model is a small share of a batch job's work, and idle
+    intra-op threads spin-wait on the cores the decoders need. Else the runtime's default."""
+    return 1 if out is not None and workers != 0 else None
+
+
 def run_batch(job, paths: tuple[str, ...], out: str, *, resume: bool, force: bool, workers: int | None,
               batch_size: int | None, no_progress: bool) -> None:
     """Run a batch job for predict/read --out and report it; exit status 1 if any row of OUT holds an error."""
@@ -217,7 +223,8 @@ def predict(paths: tuple[str, ...], model: str | None, mode: str | None, as_json
             return f"The Number is {result.label} (confidence {result.confidence:.3f})"
         return f"not a digit (confidence {result.confidence:.3f})"
 
-    recognizer = Recognizer.load(model, preprocess=mode, ensemble=ensemble, backend=backend)
+    recognizer = Recognizer.load(model, preprocess=mode, ensemble=ensemble, backend=backend,
+                                 threads=batch_model_threads(out, batch["workers"]))
     if out is not None:
         from digitscan.batch import predict_job
 
@@ -438,7 +445,8 @@ def read(paths: tuple[str, ...], model: str | None, as_json: bool, debug_image: 
     check_batch_options(out, as_json, **batch)
     if out is not None and debug_image:
         raise click.UsageError("--debug-image is not available in a batch job (--out)")
-    recognizer = Recognizer.load(model, ensemble=ensemble, backend=backend)
+    recognizer = Recognizer.load(model, ensemble=ensemble, backend=backend,
+                                 threads=batch_model_threads(out, batch["workers"]))
     if out is not None:
         from digitscan.batch import read_job
 

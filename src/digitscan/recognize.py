@@ -67,12 +67,13 @@ class Recognizer:
 
     @classmethod
     def load(cls, path: str | os.PathLike | None = None, preprocess: str | None = None,
-             ensemble: bool = False, backend: str | None = None) -> Recognizer:
+             ensemble: bool = False, backend: str | None = None, threads: int | None = None) -> Recognizer:
         """Load a checkpoint file, or the shipped model when path is None; ensemble=True: the shipped ensemble.
 
         backend: "torch" or "onnx" (onnxruntime); None picks "onnx" for a .onnx file, else "torch". A .onnx file
         (see `digitscan export`) carries its own metadata and needs no PyTorch; backend="onnx" with a checkpoint
-        exports it to ONNX in memory first (a few seconds, parity-checked).
+        exports it to ONNX in memory first (a few seconds, parity-checked). threads: the model's intra-op threads
+        (None: the runtime's default; for PyTorch the setting is process-wide).
         """
         from digitscan.backends import BACKENDS, OnnxBackend, TorchBackend, is_onnx_path
 
@@ -82,17 +83,17 @@ class Recognizer:
         if is_onnx_path(path):
             if backend != "onnx" or ensemble:
                 raise ValueError(f"{path}: an ONNX model runs on the onnx backend, alone (no torch, no ensemble)")
-            session = OnnxBackend(path)
+            session = OnnxBackend(path, threads)
             return cls(session, session.metadata(str(path)), path, preprocess)
 
         from digitscan.checkpoint import load_checkpoint, load_ensemble
 
         checkpoint = load_ensemble() if ensemble else load_checkpoint(path)
         if backend == "torch":
-            return cls(TorchBackend(checkpoint.model), checkpoint.meta, checkpoint.path, preprocess)
+            return cls(TorchBackend(checkpoint.model, threads), checkpoint.meta, checkpoint.path, preprocess)
         from digitscan.export import export_onnx
 
-        session = OnnxBackend(export_onnx(checkpoint).model)
+        session = OnnxBackend(export_onnx(checkpoint).model, threads)
         return cls(session, session.metadata(str(checkpoint.path)), checkpoint.path, preprocess)
 
     def prepare(self, image) -> np.ndarray:
