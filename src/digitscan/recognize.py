@@ -73,7 +73,7 @@ class Recognizer:
         backend: "torch" or "onnx" (onnxruntime); None picks "onnx" for a .onnx file, else "torch". A .onnx file
         (see `digitscan export`) carries its own metadata and needs no PyTorch; backend="onnx" with a checkpoint
         exports it to ONNX in memory first (a few seconds, parity-checked). threads: the model's intra-op threads
-        (None: the runtime's default; for PyTorch the setting is process-wide).
+        (None: the runtime's default; PyTorch's process-wide setting is changed only during this model's calls).
         """
         from digitscan.backends import BACKENDS, OnnxBackend, TorchBackend, is_onnx_path
 
