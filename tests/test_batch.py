@@ -101,6 +101,24 @@ def test_read_writes_one_number_per_row(tmp_path):
     assert texts == {"amount_1250_underlined.png": "1250", "id_4711_blue_pen.jpg": "4711", "zip_90210.png": "90210"}
 
 
+def test_a_page_the_reader_trips_over_is_an_error_row(tmp_path, monkeypatch):
+    recognizer = Recognizer.load()
+    calls = []
+
+    def read_or_fail(gray):
+        calls.append(gray.shape)
+        if len(calls) == 2:
+            raise RuntimeError("an unforeseen page")
+        return Recognizer.read(recognizer, gray)
+
+    monkeypatch.setattr(recognizer, "read", read_or_fail)
+    summary = run_job(read_job(recognizer), expand_paths((str(EXAMPLES / "numbers"),)), tmp_path / "n.csv",
+                      workers=0, progress=False)
+    rows = read_rows(tmp_path / "n.csv")
+    assert [r["error"] for r in rows] == ["", "RuntimeError: an unforeseen page", ""]
+    assert [r["text"] for r in rows] == ["1250", "", "90210"] and summary.failed == 1
+
+
 def test_refusals_are_usage_errors(tmp_path):
     out = tmp_path / "results.csv"
     image = EXAMPLES / "four_28px.png"

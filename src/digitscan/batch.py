@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from digitscan.constants import IMAGE_SIZE
 from digitscan.preprocess import ImageError, decode_image, preprocess
 
 PREDICT_COLUMNS = ["path", "digit", "confidence", "is_digit", "error"]
@@ -85,14 +86,15 @@ def predict_job(recognizer, probabilities: bool = False) -> Job:
 
 def read_job(recognizer) -> Job:
     """A whole number per file; workers only decode, the segmentation (which calls the model) runs here per image."""
+    recognizer.digit_probabilities(np.zeros((1, IMAGE_SIZE, IMAGE_SIZE), np.float32))  # a model without 0-9: fail now
 
     def finish(images: list[np.ndarray]) -> list[dict]:
         rows = []
         for gray in images:
             try:
                 result = recognizer.read(gray)
-            except ImageError as exc:
-                rows.append({"error": str(exc)})
+            except Exception as exc:  # one page the segmentation cannot handle must not stop (or stall) the job
+                rows.append({"error": describe_error(exc)})
                 continue
             rows.append({"text": result.text, "confidence": f"{result.confidence:.6f}"})
         return rows
@@ -240,12 +242,16 @@ def prepare_chunk(prepare: Callable[[str], np.ndarray],
     for path in paths:
         try:
             results.append((path, prepare(path), None))
-        except ImageError as exc:  # missing, unreadable, not an image, too large: the user's file, not a bug
-            results.append((path, None, str(exc)))
-        except Exception as exc:  # anything else is still one file's problem, not the whole job's
-            message = " ".join(str(exc).split()) or "no message"
-            results.append((path, None, f"{type(exc).__name__}: {message}"))
+        except Exception as exc:  # one file's problem, not the whole job's (and --resume would stall on it)
+            results.append((path, None, describe_error(exc)))
     return results
+
+
+def describe_error(exc: Exception) -> str:
+    """One line for the `error` column: an ImageError's message is meant for users (missing, unreadable, not an
+    image, too large); anything else is named by its type, a bug to report."""
+    message = " ".join(str(exc).split()) or "no message"
+    return message if isinstance(exc, ImageError) else f"{type(exc).__name__}: {message}"
 
 
 def worker_init() -> None:
