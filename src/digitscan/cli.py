@@ -494,10 +494,10 @@ def debug_image_paths(files: list[Path], out: Path) -> dict[Path, Path]:
               help="Model format to write.")
 @click.option("--out", "-o", type=click.Path(dir_okay=False), required=True, help="File to write, e.g. digits.onnx.")
 @model_option
-@click.option("--opset", type=click.IntRange(min=18), default=20, show_default=True,
-              help="ONNX opset; 20 runs on onnxruntime >= 1.17.")
+@click.option("--opset", type=click.IntRange(min=18),
+              help="ONNX opset (default: 20, which onnxruntime >= 1.17 runs).")
 @ensemble_option
-def export(fmt: str, out: str, model: str | None, opset: int, ensemble: bool) -> None:
+def export(fmt: str, out: str, model: str | None, opset: int | None, ensemble: bool) -> None:
     """Export a model to ONNX for onnxruntime and other runtimes (edge devices, browsers, other languages).
 
     The graph takes "input", float32 (batch, 1, 28, 28) in [0, 1] with ink = 1 (what the preprocessing makes of
@@ -516,8 +516,8 @@ def export(fmt: str, out: str, model: str | None, opset: int, ensemble: bool) ->
     from digitscan.export import export_onnx
 
     checkpoint = load_ensemble() if ensemble else load_checkpoint(model)
-    result = export_onnx(checkpoint, out, opset=opset)
-    click.echo(f"wrote {result.path} ({len(result.model) / 1024:,.0f} KiB, opset {opset}, "
+    result = export_onnx(checkpoint, out, **({"opset": opset} if opset else {}))
+    click.echo(f"wrote {result.path} ({len(result.model) / 1024:,.0f} KiB, opset {result.meta['onnx']['opset']}, "
                f"{result.meta['arch']} from {result.meta['onnx']['source']}); parity with PyTorch: "
                f"max probability difference {result.max_prob_diff:.1e} on the check batch")
 
