@@ -1,8 +1,11 @@
-"""Inference speed: batch throughput, single-image latency and compute efficiency of `paper` and the shipped model.
+"""Inference speed: batch throughput, single-image latency and compute efficiency of `paper` and the shipped model,
+and the shipped model on onnxruntime beside PyTorch.
 
-Run: `.venv/bin/python benchmarks/inference_speed.py` (~1 min). Efficiency = FLOPs per image (counted with
+Run: `.venv/bin/python benchmarks/inference_speed.py` (~1.5 min). Efficiency = FLOPs per image (counted with
 torch.utils.flop_counter on the BN-folded model) x images/s ÷ peak fp32 matmul FLOP/s measured in this same run.
-Also times `digitscan predict` on one image end to end, Python start-up included.
+onnxruntime runs the model exported by `digitscan export`, with as many intra-op threads as PyTorch uses, on the
+same batches in the same run. Also times `digitscan predict` on one image end to end, Python start-up included,
+with the checkpoint (PyTorch) and with the .onnx file (no PyTorch import).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import argparse
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -19,7 +23,9 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from common import machine, machine_line, markdown_table, write_results
+from digitscan.backends import OnnxBackend
 from digitscan.checkpoint import load_checkpoint
+from digitscan.export import export_onnx
 from digitscan.models import SHIPPED_ARCH, build_model, fuse_for_inference
 from digitscan.recognize import Recognizer
 
@@ -57,6 +63,18 @@ def throughput(model: torch.nn.Module, batch: int, seconds: float = 3.0) -> floa
     return done / (time.perf_counter() - start)
 
 
+def onnx_throughput(backend: OnnxBackend, batch: int, seconds: float = 3.0) -> float:
+    x = np.random.default_rng(0).random((batch, 1, 28, 28), dtype=np.float32)
+    feed = {backend.input_name: x}
+    for _ in range(3):
+        backend.session.run(None, feed)
+    done, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        backend.session.run(None, feed)
+        done += batch
+    return done / (time.perf_counter() - start)
+
+
 def latencies_ms(call, n: int = 300) -> tuple[float, float]:
     for _ in range(10):
         call()
@@ -68,8 +86,8 @@ def latencies_ms(call, n: int = 300) -> tuple[float, float]:
     return float(np.percentile(times, 50)), float(np.percentile(times, 99))
 
 
-def cli_predict_seconds(repeats: int = 5) -> float:
-    command = [sys.executable, "-m", "digitscan", "predict", str(EXAMPLE)]
+def cli_predict_seconds(*options: str, repeats: int = 5) -> float:
+    command = [sys.executable, "-m", "digitscan", "predict", *options, str(EXAMPLE)]
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -107,18 +125,50 @@ def main() -> None:
         print(rows[-1], flush=True)
     api_p50, api_p99 = latencies_ms(lambda: recognizer.predict(digit))
     cli_seconds = cli_predict_seconds()
+
+    # The shipped model on onnxruntime, same batches, same thread count, same run: the ratios are what matters.
+    onnx_file = Path(tempfile.mkdtemp()) / "shipped.onnx"
+    export_onnx(load_checkpoint(), onnx_file)
+    session = OnnxBackend(onnx_file, threads=torch.get_num_threads())
+    torch_rates = results[f"shipped ({SHIPPED_ARCH})"]["images_per_s"]
+    onnx_rates = {b: onnx_throughput(session, b) for b in args.batches}
+    x1 = np.random.default_rng(1).random((1, 1, 28, 28), dtype=np.float32)
+    onnx_p50, onnx_p99 = latencies_ms(lambda: session.session.run(None, {session.input_name: x1}))
+    onnx_recognizer = Recognizer.load(onnx_file)
+    onnx_api_p50, _ = latencies_ms(lambda: onnx_recognizer.predict(digit))
+    onnx_cli_seconds = cli_predict_seconds("--model", str(onnx_file))
+    torch_p50 = results[f"shipped ({SHIPPED_ARCH})"]["latency_ms_p50"]
+    runtime_rows = [
+        ["PyTorch", *(f"{torch_rates[b]:,.0f}" for b in args.batches), f"{torch_p50:.2f}", f"{api_p50:.2f}",
+         f"{cli_seconds:.2f}"],
+        ["onnxruntime", *(f"{onnx_rates[b]:,.0f} ({onnx_rates[b] / torch_rates[b]:.2f}×)" for b in args.batches),
+         f"{onnx_p50:.2f}", f"{onnx_api_p50:.2f}", f"{onnx_cli_seconds:.2f}"],
+    ]
+    print(runtime_rows[-1], flush=True)
+    import onnxruntime
+
     info = machine()
     markdown = "\n".join([
         markdown_table(["model", "MFLOPs / image", "images/s at batch " + " / ".join(map(str, args.batches)),
                         "1-image latency p50 / p99 (ms)", "of compute-bound limit"], rows), "",
         f"Peak fp32 matmul measured in the same run: {peak / 1e9:.0f} GFLOP/s. "
         f"`Recognizer.predict` on one 28×28 array (preprocessing included): p50 {api_p50:.2f} ms, p99 {api_p99:.2f} ms. "
-        f"`digitscan predict` on one image, wall time with Python start-up: {cli_seconds:.2f} s (median of 5).",
+        f"`digitscan predict` on one image, wall time with Python start-up: {cli_seconds:.2f} s (median of 5).", "",
+        markdown_table(["shipped model on", *(f"images/s at batch {b}" for b in args.batches),
+                        "1-image model latency p50 (ms)", "`Recognizer.predict` p50 (ms)",
+                        "`digitscan predict` one image (s)"], runtime_rows), "",
+        f"onnxruntime {onnxruntime.__version__}, {torch.get_num_threads()} intra-op threads like PyTorch; "
+        f"(×) = onnxruntime ÷ PyTorch at the same batch size, measured in the same run. The last column runs "
+        f"`--model shipped.onnx`, which never imports PyTorch.",
         machine_line(info),
         "Command: `.venv/bin/python benchmarks/inference_speed.py`",
     ])
     write_results("inference_speed", {"machine": info, "peak_flops": peak, "models": results,
-                                      "recognizer_latency_ms": [api_p50, api_p99], "cli_predict_s": cli_seconds},
+                                      "recognizer_latency_ms": [api_p50, api_p99], "cli_predict_s": cli_seconds,
+                                      "onnxruntime": {"version": onnxruntime.__version__, "images_per_s": onnx_rates,
+                                                      "latency_ms_p50": onnx_p50, "latency_ms_p99": onnx_p99,
+                                                      "recognizer_latency_ms_p50": onnx_api_p50,
+                                                      "cli_predict_s": onnx_cli_seconds}},
                   markdown)
 
 

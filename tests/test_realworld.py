@@ -60,7 +60,7 @@ def test_pages_without_writing_are_never_digits(page, recognizer):
 
 
 def test_shipped_model_has_a_rejection_rule_chosen_on_validation_data(recognizer):
-    meta = recognizer.checkpoint.meta
+    meta = recognizer.meta
     assert 0.3 < recognizer.reject_threshold < 1.0
     validation = meta["reject_rule"]["validation"]
     assert validation["digits_accepted"] >= 0.97 and validation["nondigits_accepted"] <= 0.15

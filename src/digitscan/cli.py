@@ -101,6 +101,9 @@ def _image_files_in(folder: Path) -> list[Path]:
 
 model_option = click.option("--model", "-m", "model", type=click.Path(dir_okay=False),
                             help="A checkpoint (.safetensors); default: the shipped model.")
+recognizer_model_option = click.option("--model", "-m", "model", type=click.Path(dir_okay=False),
+                                       help="A checkpoint (.safetensors) or an exported model (.onnx); "
+                                            "default: the shipped model.")
 json_option = click.option("--json", "as_json", is_flag=True, help="One JSON object per line (see INTERFACE.md).")
 ensemble_option = click.option("--ensemble", is_flag=True,
                                help="Average the shipped ensemble: several seeds of the shipped recipe, each over "
@@ -110,16 +113,106 @@ data_option = click.option("--data", type=click.Path(file_okay=False),
 dataset_option = click.option("--dataset", default="mnist", show_default=True,
                               help="mnist, fashion-mnist, idx:DIR (IDX files named like MNIST's) or folder:DIR "
                                    "(one subfolder of images per class); see docs/training.md.")
+backend_option = click.option(
+    "--backend", type=click.Choice(["torch", "onnx"]), default=None,
+    help="torch (default) or onnx: run the model on onnxruntime. A --model ending in .onnx (from `digitscan export`) "
+         "implies onnx and needs no PyTorch. With onnx and a checkpoint, or no --model, the model is exported to "
+         "ONNX in memory at start-up (a few seconds, parity-checked, nothing written): export once and pass "
+         "--model FILE.onnx to skip that.")
+
+
+def batch_options(command):
+    """--out and the options of a batch job (digitscan.batch), shared by predict and read."""
+    options = [
+        click.option("--out", "-o", type=click.Path(dir_okay=False),
+                     help="Batch job: write one CSV row per file to OUT instead of printing (see above)."),
+        click.option("--resume", is_flag=True,
+                     help="Continue OUT: skip the files already in it (same PATHS as before), then append."),
+        click.option("--force", is_flag=True, help="Overwrite an existing OUT (without it, an existing OUT is refused)."),
+        click.option("--workers", type=click.IntRange(min=0),
+                     help="Processes decoding images (default: one per CPU; 0: decode in this process)."),
+        click.option("--batch-size", type=click.IntRange(min=1),
+                     help="Images per inference call and rows per flush to OUT (default: 256)."),
+        click.option("--no-progress", is_flag=True, help="Hide the progress bar."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+BATCH_ONLY = {"resume": "--resume", "force": "--force", "workers": "--workers", "batch_size": "--batch-size",
+              "no_progress": "--no-progress", "probabilities": "--probabilities"}
+
+
+def check_batch_options(out: str | None, as_json: bool, **batch: object) -> None:
+    """Usage errors (exit 2) for batch-job options that make no sense together."""
+    if out is None:
+        for name, value in batch.items():
+            if value not in (None, False):
+                raise click.UsageError(f"{BATCH_ONLY[name]} only applies to a batch job (--out FILE)")
+        return
+    if as_json:
+        raise click.UsageError("--json prints JSON lines; --out writes a CSV file: choose one")
+    if batch.get("resume") and batch.get("force"):
+        raise click.UsageError("--resume continues OUT, --force overwrites it: choose one")
+
+
+def batch_model_threads(out: str | None, workers: int | None) -> int | None:
+    """One model thread when worker processes decode: the model is a small share of a batch job's work, and idle
+    intra-op threads spin-wait on the cores the decoders need. Else the runtime's default."""
+    return 1 if out is not None and workers != 0 else None
+
+
+def run_batch(job, paths: tuple[str, ...], out: str, *, resume: bool, force: bool, workers: int | None,
+              batch_size: int | None, no_progress: bool) -> None:
+    """Run a batch job for predict/read --out and report it; exit status 1 if any row of OUT holds an error."""
+    from tqdm import tqdm
+
+    from digitscan.batch import DEFAULT_BATCH, run_job
+
+    def report_error(path: str, message: str) -> None:
+        tqdm.write(f"digitscan: {path}: {message}", file=sys.stderr)
+
+    try:
+        summary = run_job(job, expand_paths(paths), out, resume=resume, overwrite=force, workers=workers,
+                          batch_size=batch_size or DEFAULT_BATCH, progress=not no_progress, on_error=report_error)
+    except FileExistsError as exc:
+        raise click.UsageError(str(exc)) from None
+    except KeyboardInterrupt:
+        click.echo(f"digitscan: interrupted; the rows written so far are in {out}: rerun with --resume to finish",
+                   err=True)
+        sys.exit(130)
+    repaired = "; cut off a torn last line left by a crash" if summary.repaired else ""
+    click.echo(f"{summary.out}: {summary.total} files, {summary.written} rows written "
+               f"({summary.files_per_s:,.0f} files/s), {summary.skipped} already done, "
+               f"{summary.failed} with errors{repaired}")
+    if summary.failed:
+        sys.exit(1)
+
+
+BATCH_HELP = """
+    \b
+    Batch jobs (--out FILE): for folders of thousands of files. Images are decoded in worker processes, run
+    through the model in batches, and each batch's rows are appended to the CSV and flushed at once, so a crash or
+    Ctrl-C loses at most the batch in flight. --resume skips the files already in FILE and completes it (a last
+    line torn by a crash is cut off and redone). An existing FILE is refused unless --resume or --force is given.
+    Files are processed in a stable order (arguments in order, folders sorted). A file that cannot be read is a
+    row with `error` set; the job goes on, and exits with status 1 at the end.
+"""
 
 
 @main.command()
 @click.argument("paths", nargs=-1, required=True)
-@model_option
+@recognizer_model_option
 @click.option("--preprocess", "mode", type=click.Choice(["robust", "paper"]), default=None,
               help="robust (default): find the ink, crop, centre like MNIST; paper: grayscale + resize, as in the paper.")
 @json_option
 @ensemble_option
-def predict(paths: tuple[str, ...], model: str | None, mode: str | None, as_json: bool, ensemble: bool) -> None:
+@backend_option
+@batch_options
+@click.option("--probabilities", is_flag=True, help="With --out: also a p_<class> column per class.")
+def predict(paths: tuple[str, ...], model: str | None, mode: str | None, as_json: bool, ensemble: bool,
+            backend: str | None, out: str | None, probabilities: bool, **batch) -> None:
     """Recognize one digit per image.
 
     PATHS are image files (PNG, JPEG, BMP, GIF, TIFF, WebP) or folders, searched recursively.
@@ -127,11 +220,19 @@ def predict(paths: tuple[str, ...], model: str | None, mode: str | None, as_json
     Files that cannot be read are reported one line each; the others are still processed (exit status 1).
 
     \b
-    Example:
+    CSV columns with --out: path, digit ("" when not a digit), confidence, is_digit (true/false),
+    [p_0 ... p_9 with --probabilities,] error ("" when the file was read).
+
+    \b
+    Examples:
       digitscan predict examples/
       digitscan predict --json scan.png | jq .digit
+      digitscan predict scans/ --out results.csv            a batch job; Ctrl-C, then add --resume to finish
+      digitscan export --out digits.onnx && digitscan predict --model digits.onnx scans/
     """
     from digitscan.recognize import Recognizer
+
+    check_batch_options(out, as_json, probabilities=probabilities, **batch)
 
     def describe(result) -> str:
         if result.is_digit:
@@ -140,8 +241,17 @@ def predict(paths: tuple[str, ...], model: str | None, mode: str | None, as_json
             return f"{result.label} (confidence {result.confidence:.3f})"
         return f"not a digit (confidence {result.confidence:.3f})"
 
-    recognizer = Recognizer.load(model, preprocess=mode, ensemble=ensemble)
+    recognizer = Recognizer.load(model, preprocess=mode, ensemble=ensemble, backend=backend,
+                                 threads=batch_model_threads(out, batch["workers"]))
+    if out is not None:
+        from digitscan.batch import predict_job
+
+        run_batch(predict_job(recognizer, probabilities), paths, out, **batch)
+        return
     process_files(expand_paths(paths), recognizer.predict, describe, as_json)
+
+
+predict.help += BATCH_HELP
 
 
 def process_files(files: list[Path], work, describe, as_json: bool) -> None:
@@ -404,7 +514,7 @@ def compare(data: str | None, seed: int, as_json: bool, out: str, limit: int | N
 
 @main.command()
 @click.argument("paths", nargs=-1, required=True)
-@model_option
+@recognizer_model_option
 @json_option
 @click.option("--debug-image", "debug_image", type=click.Path(),
               help="Also write the input with each digit's box and label drawn: a PNG file for one input, "
@@ -413,8 +523,10 @@ def compare(data: str | None, seed: int, as_json: bool, out: str, limit: int | N
 @click.option("--time-limit", "time_limit_s", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
               help="Seconds allowed per image; a page of clutter that takes longer is reported as too complex "
                    "(default: 5).")
+@backend_option
+@batch_options
 def read(paths: tuple[str, ...], model: str | None, as_json: bool, debug_image: str | None, ensemble: bool,
-         time_limit_s: float | None) -> None:
+         time_limit_s: float | None, backend: str | None, out: str | None, **batch) -> None:
     """Read a whole handwritten number per image: a ZIP code, an amount, an ID written on one line.
 
     Digits are found left to right, touching digits are split and broken ones joined, specks and underlines are
@@ -422,15 +534,29 @@ def read(paths: tuple[str, ...], model: str | None, as_json: bool, debug_image: 
     cannot be read are reported one line each; the others are still processed (exit status 1).
 
     \b
-    Example:
+    CSV columns with --out: path, text (the digits; "" when none), confidence, error ("" when the file was read).
+    Workers decode the images; the segmentation runs in the main process.
+
+    \b
+    Examples:
       digitscan read zip_code.jpg                       zip_code.jpg: 90210 (confidence 0.712)
       digitscan read --json --debug-image boxes.png zip_code.jpg
+      digitscan read forms/ --out numbers.csv
     """
     from digitscan.preprocess import decode_image
     from digitscan.recognize import Recognizer
     from digitscan.segment import READ_TIME_LIMIT_S, draw_segments
 
-    recognizer = Recognizer.load(model, ensemble=ensemble)
+    check_batch_options(out, as_json, **batch)
+    if out is not None and debug_image:
+        raise click.UsageError("--debug-image is not available in a batch job (--out)")
+    recognizer = Recognizer.load(model, ensemble=ensemble, backend=backend,
+                                 threads=batch_model_threads(out, batch["workers"]))
+    if out is not None:
+        from digitscan.batch import read_job
+
+        run_batch(read_job(recognizer, time_limit_s=time_limit_s or READ_TIME_LIMIT_S), paths, out, **batch)
+        return
     files = expand_paths(paths)
     drawings = debug_image_paths(files, Path(debug_image)) if debug_image else {}
 
@@ -445,6 +571,9 @@ def read(paths: tuple[str, ...], model: str | None, as_json: bool, debug_image: 
         return f"{result.text} (confidence {result.confidence:.3f})" if result.text else "no digits found"
 
     process_files(files, read_one, describe, as_json)
+
+
+read.help += BATCH_HELP
 
 
 def debug_image_paths(files: list[Path], out: Path) -> dict[Path, Path]:
@@ -463,6 +592,39 @@ def debug_image_paths(files: list[Path], out: Path) -> dict[Path, Path]:
         taken.add(name)
         paths[file] = out / name
     return paths
+
+
+@main.command()
+@click.option("--format", "fmt", type=click.Choice(["onnx"]), default="onnx", show_default=True,
+              help="Model format to write.")
+@click.option("--out", "-o", type=click.Path(dir_okay=False), required=True, help="File to write, e.g. digits.onnx.")
+@model_option
+@click.option("--opset", type=click.IntRange(min=18),
+              help="ONNX opset (default: 20, which onnxruntime >= 1.17 runs).")
+@ensemble_option
+def export(fmt: str, out: str, model: str | None, opset: int | None, ensemble: bool) -> None:
+    """Export a model to ONNX for onnxruntime and other runtimes (edge devices, browsers, other languages).
+
+    The graph takes "input", float32 (batch, 1, 28, 28) in [0, 1] with ink = 1 (what the preprocessing makes of
+    any image), and returns "logits", float32 (batch, classes); the batch size is free. Probabilities are
+    softmax(logits / temperature). The checkpoint's self-description (classes, temperature, preprocess mode,
+    reject_threshold, arch, source sha256) is stored as JSON under the key "digitscan" in the model's
+    metadata_props, so `digitscan predict --model FILE.onnx` needs nothing else. The file is checked with
+    onnx.checker and compared with PyTorch on a fixed batch before it is written (atomically).
+
+    \b
+    Example:
+      digitscan export --format onnx --out digits.onnx
+      digitscan predict --model digits.onnx photo.jpg
+    """
+    from digitscan.checkpoint import load_checkpoint, load_ensemble
+    from digitscan.export import export_onnx
+
+    checkpoint = load_ensemble() if ensemble else load_checkpoint(model)
+    result = export_onnx(checkpoint, out, **({"opset": opset} if opset else {}))
+    click.echo(f"wrote {result.path} ({len(result.model) / 1024:,.0f} KiB, opset {result.meta['onnx']['opset']}, "
+               f"{result.meta['arch']} from {result.meta['onnx']['source']}); parity with PyTorch: "
+               f"max probability difference {result.max_prob_diff:.1e} on the check batch")
 
 
 @main.group()

@@ -6,16 +6,13 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from digitscan.checkpoint import Checkpoint, load_checkpoint, load_ensemble
 from digitscan.constants import DIGIT_CLASSES
-from digitscan.evaluate import infer
-from digitscan.models import fuse_for_inference
 from digitscan.preprocess import decode_image, preprocess
 from digitscan.segment import READ_TIME_LIMIT_S, segment_number
 
@@ -53,12 +50,17 @@ class ReadResult:
 
 
 class Recognizer:
-    """One loaded model plus the preprocessing and rejection rule recorded in its checkpoint."""
+    """One loaded model plus the preprocessing and rejection rule recorded with it.
 
-    def __init__(self, checkpoint: Checkpoint, preprocess_mode: str | None = None):
-        self.checkpoint = checkpoint
-        self.model = fuse_for_inference(checkpoint.model)
-        meta = checkpoint.meta
+    The model is a backend: any callable from prepared inputs (N, 28, 28) to logits (N, classes) as numpy, PyTorch
+    or onnxruntime (digitscan.backends). Everything after the logits (calibration, rejection, reading) is shared.
+    """
+
+    def __init__(self, backend: Callable[[np.ndarray], np.ndarray], meta: dict, path: str | os.PathLike,
+                 preprocess_mode: str | None = None):
+        self.backend = backend
+        self.meta = meta
+        self.path = Path(path)
         self.classes: list[str] = meta["classes"]
         self.preprocess_mode = preprocess_mode or meta.get("preprocess", "robust")
         self.temperature = float(meta.get("temperature", 1.0))
@@ -66,9 +68,34 @@ class Recognizer:
 
     @classmethod
     def load(cls, path: str | os.PathLike | None = None, preprocess: str | None = None,
-             ensemble: bool = False) -> Recognizer:
-        """Load a checkpoint file, or the shipped model when path is None; ensemble=True: the shipped ensemble."""
-        return cls(load_ensemble() if ensemble else load_checkpoint(path), preprocess)
+             ensemble: bool = False, backend: str | None = None, threads: int | None = None) -> Recognizer:
+        """Load a checkpoint file, or the shipped model when path is None; ensemble=True: the shipped ensemble.
+
+        backend: "torch" or "onnx" (onnxruntime); None picks "onnx" for a .onnx file, else "torch". A .onnx file
+        (see `digitscan export`) carries its own metadata and needs no PyTorch; backend="onnx" with a checkpoint
+        exports it to ONNX in memory first (a few seconds, parity-checked). threads: the model's intra-op threads
+        (None: the runtime's default; PyTorch's process-wide setting is changed only during this model's calls).
+        """
+        from digitscan.backends import BACKENDS, OnnxBackend, TorchBackend, is_onnx_path
+
+        backend = backend or ("onnx" if is_onnx_path(path) else "torch")
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
+        if is_onnx_path(path):
+            if backend != "onnx" or ensemble:
+                raise ValueError(f"{path}: an ONNX model runs on the onnx backend, alone (no torch, no ensemble)")
+            session = OnnxBackend(path, threads)
+            return cls(session, session.metadata(str(path)), path, preprocess)
+
+        from digitscan.checkpoint import load_checkpoint, load_ensemble
+
+        checkpoint = load_ensemble() if ensemble else load_checkpoint(path)
+        if backend == "torch":
+            return cls(TorchBackend(checkpoint.model, threads), checkpoint.meta, checkpoint.path, preprocess)
+        from digitscan.export import export_onnx
+
+        session = OnnxBackend(export_onnx(checkpoint).model, threads)
+        return cls(session, session.metadata(str(checkpoint.path)), checkpoint.path, preprocess)
 
     def prepare(self, image) -> np.ndarray:
         """Any supported image (path, bytes, PIL image, array) -> the (28, 28) input the model sees."""
@@ -79,8 +106,9 @@ class Recognizer:
 
     def predict_inputs(self, inputs: np.ndarray) -> list[Prediction]:
         """Predictions for a stack of already prepared (N, 28, 28) inputs in [0, 1]."""
-        logits = infer(self.model, inputs)
-        probs = torch.softmax(logits / self.temperature, dim=1).numpy()
+        if len(inputs) == 0:
+            return []
+        probs = softmax(np.asarray(self.backend(inputs), np.float64) / self.temperature)  # (N, classes)
         has_ink = np.asarray(inputs).reshape(len(inputs), -1).max(axis=1) > 0
         return [self.decide(p, bool(ink)) for p, ink in zip(probs, has_ink)]
 
@@ -122,4 +150,10 @@ class Recognizer:
 
     @property
     def name(self) -> str:
-        return Path(self.checkpoint.path).name
+        return self.path.name
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax of (N, classes) logits, shifted by the row maximum so exp never overflows."""
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)

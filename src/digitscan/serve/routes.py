@@ -126,7 +126,7 @@ async def healthz() -> dict:
 @router.get("/readyz", tags=["operations"], responses={503: ERRORS[503]})
 async def readyz(recognizer: RecognizerDep) -> dict:
     """Readiness: the model is loaded and warmed up (503 before that and while shutting down)."""
-    return {"status": "ready", "model": recognizer.name, "arch": recognizer.checkpoint.meta.get("arch")}
+    return {"status": "ready", "model": recognizer.name, "arch": recognizer.meta.get("arch")}
 
 
 @router.get("/metrics", tags=["operations"], response_class=Response)

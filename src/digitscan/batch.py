@@ -1,0 +1,269 @@
+"""Batch jobs over many image files: decode in worker processes, infer in batches, stream one CSV row per file.
+
+`run_job(predict_job(Recognizer.load()), files, "results.csv")` -> JobSummary; the CLI's `predict/read --out FILE`.
+
+Crash safety: rows are appended and flushed after every batch, so a killed job keeps every finished batch.
+`resume=True` reads the paths already in the file and skips them; a last line torn by the crash (no newline at its
+end, or an unclosed quote) is cut off first, and its file is simply done again.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import itertools
+import multiprocessing
+import multiprocessing.connection
+import os
+import signal
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from digitscan.constants import IMAGE_SIZE
+from digitscan.preprocess import ImageError, decode_image, preprocess
+
+PREDICT_COLUMNS = ["path", "digit", "confidence", "is_digit", "error"]
+READ_COLUMNS = ["path", "text", "confidence", "error"]
+DEFAULT_BATCH = 256  # inputs per inference call, and rows per flush: at most this many are lost to a kill
+# Files per task handed to a worker: small enough to balance the workers, large enough to amortize the IPC. `read`
+# sends back whole decoded pages (a 12 MP photo is 48 MB as float32), so its tasks are a couple of files.
+PREDICT_CHUNK, READ_CHUNK = 32, 2
+AHEAD = 2  # tasks queued per worker: workers never wait for the main process, and memory stays bounded
+CSV_FORMAT = {"lineterminator": "\n"}  # one physical line per row unless a path itself holds a newline (then quoted)
+# Paths are str; on POSIX a file name that is not UTF-8 holds surrogate escapes, which this keeps byte for byte.
+FILE_TEXT = {"encoding": "utf-8", "errors": "surrogateescape", "newline": ""}
+
+
+@dataclass
+class Job:
+    """What a batch job does with each file: `prepare` runs in the worker processes (no model, so no torch),
+    `finish` in the main process on a batch of prepared inputs and returns one row (without path and error) each."""
+
+    columns: list[str]
+    prepare: Callable[[str], np.ndarray]  # must pickle: a module-level function or a functools.partial of one
+    finish: Callable[[list[np.ndarray]], list[dict]]
+    chunk: int = PREDICT_CHUNK  # files per worker task
+
+
+@dataclass
+class JobSummary:
+    out: Path
+    total: int  # distinct files asked for
+    skipped: int  # already in the file (resume)
+    written: int  # rows this run appended
+    failed: int  # rows with an error among the `total` files, earlier runs' included
+    repaired: bool  # a torn last line (from a crash) was cut off before resuming
+    seconds: float
+
+    @property
+    def files_per_s(self) -> float:
+        return self.written / self.seconds if self.seconds > 0 else 0.0
+
+
+def predict_job(recognizer, probabilities: bool = False) -> Job:
+    """One digit per file: digit ("" when not a digit), calibrated confidence, is_digit; p_<class> columns on request."""
+    extra = [f"p_{c}" for c in recognizer.classes] if probabilities else []
+
+    def finish(inputs: list[np.ndarray]) -> list[dict]:
+        rows = []
+        for p in recognizer.predict_inputs(np.stack(inputs)):
+            row = {"digit": "" if p.digit is None else p.digit, "confidence": f"{p.confidence:.6f}",
+                   "is_digit": "true" if p.is_digit else "false"}
+            row.update({name: f"{q:.6f}" for name, q in zip(extra, p.probabilities)})
+            rows.append(row)
+        return rows
+
+    columns = PREDICT_COLUMNS[:-1] + extra + PREDICT_COLUMNS[-1:]
+    return Job(columns, functools.partial(preprocess, mode=recognizer.preprocess_mode), finish)
+
+
+def read_job(recognizer, **read_options) -> Job:
+    """A whole number per file; workers only decode, the segmentation (which calls the model) runs here per image.
+    read_options go to Recognizer.read (time_limit_s)."""
+    recognizer.digit_probabilities(np.zeros((1, IMAGE_SIZE, IMAGE_SIZE), np.float32))  # a model without 0-9: fail now
+
+    def finish(images: list[np.ndarray]) -> list[dict]:
+        rows = []
+        for gray in images:
+            try:
+                result = recognizer.read(gray, **read_options)
+            except Exception as exc:  # one page the segmentation cannot handle must not stop (or stall) the job
+                rows.append({"error": describe_error(exc)})
+                continue
+            rows.append({"text": result.text, "confidence": f"{result.confidence:.6f}"})
+        return rows
+
+    return Job(READ_COLUMNS, decode_image, finish, READ_CHUNK)
+
+
+def default_workers() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def run_job(job: Job, files: list[Path], out: str | os.PathLike, *, resume: bool = False, overwrite: bool = False,
+            workers: int | None = None, batch_size: int = DEFAULT_BATCH, progress: bool = True,
+            on_error: Callable[[str, str], None] | None = None) -> JobSummary:
+    """Process `files` in order and append one row per file to the CSV `out`; see the module docstring.
+
+    An existing `out` is continued with resume=True, replaced with overwrite=True, else FileExistsError. A file that
+    cannot be read becomes a row with `error` set (and on_error(path, message) is called); the job goes on.
+    """
+    out = Path(out)
+    start = time.perf_counter()
+    paths = list(dict.fromkeys(str(f) for f in files))  # a file named twice gets one row
+    workers = default_workers() if workers is None else workers
+    done, repaired = {}, False
+    if out.exists() and out.stat().st_size > 0:
+        if resume:
+            done, repaired = load_finished_rows(out, job.columns)
+        elif not overwrite:
+            raise FileExistsError(f"{out} exists: --resume to continue it, --force to overwrite it")
+    fresh = not (resume and out.exists() and out.stat().st_size > 0)  # else append below its header
+    todo = [p for p in paths if p not in done]
+    failed = sum(1 for p in paths if done.get(p))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    bar = tqdm(total=len(paths), initial=len(paths) - len(todo), unit="file", disable=not progress,
+               dynamic_ncols=True)
+    written = 0
+    with open(out, "w" if fresh else "a", **FILE_TEXT) as f, bar:
+        writer = csv.DictWriter(f, job.columns, **CSV_FORMAT)
+        if fresh:
+            writer.writeheader()
+            f.flush()
+        pending: list[tuple[str, np.ndarray | None, str | None]] = []
+        for item in prepared_inputs(job.prepare, todo, workers, job.chunk):
+            pending.append(item)
+            if len(pending) < batch_size:
+                continue
+            failed += write_batch(job, pending, writer, f, on_error)
+            written += len(pending)
+            bar.update(len(pending))
+            pending = []
+        if pending:
+            failed += write_batch(job, pending, writer, f, on_error)
+            written += len(pending)
+            bar.update(len(pending))
+        os.fsync(f.fileno())
+    return JobSummary(out, len(paths), len(paths) - len(todo), written, failed, repaired,
+                      time.perf_counter() - start)
+
+
+def write_batch(job: Job, batch: list[tuple[str, np.ndarray | None, str | None]], writer: csv.DictWriter, f,
+                on_error: Callable[[str, str], None] | None) -> int:
+    """Run the model on the batch's prepared inputs, write its rows in order and flush; returns the errors."""
+    ok = [prepared for _, prepared, error in batch if error is None]
+    results = iter(job.finish(ok) if ok else [])
+    failed = 0
+    for path, _, error in batch:
+        row = {"error": error} if error is not None else next(results)
+        if row.get("error"):
+            failed += 1
+            if on_error:
+                on_error(path, row["error"])
+        writer.writerow({"path": path, **row})
+    f.flush()  # the batch is in the OS's hands: a killed process no longer loses it
+    return failed
+
+
+def load_finished_rows(out: Path, columns: list[str]) -> tuple[dict[str, str], bool]:
+    """({path: error or ""} for every complete row of a results CSV, whether a torn last line was cut off).
+
+    A crash can tear only the last line: the part after the last newline, or a quoted path with a newline inside
+    whose closing quote never came. That part is truncated away (its file is done again); anything else malformed
+    means the file is not one of ours, and is refused rather than guessed at.
+    """
+    data = out.read_bytes()
+    end = data.rfind(b"\n") + 1  # bytes after the last newline are a torn row
+    consumed = 0
+
+    def lines() -> Iterator[str]:
+        nonlocal consumed
+        for line in data[:end].splitlines(keepends=True):
+            consumed += len(line)
+            yield line.decode("utf-8", "surrogateescape")
+
+    done: dict[str, str] = {}
+    intact = 0
+    reader = csv.reader(lines(), strict=True, **CSV_FORMAT)
+    try:
+        for number, record in enumerate(reader):
+            if number == 0 and record != columns:
+                raise ValueError(f"{out}: columns {record} are not {columns}; was it written by another command "
+                                 f"or with other options? Use --force to overwrite it")
+            if number > 0:
+                if len(record) != len(columns):
+                    raise ValueError(f"{out}: row {number} has {len(record)} fields, expected {len(columns)}")
+                done[record[0]] = record[-1]
+            intact = consumed
+    except csv.Error as exc:
+        if consumed < end:  # not the unterminated tail: damage in the middle
+            raise ValueError(f"{out}: not a valid CSV near row {reader.line_num} ({exc})") from None
+    if intact < len(data):
+        with open(out, "r+b") as f:
+            f.truncate(intact)
+    return done, intact < len(data)
+
+
+def prepared_inputs(prepare: Callable[[str], np.ndarray], paths: list[str], workers: int,
+                    chunk: int = PREDICT_CHUNK) -> Iterator[tuple[str, np.ndarray | None, str | None]]:
+    """(path, prepare(path) or None, error message or None) for each path, in order.
+
+    workers > 0: chunks of `chunk` files go to that many 'spawn' worker processes, at most AHEAD chunks per worker
+    in flight. Spawn, not fork: the main process has PyTorch/onnxruntime thread pools running, and forking a
+    threaded process can deadlock the child; a spawned worker imports only digitscan.preprocess (NumPy, Pillow,
+    OpenCV), never torch.
+    """
+    chunks = [paths[i:i + chunk] for i in range(0, len(paths), chunk)]
+    workers = min(workers, len(chunks)) if len(chunks) > 1 else 0  # one chunk: starting a worker costs more
+    if workers <= 0:
+        for files in chunks:
+            yield from prepare_chunk(prepare, files)
+        return
+    with multiprocessing.get_context("spawn").Pool(workers, initializer=worker_init) as pool:
+        todo = iter(chunks)
+        in_flight = deque(pool.apply_async(prepare_chunk, (prepare, files))
+                          for files in itertools.islice(todo, workers * AHEAD))
+        while in_flight:
+            results = in_flight.popleft().get()
+            in_flight.extend(pool.apply_async(prepare_chunk, (prepare, files)) for files in itertools.islice(todo, 1))
+            yield from results
+
+
+def prepare_chunk(prepare: Callable[[str], np.ndarray],
+                  paths: list[str]) -> list[tuple[str, np.ndarray | None, str | None]]:
+    """Runs in a worker: every file's prepared input, or the one-line reason it has none."""
+    results = []
+    for path in paths:
+        try:
+            results.append((path, prepare(path), None))
+        except Exception as exc:  # one file's problem, not the whole job's (and --resume would stall on it)
+            results.append((path, None, describe_error(exc)))
+    return results
+
+
+def describe_error(exc: Exception) -> str:
+    """One line for the `error` column: an ImageError's message is meant for users (missing, unreadable, not an
+    image, too large); anything else is named by its type, a bug to report."""
+    message = " ".join(str(exc).split()) or "no message"
+    return message if isinstance(exc, ImageError) else f"{type(exc).__name__}: {message}"
+
+
+def worker_init() -> None:
+    # Ctrl-C reaches the whole process group; the main process handles it and stops the pool.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # A killed main process cannot stop its pool; each worker leaves as soon as its parent is gone.
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        threading.Thread(target=exit_with_parent, args=(parent.sentinel,), daemon=True).start()
+
+
+def exit_with_parent(sentinel: int) -> None:
+    multiprocessing.connection.wait([sentinel])
+    os._exit(1)
