@@ -49,7 +49,7 @@ WRONG_CUT_IOU = 0.45  # one this far from every true box is not a digit (in betw
 class PoolSizes:
     photo_digits: int = 6_000
     font_digits: int = 1_500
-    numbers: int = 1_200  # composed numbers, each giving several segmented digits and wrong cuts
+    numbers: int = 4_000  # composed numbers, each giving several segmented digits and wrong cuts
     fashion_files: int = 3_000
     fashion_photos: int = 1_500
     letters: int = 2_000
@@ -169,7 +169,7 @@ def _iou(a: list[int], b: list[int]) -> float:
 # Validation sets for the threshold: real-looking digits and non-digits, no pieces of numbers.
 THRESHOLD_SIZES = PoolSizes(photo_digits=2_000, font_digits=500, numbers=0, fashion_files=1_000, fashion_photos=500,
                             letters=700, scribbles=500, pages=500)
-DIGITS_ACCEPTED = 0.985  # the share of validation digits the threshold lets through
+DIGITS_ACCEPTED = 0.97  # the share of validation digits the threshold lets through
 
 
 def choose_reject_threshold(confidence, images: np.ndarray, labels: np.ndarray, *, seed: int = 0,

@@ -38,6 +38,7 @@ _NO_PIXEL_LIMIT = 2**62  # arrays handed to to_model_input / ink_map are already
 _STRIP_PIXELS = 2**20  # decoded images become float a strip of about this many pixels at a time
 _MAD_TO_SIGMA = 1.4826  # median absolute deviation -> standard deviation for Gaussian noise
 _MIN_PAPER_LEVEL = 0.1  # paper darker than this is not divided out (it would only amplify noise)
+_LIGHT_GROUND = 0.35  # light ink is only looked for on a ground darker than this (median of the image)
 
 _FORMAT_NAMES = {"JPEG": "JPEG", "PNG": "PNG", "BMP": "BMP", "GIF": "GIF", "TIFF": "TIFF", "WEBP": "WebP"}
 _ALLOWED_TEXT = ", ".join(_FORMAT_NAMES[f] for f in ALLOWED_FORMATS)
@@ -463,8 +464,9 @@ def _ink_map(gray: np.ndarray, speck_fraction: float = _SPECK_FRACTION) -> tuple
         kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (int(max(work.shape) / 15) | 1,) * 2)
         dark_mass = float(np.quantile(cv2.morphologyEx(work, cv2.MORPH_CLOSE, kernel) - work, 0.995))
         light_mass = float(np.quantile(work - cv2.morphologyEx(work, cv2.MORPH_OPEN, kernel), 0.995))
-    if dark_mass <= light_mass:
-        # Light ink on a dark ground (MNIST itself, chalkboards, canvases): the ground is ~0, no division.
+    if dark_mass <= light_mass and (dark_mass == 0 or float(np.median(work)) < _LIGHT_GROUND):
+        # Light ink on a dark ground (MNIST itself, chalkboards, canvases): the ground is ~0, no division. On a
+        # light ground, "light ink" is a bright patch of a photographed sheet (a lamp's spot beside a shadow).
         return _strokes_from(residual, speck_fraction, work.shape), scale
     # Dark ink on paper: what we see is reflectance x illumination, so dividing by the paper level makes a stroke
     # in a shadow as strong as one in full light. A first look with the smooth paper level measures the pen;
