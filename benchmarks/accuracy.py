@@ -1,7 +1,9 @@
 """Accuracy of the shipped model, each member of the shipped ensemble, and the ensemble, on the MNIST test set.
 
-Run: `.venv/bin/python benchmarks/accuracy.py` (needs DIGITSCAN_DATA; ~20 s). The weights were produced by
-`digitscan train --arch shipped --seed S` (S = 0 for the shipped model, 1.. for the other members).
+Run: `.venv/bin/python benchmarks/accuracy.py` (needs DIGITSCAN_DATA; ~20 s). The weights were produced in two
+stages: `digitscan train --arch shipped --seed S` (S = 0 for the shipped model, 1.. for the other members), then
+fine-tuning from those weights with `--init STAGE1 --realworld --seed S` (docs/real-world.md); each checkpoint
+records its own command line settings.
 """
 
 from __future__ import annotations
@@ -24,7 +26,10 @@ def main() -> None:
         results.append({"model": path.name, "accuracy": result["accuracy"], "loss": result["loss"],
                         "seed": config["seed"], "epoch": checkpoint.meta["metrics"]["epoch"],
                         "val_accuracy": checkpoint.meta["metrics"]["val_accuracy"]})
-        rows.append([path.name, f"`digitscan train --arch shipped --seed {config['seed']}`",
+        made_by = f"`digitscan train --arch shipped --seed {config['seed']}`"
+        if config.get("init"):
+            made_by += (f", then `--init` it `--realworld --epochs {config['epochs']} --lr {config['lr']}`")
+        rows.append([path.name, made_by,
                      f"{checkpoint.meta['metrics']['epoch']}/{config['epochs']}",
                      f"{checkpoint.meta['metrics']['val_accuracy']:.2%}", f"{result['accuracy']:.2%}",
                      f"{10_000 - round(result['accuracy'] * 10_000)}"])

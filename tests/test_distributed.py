@@ -39,7 +39,7 @@ def check_one_model_from_two_processes(result: subprocess.CompletedProcess, out:
     assert rank0 == rank1 == state_sha256(checkpoint.model)
     assert checkpoint.meta["history"][0]["train_loss"] == epochs[0]["train_loss"]
 
-    prediction = Recognizer(checkpoint).predict(EXAMPLES / "seven_ink_on_paper.png")
+    prediction = Recognizer.load(out).predict(EXAMPLES / "seven_ink_on_paper.png")
     assert len(prediction.probabilities) == 10 and abs(sum(prediction.probabilities) - 1) < 1e-4
 
 

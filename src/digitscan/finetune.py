@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, replace
 from multiprocessing import get_context
 
 import numpy as np
+from safetensors.numpy import load_file, save_file
 from tqdm import tqdm
 
 from digitscan.data import default_cache_dir
@@ -49,7 +50,7 @@ WRONG_CUT_IOU = 0.45  # one this far from every true box is not a digit (in betw
 class PoolSizes:
     photo_digits: int = 6_000
     font_digits: int = 1_500
-    numbers: int = 4_000  # composed numbers, each giving several segmented digits and wrong cuts
+    numbers: int = 1_200  # composed numbers, each giving several segmented digits and wrong cuts
     fashion_files: int = 3_000
     fashion_photos: int = 1_500
     letters: int = 2_000
@@ -72,10 +73,10 @@ def build_pools(images: np.ndarray, labels: np.ndarray, sizes: PoolSizes = PoolS
     held_out: take Fashion-MNIST pictures from the training images fine-tuning does not use (for validation)."""
     key = hashlib.sha256(json.dumps([POOL_VERSION, asdict(sizes), seed, held_out]).encode()
                          + images.tobytes()[:: 997] + labels.tobytes()).hexdigest()[:16]
-    path = default_cache_dir().parent / "pools" / f"finetune-{key}.npz"
+    path = default_cache_dir().parent / "pools" / f"finetune-{key}.safetensors"
     if cache and path.is_file():
-        with np.load(path) as saved:
-            return Pools(saved["digits"], saved["labels"], saved["negatives"])
+        saved = load_file(str(path))
+        return Pools(saved["digits"], saved["labels"], saved["negatives"])
 
     jobs = _jobs(images, labels, sizes, seed, held_out)
     digits, digit_labels, negatives = [], [], []
@@ -89,8 +90,8 @@ def build_pools(images: np.ndarray, labels: np.ndarray, sizes: PoolSizes = PoolS
     pools = Pools(np.stack(digits), np.array(digit_labels, np.int64), np.stack(negatives))
     if cache:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
-        np.savez_compressed(tmp, digits=pools.digits, labels=pools.labels, negatives=pools.negatives)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        save_file({"digits": pools.digits, "labels": pools.labels, "negatives": pools.negatives}, str(tmp))
         os.replace(tmp, path)
     return pools
 

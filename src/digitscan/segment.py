@@ -252,7 +252,12 @@ def _remove_rules(mask: np.ndarray, line_height: float) -> np.ndarray:
         _, _, width, tall, _ = stats[label]
         if tall > _RULE_THICKNESS * line_height + thick:
             continue
-        band = _rule_band((run_labels == label) & mask)
+        run = (run_labels == label) & mask
+        if not run.any():  # the run lies in the vertical thickening only: no ink of its own
+            continue
+        band = _rule_band(run)
+        if not band.any():
+            continue
         if width < _RULE_LENGTH * line_height:
             # The ink it touches, apart from the line itself: no stroke may hang below the line (a 4's stem below
             # its bar), and the line must reach past all of it on both sides (a 2's foot starts at its diagonal).
