@@ -6,7 +6,7 @@
 - segmented digits: the true digits of numbers composed from training digits, as the reading step cuts them out;
 - negatives (not a digit): Fashion-MNIST *training* pictures (as files and photographed), letters and scribbles in
   the training font families, and the wrong cuts of the reading step (half a digit, two digits merged).
-`digitscan.train` mixes them into each batch when `TrainConfig.finetune` is set: digits with their labels, negatives
+`digitscan.train` mixes them into each batch when `TrainConfig.realworld` is set (`train --realworld`): digits with their labels, negatives
 pulled towards the uniform distribution (outlier exposure), which is what makes a confidence threshold work.
 Pools take a few minutes to make and are cached (~/.cache/digitscan/pools) keyed by their settings.
 """
@@ -72,7 +72,7 @@ def build_pools(images: np.ndarray, labels: np.ndarray, sizes: PoolSizes = PoolS
 
     held_out: take Fashion-MNIST pictures from the training images fine-tuning does not use (for validation)."""
     key = hashlib.sha256(json.dumps([POOL_VERSION, asdict(sizes), seed, held_out]).encode()
-                         + images.tobytes()[:: 997] + labels.tobytes()).hexdigest()[:16]
+                         + images.tobytes() + labels.tobytes()).hexdigest()[:16]
     path = default_cache_dir().parent / "pools" / f"finetune-{key}.safetensors"
     if cache and path.is_file():
         saved = load_file(str(path))
