@@ -57,3 +57,16 @@ def test_temperature_scaling_recovers_a_known_temperature():
     labels = torch.multinomial(true_logits.softmax(1), 1, generator=generator).squeeze(1)
     # A model whose logits are 2.5x too sharp should be calibrated by T ~ 2.5.
     assert abs(fit_temperature(true_logits * 2.5, labels) - 2.5) < 0.25
+
+
+def test_one_cycle_schedule_runs_for_any_number_of_steps():
+    from digitscan.train import make_scheduler
+
+    for steps in range(1, 10):  # 4 steps used to divide by zero inside OneCycleLR
+        config = make_config("shipped", epochs=1)
+        optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=config.lr)
+        scheduler = make_scheduler(optimizer, config, steps_per_epoch=steps)
+        for _ in range(steps):
+            optimizer.step()
+            scheduler.step()
+        assert optimizer.param_groups[0]["lr"] < config.lr  # annealed by the end

@@ -106,8 +106,11 @@ def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, steps_
     if config.schedule == "constant":
         return None
     if config.schedule == "onecycle":
+        # OneCycleLR divides by the warm-up's length in steps minus one: a one-step warm-up (a run of exactly 4
+        # steps, e.g. a tiny --limit or one process's share under DDP) would divide by zero.
+        pct_start = 0.5 if config.epochs * steps_per_epoch == 4 else 0.25
         return torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=config.lr, epochs=config.epochs, steps_per_epoch=steps_per_epoch, pct_start=0.25)
+            optimizer, max_lr=config.lr, epochs=config.epochs, steps_per_epoch=steps_per_epoch, pct_start=pct_start)
     raise ValueError(f"unknown schedule {config.schedule!r}")
 
 
