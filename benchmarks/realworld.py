@@ -219,6 +219,9 @@ def main() -> None:
         "nondigits_accepted": float(np.concatenate(accepted_negatives).mean()),
         "read_exact": float(np.mean([t == truth for t, truth in zip(texts, truths)])),
         "read_digit_accuracy": digit_accuracy(truths, texts),
+        # Of the misread numbers, the share read with the right number of digits (a digit misread, not a bad cut).
+        "read_errors_right_length": float(np.mean([len(t) == len(truth) for t, truth in zip(texts, truths)
+                                                   if t != truth] or [0.0])),
         "read_seconds_per_number": read_seconds,
     }
     info = machine()
