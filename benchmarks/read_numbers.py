@@ -2,18 +2,17 @@
 *test* digits drawn as ink on paper, per condition, plus the segmentation variants side by side.
 
 Run: `.venv/bin/python benchmarks/read_numbers.py` (about 3 minutes on 2 CPU cores); writes
-benchmarks/results/read_numbers.{json,md}. `--tune` composes numbers from MNIST *training* digits instead and searches
-the reading step's penalties (digitscan.segment.Penalties); the test split is never used for choosing anything.
+benchmarks/results/read_numbers.{json,md}. The reading step's penalties are chosen elsewhere, on validation digits
+(`benchmarks/realworld.py --tune-reading`); the test split is never used for choosing anything.
 """
 
 from __future__ import annotations
 
 import argparse
 import io
-import itertools
 import sys
 import time
-from dataclasses import asdict, fields
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -24,9 +23,7 @@ from common import machine, machine_line, markdown_table, write_results  # noqa:
 from digitscan.data import load_mnist  # noqa: E402
 from digitscan.preprocess import decode_image  # noqa: E402
 from digitscan.recognize import Recognizer  # noqa: E402
-from digitscan.segment import (  # noqa: E402
-    METHODS, Penalties, best_partition, find_atoms, read_candidates, segment_number,
-)
+from digitscan.segment import METHODS, Penalties, segment_number  # noqa: E402
 from digitscan.synth import render_number  # noqa: E402
 
 # name -> (description, render_number options, JPEG quality or None). Spacing is in digit heights.
@@ -140,49 +137,14 @@ def benchmark(args) -> None:
     write_results("read_numbers", results, markdown)
 
 
-def tune(args) -> None:
-    """Grid search of Penalties on numbers composed from MNIST *training* digits; prints the best settings."""
-    recognizer = Recognizer.load(args.model)
-    images, labels = load_mnist("train", args.data)
-    prepared = []
-    for name in CONDITIONS:
-        for source, truth in compose(images, labels, name, args.count, args.seed + 1):
-            layout = find_atoms(decode_image(source))
-            candidates = read_candidates(layout, recognizer.digit_probabilities) if layout.atoms else None
-            layout.ink = layout.atom_map = None  # the search needs only the atoms' boxes: keep memory small
-            prepared.append((name, truth, layout, candidates))
-
-    def exact_match(penalties: Penalties) -> dict[str, float]:
-        hits: dict[str, list[bool]] = {}
-        for name, truth, layout, candidates in prepared:
-            chosen = best_partition(layout, candidates, penalties) if candidates else []
-            hits.setdefault(name, []).append("".join(str(d) for _, d in chosen) == truth)
-        return {name: float(np.mean(v)) for name, v in hits.items()}
-
-    grid = {"digit_bonus": [0.0, 0.05, 0.1], "cut": [0.1, 0.25, 0.5], "gap": [1.0, 4.0], "wide": [1.0, 2.0],
-            "wide_from": [1.0, 1.1], "short": [0.0, 2.0], "short_from": [0.8]}
-    names = [f.name for f in fields(Penalties)]
-    trials = []
-    for values in itertools.product(*(grid[n] for n in names)):
-        penalties = Penalties(**dict(zip(names, values)))
-        per_condition = exact_match(penalties)
-        trials.append((float(np.mean(list(per_condition.values()))), penalties, per_condition))
-    trials.sort(key=lambda t: -t[0])
-    print(f"current defaults: {exact_match(Penalties())}")
-    for mean, penalties, per_condition in trials[:5]:
-        print(f"{mean:.4f}  {penalties}  " + "  ".join(f"{k} {v:.3f}" for k, v in per_condition.items()))
-
-
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=100, help="numbers per condition (default 100)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--model", help="checkpoint (default: the shipped model)")
     parser.add_argument("--data", help="MNIST folder (default: $DIGITSCAN_DATA)")
-    parser.add_argument("--tune", action="store_true", help="search the penalties on MNIST training digits instead")
     return parser.parse_args(argv)
 
 
 if __name__ == "__main__":
-    arguments = parse_args()
-    tune(arguments) if arguments.tune else benchmark(arguments)
+    benchmark(parse_args())

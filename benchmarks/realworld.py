@@ -11,22 +11,25 @@ the calibrated confidence, and how many digits and non-digits pass the shipped r
 Run: `.venv/bin/python benchmarks/realworld.py` (about 5 minutes on 2 CPU cores; needs the Debian handwriting font
 packages listed in digitscan.photos.FONT_PACKAGES and dataset-fashion-mnist, or $DIGITSCAN_FASHION_DATA).
 `--dev` builds the same sets from data that fine-tuning never trains on but that is not the test split either
-(MNIST validation digits, Fashion-MNIST training images past FASHION_TRAIN_USED, the training fonts): use it for
-any choice; the test sets are only for the report. Writes benchmarks/results/realworld[-dev].{json,md}.
+(MNIST validation digits, Fashion-MNIST training images past FASHION_TRAIN_USED, the development font families,
+which fine-tuning never writes with either): use it for any choice; the test sets are only for the report. Writes benchmarks/results/realworld[-dev].{json,md}.
 """
 
 from __future__ import annotations
 
 import argparse
 import io
+import itertools
 import os
 import sys
 import time
+from dataclasses import fields
 from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine, machine_line, markdown_table, write_results  # noqa: E402
@@ -39,6 +42,7 @@ from digitscan.nondigits import BLANK_PAGES, blank_glyph, letter_glyph, scribble
 from digitscan.photos import CONDITIONS, Condition, font_split, glyph_from_font, glyph_from_mnist, photograph  # noqa: E402
 from digitscan.preprocess import decode_image, to_model_input  # noqa: E402
 from digitscan.recognize import Recognizer  # noqa: E402
+from digitscan.segment import Penalties, best_partition, find_atoms, read_candidates  # noqa: E402
 from digitscan.synth import render_number  # noqa: E402
 
 SINGLE_CONDITIONS = [name for name in CONDITIONS if name != "mixed"]
@@ -133,6 +137,33 @@ def number_samples(images, labels, n: int, seed: int) -> list[tuple[bytes, str]]
     return samples
 
 
+def tune_reading(recognizer: Recognizer, images: np.ndarray, labels: np.ndarray, count: int, seed: int) -> None:
+    """Grid search of the reading step's penalties (digitscan.segment.Penalties) on numbers composed like the
+    benchmark's, from MNIST *validation* digits, which the model never trained on; prints the best settings.
+
+    Each number is cut and its candidates go through the model once; only the partition is redone per setting.
+    """
+    prepared = []
+    for data, truth in tqdm(number_samples(images, labels, count, seed), desc="candidates", unit="number"):
+        layout = find_atoms(decode_image(data))
+        candidates = read_candidates(layout, recognizer.digit_probabilities) if layout.atoms else None
+        layout.ink = layout.atom_map = None  # the search needs only the atoms' boxes: keep memory small
+        prepared.append((truth, layout, candidates))
+
+    def exact_match(penalties: Penalties) -> float:
+        return float(np.mean([truth == "".join(str(d) for _, d in best_partition(layout, candidates, penalties))
+                              if candidates else truth == "" for truth, layout, candidates in prepared]))
+
+    grid = {"digit_bonus": [-0.2, 0.0, 0.1], "cut": [0.1, 0.3, 0.6], "gap": [1.0, 4.0], "wide": [1.0, 2.0],
+            "wide_from": [1.1], "short": [1.0, 2.0, 4.0], "short_from": [0.8], "skip": [1.0, 2.0, 3.0, np.inf]}
+    names = [f.name for f in fields(Penalties)]
+    trials = sorted(((exact_match(Penalties(**dict(zip(names, values)))), values)
+                     for values in itertools.product(*(grid[n] for n in names))), key=lambda t: -t[0])
+    print(f"{len(prepared)} numbers; current defaults: {exact_match(Penalties()):.4f}")
+    for exact, values in trials[:8]:
+        print(f"{exact:.4f}  " + "  ".join(f"{n}={v}" for n, v in zip(names, values)))
+
+
 def auroc(positive: np.ndarray, negative: np.ndarray) -> float:
     """P(a random digit scores above a random non-digit), ties counted half: the Mann-Whitney statistic."""
     scores = np.concatenate([positive, negative])
@@ -162,20 +193,24 @@ def main() -> None:
     parser.add_argument("--dev", action="store_true",
                         help="build the sets from validation data, not the test splits (for making choices)")
     parser.add_argument("--workers", type=int, default=os.cpu_count())
+    parser.add_argument("--tune-reading", action="store_true",
+                        help="search the reading step's penalties on validation numbers (seed + 1) and stop")
     args = parser.parse_args()
 
-    train_fonts, eval_fonts = font_split()
-    if args.dev:
+    fonts = font_split()
+    if args.dev or args.tune_reading:
         images, labels = load_mnist("train")
         _, val_idx = train_val_split(len(images), 0.1, 0)
         images, labels = images[val_idx], labels[val_idx]
         fashion = load_fashion_mnist(["train"]).train.images[FASHION_TRAIN_USED:]
-        fonts = train_fonts
+        fonts = fonts.dev
     else:
         images, labels = load_mnist("test")
         fashion = load_fashion_mnist(["test"]).test.images
-        fonts = eval_fonts
+        fonts = fonts.evaluation
     recognizer = Recognizer.load(args.model)
+    if args.tune_reading:
+        return tune_reading(recognizer, images, labels, args.numbers, args.seed + 1)
     paper = Recognizer.load(args.model, preprocess="paper")
     start = time.perf_counter()
 

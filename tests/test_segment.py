@@ -13,7 +13,7 @@ from PIL import Image
 from digitscan import Recognizer
 from digitscan.cli import main
 from digitscan.recognize import ReadResult
-from digitscan.segment import METHODS, segment_number
+from digitscan.segment import METHODS, Penalties, segment_number
 from digitscan.synth import render_number, stroke_digit
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -131,6 +131,25 @@ def test_segmentation_variants_and_unknown_method(recognizer):
         assert "".join(str(s.digit) for s in segments) == "305", method
     with pytest.raises(ValueError, match="unknown segmentation method"):
         segment_number(gray, recognizer.digit_probabilities, "magic")
+
+
+def test_a_piece_no_reading_explains_is_skipped():
+    """A bar the model is sure of and a ring it is not: with a price for skipping, the ring is left out."""
+    page = np.ones((120, 260), np.float32)
+    page[20:100, 60:72] = 0.0  # a thick vertical bar: the "1"
+    yy, xx = np.mgrid[:120, :260]
+    page[np.abs(np.hypot((yy - 60) / 38, (xx - 180) / 20) - 1) < 0.05] = 0.0  # a thin ring, as tall as the bar
+
+    def classify(inputs):  # a narrow upright stroke is a sure 1; a ring is anybody's guess
+        probs = np.full((len(inputs), 10), 0.1)
+        sure = (inputs.max(axis=1) > 0).sum(axis=1) < 10  # columns with ink
+        probs[sure] = np.eye(10)[1] * 0.99 + 0.001
+        return probs, sure
+
+    never = segment_number(page, classify, penalties=Penalties(skip=float("inf")))
+    assert len(never) == 2 and never[0].digit == 1
+    skipped = segment_number(page, classify, penalties=Penalties(skip=2.0))
+    assert [s.digit for s in skipped] == [1] and skipped[0].box[0] < 80
 
 
 # ---------------------------------------------------------------------------------------------------------------

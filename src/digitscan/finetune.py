@@ -26,13 +26,15 @@ from tqdm import tqdm
 from digitscan.data import default_cache_dir
 from digitscan.datasets import load_fashion_mnist
 from digitscan.nondigits import BLANK_PAGES, blank_glyph, letter_glyph, scribble_glyph
-from digitscan.photos import CONDITIONS, font_split, glyph_from_font, glyph_from_mnist, photograph
+from digitscan.photos import (
+    CONDITIONS, Condition, font_split, glyph_from_font, glyph_from_mnist, photograph,
+)
 from digitscan.preprocess import decode_image, to_model_input
 from digitscan.segment import candidate_pieces
 from digitscan.synth import render_number
 
 FASHION_TRAIN_USED = 50_000  # negatives come from the first 50,000 Fashion training images; --dev uses the rest
-POOL_VERSION = 4  # bump when the generators change, so stale caches are not reused
+POOL_VERSION = 7  # bump when the generators change, so stale caches are not reused
 NEGATIVE = -1  # label of a not-a-digit example
 
 # The benchmark's mixed condition, in smaller photos (the preprocessing works on <= 512 px anyway; faster to make).
@@ -49,11 +51,11 @@ WRONG_CUT_IOU = 0.45  # one this far from every true box is not a digit (in betw
 @dataclass(frozen=True)
 class PoolSizes:
     photo_digits: int = 6_000
-    font_digits: int = 1_500
+    font_digits: int = 3_000  # 13 font families, digits and letters in each: a letter is told apart by shape
     numbers: int = 1_200  # composed numbers, each giving several segmented digits and wrong cuts
     fashion_files: int = 3_000
     fashion_photos: int = 1_500
-    letters: int = 2_000
+    letters: int = 4_000
     scribbles: int = 1_500
     pages: int = 1_500  # blank, textured and noisy pages: only those where the preprocessing sees "ink" are kept
 
@@ -70,7 +72,8 @@ def build_pools(images: np.ndarray, labels: np.ndarray, sizes: PoolSizes = PoolS
                 progress: bool = True) -> Pools:
     """The fine-tuning pools from these (training) digits; cached on disk by content and settings.
 
-    held_out: take Fashion-MNIST pictures from the training images fine-tuning does not use (for validation)."""
+    held_out: validation sets: Fashion-MNIST pictures from the training images fine-tuning does not use, and the
+    digits photographed under each named condition in turn (as users send them) rather than all at once."""
     key = hashlib.sha256(json.dumps([POOL_VERSION, asdict(sizes), seed, held_out]).encode()
                          + images.tobytes() + labels.tobytes()).hexdigest()[:16]
     path = default_cache_dir().parent / "pools" / f"finetune-{key}.safetensors"
@@ -98,12 +101,14 @@ def build_pools(images: np.ndarray, labels: np.ndarray, sizes: PoolSizes = PoolS
 
 def _jobs(images: np.ndarray, labels: np.ndarray, sizes: PoolSizes, seed: int, held_out: bool) -> list[tuple]:
     rng = np.random.default_rng([seed, 7])
-    fonts, _ = font_split()
+    fonts = font_split().train
     fashion = load_fashion_mnist(["train"]).train.images  # $DIGITSCAN_FASHION_DATA or the Debian package
     fashion = fashion[FASHION_TRAIN_USED:] if held_out else fashion[:FASHION_TRAIN_USED]
     jobs: list[tuple] = []
-    for i in rng.choice(len(images), sizes.photo_digits, replace=False):
-        jobs.append(("photo", glyph_from_mnist(images[i]), "mixed", int(rng.integers(2**31)), int(labels[i])))
+    named = [name for name in CONDITIONS if name != "mixed"]
+    for k, i in enumerate(rng.choice(len(images), sizes.photo_digits, replace=False)):
+        condition = named[k % len(named)] if held_out else "mixed"
+        jobs.append(("photo", glyph_from_mnist(images[i]), condition, int(rng.integers(2**31)), int(labels[i])))
     for _ in range(sizes.font_digits):
         digit = int(rng.integers(10))
         jobs.append(("photo", glyph_from_font(str(digit), str(rng.choice(fonts))), "font",
@@ -135,11 +140,17 @@ def _run_job(job: tuple) -> list[tuple[np.ndarray, int]]:
         pieces = [(to_model_input(job[1]), NEGATIVE)]
     elif kind == "photo":
         _, glyph, condition, seed, label = job
-        condition = {"font": FONT_CONDITION, "mixed": PHOTO_CONDITION}.get(condition) or BLANK_PAGES[condition]
+        condition = {"font": FONT_CONDITION, "mixed": PHOTO_CONDITION}.get(condition) or BLANK_PAGES.get(condition) \
+            or _smaller(CONDITIONS[condition])
         pieces = [(to_model_input(decode_image(photograph(glyph, condition, np.random.default_rng(seed)))), label)]
     else:
         pieces = _number_pieces(*job[1:])
     return [(_as_uint8(x), label) for x, label in pieces if x.max() > 0]
+
+
+def _smaller(condition: Condition) -> Condition:
+    """The condition in photos of at most 600 px (faster to make; the preprocessing works on <= 512 px anyway)."""
+    return replace(condition, image_height=(min(condition.image_height[0], 600), min(condition.image_height[1], 600)))
 
 
 def _number_pieces(digits: np.ndarray, labels: np.ndarray, seed: int) -> list[tuple[np.ndarray, int]]:
@@ -170,7 +181,11 @@ def _iou(a: list[int], b: list[int]) -> float:
 # Validation sets for the threshold: real-looking digits and non-digits, no pieces of numbers.
 THRESHOLD_SIZES = PoolSizes(photo_digits=2_000, font_digits=500, numbers=0, fashion_files=1_000, fashion_photos=500,
                             letters=700, scribbles=500, pages=500)
-DIGITS_ACCEPTED = 0.97  # the share of validation digits the threshold lets through
+# The share of validation digits the threshold lets through. Chosen with `benchmarks/realworld.py --dev`: these
+# validation digits are photographed under the named conditions and written in the training fonts; a user's digits
+# also come in unseen hands, which are less sure, so 98.5 % here let 98.4 % of the --dev digits through (6.5 % of
+# the non-digits); 97 % here let only 96.7 % through.
+DIGITS_ACCEPTED = 0.985
 
 
 def choose_reject_threshold(confidence, images: np.ndarray, labels: np.ndarray, *, seed: int = 0,

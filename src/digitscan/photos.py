@@ -14,6 +14,7 @@ import io
 import math
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -28,12 +29,17 @@ ENCODINGS = ("png", "jpeg", "transparent-png", "exif-jpeg", "palette-png", "png1
 EXIF_ORIENTATION = 0x0112
 MIN_DIGIT_HEIGHT = 16  # pixels; MNIST's own digits are 20
 
-# Handwriting fonts from Debian packages (apt-get install ...), split by family: fine-tuning sees the training
-# families only (digits are not trained on, letters are, as non-digits); the benchmark writes with the others.
-FONT_PACKAGES = ("fonts-bwht", "fonts-comic-neue", "fonts-humor-sans", "fonts-breip", "fonts-dancingscript",
-                 "fonts-kaushanscript", "fonts-dkg-handwriting", "fonts-kristi")
+# Handwriting fonts from Debian packages (apt-get install ...), split by family into three disjoint groups:
+# fine-tuning writes digits and letters in the training families; `benchmarks/realworld.py --dev` (every choice)
+# writes with the development families and the report with the evaluation families, neither ever trained on.
+FONT_PACKAGES = ("fonts-bwht", "fonts-comic-neue", "fonts-humor-sans", "fonts-breip", "fonts-lobster", "fonts-lobstertwo",
+                 "fonts-leckerli-one", "fonts-isabella", "fonts-rufscript", "fonts-staypuft", "fonts-tomsontalks",
+                 "fonts-klee", "fonts-yusei-magic", "fonts-havana", "fonts-ecolier-court", "fonts-sjfonts",
+                 "fonts-dancingscript", "fonts-kaushanscript", "fonts-dkg-handwriting", "fonts-kristi")
 FONT_DIR = Path("/usr/share/fonts")
-TRAIN_FONT_FAMILIES = ("bwht", "comic-neue", "humor-sans", "breip")
+TRAIN_FONT_FAMILIES = ("bwht", "comic-neue", "humor-sans", "breip", "lobster", "lobstertwo", "leckerli-one", "isabella",
+                       "rufscript", "staypuft", "tomsontalks", "klee", "yusei-magic")
+DEV_FONT_FAMILIES = ("havana", "ecolier-court", "sjfonts")
 EVAL_FONT_FAMILIES = ("dancingscript", "kaushanscript", "fifthhorseman", "kristi")
 
 
@@ -271,14 +277,22 @@ def encode(pixels: np.ndarray, alpha: np.ndarray, encoding: str, condition: Cond
     return buffer.getvalue()
 
 
-def font_split(font_dir: Path = FONT_DIR) -> tuple[list[str], list[str]]:
-    """(training fonts, evaluation fonts): the installed font files of each family list, sorted."""
+class FontSplit(NamedTuple):
+    train: list[str]
+    dev: list[str]
+    evaluation: list[str]
+
+
+def font_split(font_dir: Path = FONT_DIR) -> FontSplit:
+    """The installed font files of each family group, sorted."""
     def family(names: tuple[str, ...]) -> list[str]:
         return sorted(str(p) for p in font_dir.glob("*/*/*") if p.parent.name in names
                       and p.suffix.lower() in (".ttf", ".otf"))
 
-    train, evaluation = family(TRAIN_FONT_FAMILIES), family(EVAL_FONT_FAMILIES)
-    if not train or not evaluation:
-        raise FileNotFoundError(f"handwriting fonts not found under {font_dir}; "
+    split = FontSplit(family(TRAIN_FONT_FAMILIES), family(DEV_FONT_FAMILIES), family(EVAL_FONT_FAMILIES))
+    installed = {Path(f).parent.name for files in split for f in files}
+    missing = [name for name in TRAIN_FONT_FAMILIES + DEV_FONT_FAMILIES + EVAL_FONT_FAMILIES if name not in installed]
+    if missing:
+        raise FileNotFoundError(f"handwriting fonts not found under {font_dir}: {', '.join(missing)}; "
                                 f"install the Debian packages: apt-get install {' '.join(FONT_PACKAGES)}")
-    return train, evaluation
+    return split
