@@ -7,14 +7,15 @@ end to end with the shipped model.
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from digitscan.finetune import NEGATIVE, PoolSizes, _iou, _number_pieces, build_pools
-from digitscan.nondigits import BLANK_PAGES, blank_glyph, scribble_glyph
-from digitscan.photos import CONDITIONS, EXIF_ORIENTATION, glyph_from_mnist, photograph
+from digitscan.nondigits import BLANK_PAGES, blank_glyph, letter_glyph, scribble_glyph
+from digitscan.photos import CONDITIONS, EXIF_ORIENTATION, font_split, glyph_from_mnist, photograph
 from digitscan.recognize import Recognizer
 
 PER_CONDITION = {"huge-image": 1}  # 3000-4000 px photos take seconds each
@@ -75,6 +76,19 @@ def test_most_fashion_pictures_and_scribbles_are_rejected(recognizer):
     rng = np.random.default_rng(5)
     scribbles = [recognizer.predict(photograph(scribble_glyph(rng), CONDITIONS["clean"], rng)) for _ in range(20)]
     assert sum(not r.is_digit for r in scribbles) >= 15
+
+
+def test_font_families_are_split_three_ways():
+    families = [{Path(f).parent.name for f in files} for files in font_split()]
+    assert all(families)
+    assert not (families[0] & families[1] or families[0] & families[2] or families[1] & families[2])
+
+
+def test_most_letters_in_fonts_never_trained_on_are_rejected(recognizer):
+    rng = np.random.default_rng(8)
+    fonts = font_split().evaluation
+    results = [recognizer.predict(photograph(letter_glyph(rng, fonts), CONDITIONS["clean"], rng)) for _ in range(40)]
+    assert sum(not r.is_digit for r in results) >= 26  # the model before the 13 training families: 17
 
 
 def test_number_cuts_are_labelled_by_overlap_with_the_true_digits(mnist_test):

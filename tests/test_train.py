@@ -70,3 +70,26 @@ def test_one_cycle_schedule_runs_for_any_number_of_steps():
             optimizer.step()
             scheduler.step()
         assert optimizer.param_groups[0]["lr"] < config.lr  # annealed by the end
+
+
+def test_realworld_fine_tuning_keeps_the_last_epoch(mnist_dir, tmp_path, monkeypatch):
+    """MNIST validation accuracy does not measure what --realworld trains for: its run keeps the last epoch.
+
+    The pools and the threshold search are stood in for (their own tests are in test_realworld.py)."""
+    import numpy as np
+
+    import digitscan.train as train_module
+    from digitscan.finetune import Pools
+
+    rng = np.random.default_rng(0)
+    pools = Pools(rng.integers(0, 255, (64, 28, 28), dtype=np.uint8), rng.integers(0, 10, 64),
+                  rng.integers(0, 255, (32, 28, 28), dtype=np.uint8))
+    monkeypatch.setattr(train_module, "build_pools", lambda *args, **kwargs: pools)
+    monkeypatch.setattr(train_module, "choose_reject_threshold",
+                        lambda *args, **kwargs: {"threshold": 0.5, "score": "calibrated top probability"})
+    scores = iter([(0.1, 0.99), (0.2, 0.98), (0.3, 0.97)])  # validation gets worse every epoch
+    monkeypatch.setattr(train_module, "loss_and_accuracy", lambda model, x, y: next(scores))
+    config = make_config("easy", epochs=3, limit=600, data=str(mnist_dir), realworld=True)
+    result = train(config, tmp_path / "r.safetensors", progress=False)
+    assert result.best_epoch == 3  # by validation accuracy it would be epoch 1
+    assert load_checkpoint(result.checkpoint).meta["reject_threshold"] == 0.5

@@ -378,7 +378,8 @@ def train(ctx, arch, epochs, batch_size, lr, val_split, seed, threads, device, d
     curves = save_training_curves(result.history, out_path.with_suffix(".curves.png"),
                                   title=f"{config.arch} on {config.dataset}: training curves")
     if not as_json:
-        click.echo(f"saved {result.checkpoint} (epoch {result.best_epoch} by validation accuracy) and {curves}")
+        kept = "the last, as for every --realworld run" if result.config.realworld else "by validation accuracy"
+        click.echo(f"saved {result.checkpoint} (epoch {result.best_epoch}, {kept}) and {curves}")
 
 
 def launch_torchrun(ctx: click.Context, nproc_per_node: int | None, cuda: bool) -> int:

@@ -6,8 +6,9 @@
 - segmented digits: the true digits of numbers composed from training digits, as the reading step cuts them out;
 - negatives (not a digit): Fashion-MNIST *training* pictures (as files and photographed), letters and scribbles in
   the training font families, and the wrong cuts of the reading step (half a digit, two digits merged).
-`digitscan.train` mixes them into each batch when `TrainConfig.realworld` is set (`train --realworld`): digits with their labels, negatives
-pulled towards the uniform distribution (outlier exposure), which is what makes a confidence threshold work.
+`digitscan.train` mixes them into each batch when `TrainConfig.realworld` is set (`train --realworld`): digits with
+their labels, negatives pulled towards the uniform distribution (outlier exposure), which is what makes a confidence
+threshold work.
 Pools take a few minutes to make and are cached (~/.cache/digitscan/pools) keyed by their settings.
 """
 

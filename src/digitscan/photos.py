@@ -32,10 +32,10 @@ MIN_DIGIT_HEIGHT = 16  # pixels; MNIST's own digits are 20
 # Handwriting fonts from Debian packages (apt-get install ...), split by family into three disjoint groups:
 # fine-tuning writes digits and letters in the training families; `benchmarks/realworld.py --dev` (every choice)
 # writes with the development families and the report with the evaluation families, neither ever trained on.
-FONT_PACKAGES = ("fonts-bwht", "fonts-comic-neue", "fonts-humor-sans", "fonts-breip", "fonts-lobster", "fonts-lobstertwo",
-                 "fonts-leckerli-one", "fonts-isabella", "fonts-rufscript", "fonts-staypuft", "fonts-tomsontalks",
-                 "fonts-klee", "fonts-yusei-magic", "fonts-havana", "fonts-ecolier-court", "fonts-sjfonts",
-                 "fonts-dancingscript", "fonts-kaushanscript", "fonts-dkg-handwriting", "fonts-kristi")
+FONT_PACKAGES = ("fonts-bwht", "fonts-comic-neue", "fonts-humor-sans", "fonts-breip", "fonts-lobster",
+                 "fonts-lobstertwo", "fonts-leckerli-one", "fonts-isabella", "fonts-rufscript", "fonts-staypuft",
+                 "fonts-tomsontalks", "fonts-klee", "fonts-yusei-magic", "fonts-havana", "fonts-ecolier-court",
+                 "fonts-sjfonts", "fonts-dancingscript", "fonts-kaushanscript", "fonts-dkg-handwriting", "fonts-kristi")
 FONT_DIR = Path("/usr/share/fonts")
 TRAIN_FONT_FAMILIES = ("bwht", "comic-neue", "humor-sans", "breip", "lobster", "lobstertwo", "leckerli-one", "isabella",
                        "rufscript", "staypuft", "tomsontalks", "klee", "yusei-magic")

@@ -53,17 +53,18 @@ _MAX_DIGIT_WIDTH = 1.6  # a candidate digit wider than this (x H) is not conside
 
 @dataclass(frozen=True)
 class Penalties:
-    """Log-probability terms of the reading step (natural log), chosen on numbers composed from MNIST *training*
-    digits (`benchmarks/read_numbers.py --tune`); the model's own log-probabilities do most of the work."""
+    """Log-probability terms of the reading step (natural log), chosen on numbers composed from MNIST *validation*
+    digits and photographed (`benchmarks/realworld.py --tune-reading`); the model's own log-probabilities do most
+    of the work."""
 
     digit_bonus: float = 0.0  # per digit read (> 0 favours more, smaller digits)
     cut: float = 0.1  # per pen stroke a cut goes through
-    gap: float = 1.0  # per digit height of empty space inside one candidate digit (pieces that do not overlap)
+    gap: float = 4.0  # per digit height of empty space inside one candidate digit (pieces that do not overlap)
     wide: float = 2.0  # per digit height of width beyond wide_from
     wide_from: float = 1.1
     short: float = 2.0  # per digit height of height missing below short_from (a loop cut off its stem is short)
     short_from: float = 0.8
-    skip: float = float("inf")  # for leaving out a piece that is not a speck (a shadow's edge, a rule's stub)
+    skip: float = 2.0  # for leaving out a component that is not a speck (a shadow's edge, a rule's stub)
 
 
 Classify = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
