@@ -39,7 +39,7 @@ def main() -> None:
     rows.append(["the paper's CNN", "(reported)", "5/5", "—", f"{PAPER_CNN:.2%}", f"{round((1 - PAPER_CNN) * 10_000)}"])
     info = machine()
     markdown = "\n".join([
-        markdown_table(["model", "made by", "epoch kept (by validation)", "validation accuracy",
+        markdown_table(["model", "made by", "epoch kept", "validation accuracy",
                         "MNIST test accuracy", "test errors"], rows), "",
         machine_line(info),
         "Command: `.venv/bin/python benchmarks/accuracy.py`",

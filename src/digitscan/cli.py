@@ -334,7 +334,8 @@ def train(ctx, arch, epochs, batch_size, lr, val_split, seed, threads, device, d
 
     Each architecture brings its own recipe (epochs, batch size, optimizer, schedule, augmentation);
     flags override single settings. The checkpoint (safetensors + metadata) keeps the epoch with the best
-    validation accuracy and the dataset's class names; a training-curves PNG is written beside it.
+    validation accuracy (a --realworld run: the last) and the dataset's class names; a training-curves PNG is
+    written beside it.
 
     Under torchrun (several processes, one or more machines) training is data-parallel with
     DistributedDataParallel: --batch-size is per process; only rank 0 prints and saves. See docs/training.md.
@@ -343,7 +344,7 @@ def train(ctx, arch, epochs, batch_size, lr, val_split, seed, threads, device, d
     Examples:
       digitscan train --arch paper                 the paper: Adam, 5 epochs, batch 32, validation split 0.3
       digitscan train --arch shipped --json        rerun the recipe of the shipped weights (first stage)
-      digitscan train --arch shipped --init runs/dsnet.safetensors --realworld --epochs 4 --lr 0.002
+      digitscan train --arch shipped --init runs/dsnet.safetensors --realworld --epochs 5 --lr 0.0015
                                                    its second stage: fine-tuning for photos and non-digits
       digitscan train --arch dsnet --dataset fashion-mnist
       digitscan train --arch dsnet --dataset folder:my_symbols --out runs/symbols.safetensors
