@@ -522,7 +522,7 @@ def best_partition(layout: Layout, candidates: Candidates,
     n = len(layout.atoms)
     boundary = [p.cut * c for c in layout.cut_ink]  # boundary[b]: cost of separating atoms b-1 and b
     # Leaving an atom out costs `skip`, or nothing when it is noise-like. Per atom, not per component: dropping one
-    # slice of two touching digits must not come cheap (on validation numbers it cost touching digits 1.4 points).
+    # slice of two touching digits must not come cheap.
     skip = [0.0 if _noise_like(layout, (i,)) else p.skip for i in range(n)]
     best = np.full(n + 1, -np.inf)
     best[0] = 0.0
