@@ -183,7 +183,7 @@ THRESHOLD_SIZES = PoolSizes(photo_digits=2_000, font_digits=500, numbers=0, fash
 # The share of validation digits the threshold lets through. Chosen with `benchmarks/realworld.py --dev`: these
 # validation digits are photographed under the named conditions and written in the training fonts; a user's digits
 # also come in unseen hands, which are less sure, so 98.5 % here let 98.0 % of the --dev digits through (and 5.8 %
-# of the non-digits); 97 % here would let about 96.7 % through.
+# of the non-digits), and 97 % here would let fewer than 97 % through.
 DIGITS_ACCEPTED = 0.985
 
 
