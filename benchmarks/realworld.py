@@ -6,7 +6,8 @@ held-out handwriting fonts. Each is read with the shipped model through the robu
 through the paper's pipeline (grayscale + resize). Not a digit: Fashion-MNIST *test* pictures (as 28x28 files and
 photographed), letters in the held-out fonts, scribbles and shapes, blank and textured pages, noise; the AUROC of
 the calibrated confidence, and how many digits and non-digits pass the shipped rejection threshold. Whole numbers:
-1-12 digit numbers composed from MNIST test digits, photographed, read with `Recognizer.read`.
+1-12 digit numbers composed from MNIST test digits, photographed, read with `Recognizer.read` by both methods (the
+line reader, the default, and cutting into digits).
 
 Run: `.venv/bin/python benchmarks/realworld.py` (about 5 minutes on 2 CPU cores; needs the Debian handwriting font
 packages listed in digitscan.photos.FONT_PACKAGES and dataset-fashion-mnist, or $DIGITSCAN_FASHION_DATA).
@@ -43,7 +44,7 @@ from digitscan.finetune import FASHION_TRAIN_USED  # noqa: E402
 from digitscan.nondigits import BLANK_PAGES, blank_glyph, letter_glyph, scribble_glyph  # noqa: E402
 from digitscan.photos import CONDITIONS, Condition, font_split, glyph_from_font, glyph_from_mnist, photograph  # noqa: E402
 from digitscan.preprocess import decode_image, to_model_input  # noqa: E402
-from digitscan.recognize import Recognizer  # noqa: E402
+from digitscan.recognize import READ_METHODS, Recognizer  # noqa: E402
 from digitscan.segment import Penalties, best_partition, find_atoms, read_candidates  # noqa: E402
 from digitscan.synth import render_number  # noqa: E402
 
@@ -144,12 +145,14 @@ def number_samples(images, labels, n: int, seed: int) -> list[tuple[bytes, str, 
 
 def tune_reading(recognizer: Recognizer, images: np.ndarray, labels: np.ndarray, count: int, seed: int) -> None:
     """Grid search of the reading step's penalties (digitscan.segment.Penalties) on numbers composed like the
-    benchmark's, from MNIST *validation* digits, which the model never trained on; prints the best settings.
+    benchmark's, from MNIST *validation* digits, which the model never trained on; prints the best settings, and
+    what the line reader reads of the same numbers.
 
     Each number is cut and its candidates go through the model once; only the partition is redone per setting.
     """
-    prepared = []
+    prepared, sequence_hits = [], []
     for data, truth, _, _ in tqdm(number_samples(images, labels, count, seed), desc="candidates", unit="number"):
+        sequence_hits.append(recognizer.read(data, method="sequence").text == truth)  # the line reader, for scale
         layout = find_atoms(decode_image(data))
         candidates = read_candidates(layout, recognizer.digit_probabilities) if layout.atoms else None
         layout.ink = layout.atom_map = None  # the search needs only the atoms' boxes: keep memory small
@@ -164,7 +167,8 @@ def tune_reading(recognizer: Recognizer, images: np.ndarray, labels: np.ndarray,
     names = [f.name for f in fields(Penalties)]
     trials = sorted(((exact_match(Penalties(**dict(zip(names, values)))), values)
                      for values in itertools.product(*(grid[n] for n in names))), key=lambda t: -t[0])
-    print(f"{len(prepared)} numbers; current defaults: {exact_match(Penalties()):.4f}")
+    print(f"{len(prepared)} numbers; current defaults: {exact_match(Penalties()):.4f}; "
+          f"the line reader (read's default method): {np.mean(sequence_hits):.4f}")
     for exact, values in trials[:8]:
         print(f"{exact:.4f}  " + "  ".join(f"{n}={v}" for n, v in zip(names, values)))
 
@@ -196,6 +200,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--model", help="checkpoint to evaluate (default: the shipped model)")
     parser.add_argument("--ensemble", action="store_true", help="evaluate the shipped ensemble instead")
+    parser.add_argument("--reader", help="line reader checkpoint to evaluate (default: the shipped one)")
     parser.add_argument("--dev", action="store_true",
                         help="build the sets from validation data, not the test splits (for making choices)")
     parser.add_argument("--workers", type=int, default=os.cpu_count())
@@ -214,7 +219,7 @@ def main() -> None:
         images, labels = load_mnist("test")
         fashion = load_fashion_mnist(["test"]).test.images
         fonts = fonts.evaluation
-    recognizer = Recognizer.load(args.model, ensemble=args.ensemble)
+    recognizer = Recognizer.load(args.model, ensemble=args.ensemble, reader=args.reader)
     if args.tune_reading:
         return tune_reading(recognizer, images, labels, args.numbers, args.seed + 1)
     paper = Recognizer.load(args.model, preprocess="paper", ensemble=args.ensemble)
@@ -243,9 +248,12 @@ def main() -> None:
             print(negative_rows[-1], flush=True)
 
     samples = number_samples(images, labels, args.numbers, args.seed)
-    read_start = time.perf_counter()
-    texts = [recognizer.read(sample[0]).text for sample in samples]
-    read_seconds = (time.perf_counter() - read_start) / len(samples)
+    read_by, read_seconds = {}, {}
+    for method in READ_METHODS:
+        read_start = time.perf_counter()
+        read_by[method] = [recognizer.read(sample[0], method=method).text for sample in samples]
+        read_seconds[method] = (time.perf_counter() - read_start) / len(samples)
+    texts = read_by["sequence"]  # what `digitscan read` does by default
     truths = [sample[1] for sample in samples]
     # The model's own limit: numbers holding a digit it gets wrong even alone, as the plain 28x28 MNIST image.
     chosen = np.concatenate([sample[2] for sample in samples])
@@ -253,9 +261,11 @@ def main() -> None:
                       for p in recognizer.predict_inputs(images[chosen].astype(np.float32) / 255)])
     wrong_alone = np.split(alone != labels[chosen], np.cumsum([len(sample[2]) for sample in samples])[:-1])
     number_rows = []
-    for style in NUMBER_STYLES:
-        hits = [t == truth for t, truth, sample in zip(texts, truths, samples) if sample[3] == style]
-        number_rows.append([style, len(hits), f"{np.mean(hits):.3f}"])
+    for style in [*NUMBER_STYLES, None]:
+        hits = {method: [t == truth for t, truth, sample in zip(read_by[method], truths, samples)
+                         if style is None or sample[3] == style] for method in READ_METHODS}
+        number_rows.append([style or "all", len(hits["sequence"]),
+                            *(f"{np.mean(hits[method]):.3f}" for method in READ_METHODS)])
 
     correct_all = np.concatenate(correct_all)
     accepted_digits = np.concatenate(accepted_digits)
@@ -269,6 +279,8 @@ def main() -> None:
         "nondigits_accepted": float(np.concatenate(accepted_negatives).mean()),
         "read_exact": float(np.mean([t == truth for t, truth in zip(texts, truths)])),
         "read_digit_accuracy": digit_accuracy(truths, texts),
+        "read_exact_segments": float(np.mean([t == truth for t, truth in zip(read_by["segments"], truths)])),
+        "read_digit_accuracy_segments": digit_accuracy(truths, read_by["segments"]),
         # Of the misread numbers, the share read with the right number of digits (a digit misread, not a bad cut).
         "read_errors_right_length": float(np.mean([len(t) == len(truth) for t, truth in zip(texts, truths)
                                                    if t != truth] or [0.0])),
@@ -276,7 +288,8 @@ def main() -> None:
         "read_errors_digit_wrong_alone": float(np.mean([w.any() for t, truth, w in zip(texts, truths, wrong_alone)
                                                         if t != truth] or [0.0])),
         "numbers_with_a_digit_wrong_alone": float(np.mean([w.any() for w in wrong_alone])),
-        "read_seconds_per_number": read_seconds,
+        "read_seconds_per_number": read_seconds["sequence"],
+        "read_seconds_per_number_segments": read_seconds["segments"],
     }
     info = machine()
     which = "validation data (--dev)" if args.dev else "MNIST and Fashion-MNIST test splits, held-out fonts"
@@ -286,7 +299,8 @@ def main() -> None:
         markdown_table(["condition", "n", "accuracy", "correct and accepted", "accepted", "paper pipeline"],
                        digit_rows),
         markdown_table(["not a digit", "n", "accepted", "median confidence"], negative_rows),
-        markdown_table(["whole numbers", "n", "read exactly"], number_rows),
+        markdown_table(["whole numbers", "n", "read exactly (line reader, the default)", "read exactly (segments)"],
+                       number_rows),
         markdown_table(["summary", "value"], [[k, f"{v:.4f}" if isinstance(v, float) else v]
                                               for k, v in summary.items()]),
     ])

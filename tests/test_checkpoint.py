@@ -16,6 +16,7 @@ from digitscan.checkpoint import (
 )
 from digitscan.constants import DIGIT_CLASSES
 from digitscan.models import build_model
+from digitscan.sequence import shipped_reader_path
 
 META = {"arch": "paper", "arch_kwargs": {}, "classes": DIGIT_CLASSES, "preprocess": "robust"}
 
@@ -95,7 +96,7 @@ def test_missing_model_file(tmp_path):
 
 
 def test_shipped_weights_are_verified(tmp_path):
-    for path in shipped_ensemble_paths():
+    for path in [*shipped_ensemble_paths(), shipped_reader_path()]:
         assert sha256_file(path) == recorded_sha256(path), path
     tampered = tmp_path / "shipped.safetensors"
     data = bytearray(shipped_path().read_bytes())

@@ -30,6 +30,12 @@ def number(text: str, seed: int = 0, **options) -> tuple[Image.Image, list[list[
     return render_number(digits, seed=seed, **options)
 
 
+@pytest.fixture(params=["sequence", "segments"])
+def method(request) -> str:
+    """Both ways of reading a number: the line reader (the default) and cutting into digits."""
+    return request.param
+
+
 def iou(a: list[int], b: list[int]) -> float:
     ax, ay, aw, ah = a
     bx, by, bw, bh = b
@@ -38,9 +44,9 @@ def iou(a: list[int], b: list[int]) -> float:
     return w * h / (aw * ah + bw * bh - w * h)
 
 
-def test_spaced_digits_with_boxes(recognizer):
+def test_spaced_digits_with_boxes(recognizer, method):
     image, boxes = number("90210", seed=1, spacing=(0.2, 0.6))
-    result = recognizer.read(image)
+    result = recognizer.read(image, method=method)
     assert result.text == "90210"
     assert [d.digit for d in result.digits] == [9, 0, 2, 1, 0]
     assert all(iou(found.box, true) > 0.7 for found, true in zip(result.digits, boxes))
@@ -48,44 +54,44 @@ def test_spaced_digits_with_boxes(recognizer):
     assert 0 < result.confidence <= 1
 
 
-def test_uneven_spacing_and_baseline_drift(recognizer):
+def test_uneven_spacing_and_baseline_drift(recognizer, method):
     image, _ = number("3804", seed=2, spacing=(0.0, 0.8), baseline_drift=0.4, scale_jitter=0.15)
-    assert recognizer.read(image).text == "3804"
+    assert recognizer.read(image, method=method).text == "3804"
 
 
-def test_touching_digits_are_split(recognizer):
+def test_touching_digits_are_split(recognizer, method):
     image, boxes = number("4736", seed=3, spacing=(-0.12, -0.06))
-    result = recognizer.read(image)
+    result = recognizer.read(image, method=method)
     assert result.text == "4736"
     assert len(result.digits) == 4
 
 
-def test_underline_and_specks_are_ignored(recognizer):
+def test_underline_and_specks_are_ignored(recognizer, method):
     image, _ = number("1250", seed=4, underline=True, specks=40)
-    assert recognizer.read(image).text == "1250"
+    assert recognizer.read(image, method=method).text == "1250"
 
 
-def test_a_single_digit_on_a_ruled_line(recognizer):
+def test_a_single_digit_on_a_ruled_line(recognizer, method):
     image, _ = number("7", seed=5, underline=True)
-    assert recognizer.read(image).text == "7"
+    assert recognizer.read(image, method=method).text == "7"
 
 
 @pytest.mark.parametrize("blank", [np.full((120, 400), 255, np.uint8), np.zeros((50, 50), np.uint8)])
-def test_empty_page_reads_nothing(recognizer, blank):
-    result = recognizer.read(blank)
+def test_empty_page_reads_nothing(recognizer, method, blank):
+    result = recognizer.read(blank, method=method)
     assert result.text == "" and result.digits == [] and result.confidence == 0.0
 
 
-def test_twelve_digits(recognizer):
+def test_twelve_digits(recognizer, method):
     image, _ = number("507316842905", seed=6, spacing=(0.1, 0.4))
-    assert recognizer.read(image).text == "507316842905"
+    assert recognizer.read(image, method=method).text == "507316842905"
 
 
-def test_boxes_are_in_input_pixels_of_a_large_image(recognizer):
+def test_boxes_are_in_input_pixels_of_a_large_image(recognizer, method):
     # 3x upscaled to well over 512 px: ink_map works on a smaller copy, the boxes must come back in input pixels.
     image, boxes = number("586", seed=7)
     large = image.resize((image.width * 3, image.height * 3), Image.BICUBIC)
-    result = recognizer.read(large)
+    result = recognizer.read(large, method=method)
     assert result.text == "586"
     for found, true in zip(result.digits, boxes):
         assert iou(found.box, [3 * v for v in true]) > 0.7
@@ -93,32 +99,32 @@ def test_boxes_are_in_input_pixels_of_a_large_image(recognizer):
         assert 0 <= x and 0 <= y and x + w <= large.width and y + h <= large.height
 
 
-def test_every_kind_of_source(recognizer, tmp_path):
+def test_every_kind_of_source(recognizer, method, tmp_path):
     image, _ = number("42", seed=8)
     path = tmp_path / "n.png"
     image.save(path)
     sources = [path, str(path), path.read_bytes(), image, np.asarray(image)]
-    assert {recognizer.read(source).text for source in sources} == {"42"}
+    assert {recognizer.read(source, method=method).text for source in sources} == {"42"}
 
 
-def test_to_dict_has_exactly_the_interface_fields(recognizer):
+def test_to_dict_has_exactly_the_interface_fields(recognizer, method):
     image, _ = number("61", seed=9)
-    data = recognizer.read(image).to_dict()
+    data = recognizer.read(image, method=method).to_dict()
     assert set(data) == {"text", "confidence", "digits"}
     assert all(set(d) == {"digit", "confidence", "box"} for d in data["digits"])
     assert all(len(d["box"]) == 4 and all(isinstance(v, int) for v in d["box"]) for d in data["digits"])
     json.dumps(data)  # plain Python types only
 
 
-def test_thousands_of_specks_finish_quickly(recognizer):
+def test_thousands_of_specks_finish_quickly(recognizer, method):
     rng = np.random.default_rng(0)
     page = np.full((600, 2000), 245, np.uint8)
     ys, xs = rng.integers(0, 598, 5000), rng.integers(0, 1998, 5000)
     for y, x in zip(ys, xs):
         page[y: y + 2, x: x + 2] = 20
-    recognizer.read(page)  # warm-up: torch's first call is slow
+    recognizer.read(page, method=method)  # warm-up: torch's first call is slow
     start = time.perf_counter()
-    result = recognizer.read(page)
+    result = recognizer.read(page, method=method)
     assert time.perf_counter() - start < 2.0
     assert isinstance(result, ReadResult) and set(result.text) <= set("0123456789")
 
@@ -173,6 +179,17 @@ def test_cli_read_json_and_errors(tmp_path):
     assert result.stderr.count("\n") == 1 and "notes.png" in result.stderr and "Traceback" not in result.output
 
 
+def test_cli_read_methods_and_a_bad_reader(tmp_path):
+    number("305", seed=10, spacing=(0.3, 0.5))[0].save(tmp_path / "n.png")
+    for method in ("sequence", "segments"):
+        result = run("read", "--method", method, tmp_path / "n.png")
+        assert result.exit_code == 0 and "n.png: 305 (confidence" in result.stdout, result.output
+    (tmp_path / "bad.safetensors").write_bytes(b"not a model")
+    result = run("read", "--reader", tmp_path / "bad.safetensors", tmp_path / "n.png")
+    assert result.exit_code == 1 and "bad.safetensors" in result.output and "Traceback" not in result.output
+    assert "n.png:" not in result.stdout
+
+
 def test_cli_read_human_output_and_the_examples():
     result = run("read", EXAMPLES / "numbers")
     assert result.exit_code == 0, result.output
@@ -206,7 +223,7 @@ def test_cli_read_empty_page(tmp_path):
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def test_numbers_from_mnist_test_digits(recognizer, mnist_test):
+def test_numbers_from_mnist_test_digits(recognizer, method, mnist_test):
     images, labels = mnist_test
     rng = np.random.default_rng(2024)
     correct = 0
@@ -216,5 +233,5 @@ def test_numbers_from_mnist_test_digits(recognizer, mnist_test):
                                  spacing=(0.0, 0.4), baseline_drift=0.2)
         buffer = io.BytesIO()
         image.save(buffer, "PNG")
-        correct += recognizer.read(buffer.getvalue()).text == "".join(str(labels[i]) for i in chosen)
+        correct += recognizer.read(buffer.getvalue(), method=method).text == "".join(str(labels[i]) for i in chosen)
     assert correct / 100 >= 0.9

@@ -17,7 +17,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 from torch import nn
 
-from digitscan.models import REGISTRY, TTA_SHIFTS, Ensemble, build_model
+from digitscan.models import LINE_READERS, REGISTRY, TTA_SHIFTS, Ensemble, build_model
 
 FORMAT = "digitscan-checkpoint"
 FORMAT_VERSION = 1
@@ -111,8 +111,9 @@ def validate_meta(path: Path, meta: dict) -> None:
         raise CheckpointError(f"{path}: metadata does not describe a {FORMAT}")
     if meta.get("version") != FORMAT_VERSION:
         raise CheckpointError(f"{path}: checkpoint format version {meta.get('version')!r} is not {FORMAT_VERSION}")
-    if meta.get("arch") not in REGISTRY:
-        raise CheckpointError(f"{path}: unknown architecture {meta.get('arch')!r}; known: {', '.join(REGISTRY)}")
+    if meta.get("arch") not in REGISTRY and meta.get("arch") not in LINE_READERS:
+        known = ", ".join([*REGISTRY, *LINE_READERS])
+        raise CheckpointError(f"{path}: unknown architecture {meta.get('arch')!r}; known: {known}")
     classes = meta.get("classes")
     if (not isinstance(classes, list) or not 2 <= len(classes) <= MAX_CLASSES
             or not all(isinstance(c, str) and 0 < len(c) <= MAX_CLASS_NAME and c.isprintable() for c in classes)
@@ -159,6 +160,8 @@ def load_checkpoint(path: str | os.PathLike | None = None, *, verify_sha256: boo
 
 def _build(path: Path, meta: dict) -> nn.Module:
     try:
+        if meta["arch"] in LINE_READERS:
+            return LINE_READERS[meta["arch"]](num_classes=len(meta["classes"]), **meta.get("arch_kwargs", {}))
         return build_model(meta["arch"], num_classes=len(meta["classes"]), **meta.get("arch_kwargs", {}))
     except (TypeError, ValueError, RuntimeError) as exc:  # unknown keyword, wrong type, negative size...
         raise CheckpointError(f"{path}: architecture arguments do not fit {meta['arch']!r} ({exc})") from None

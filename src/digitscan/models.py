@@ -136,6 +136,33 @@ def dsnet(num_classes: int = NUM_CLASSES, widths: tuple[int, int, int] = (32, 64
 SHIPPED_ARCH = "dsnet"
 
 
+class LineReader(nn.Module):
+    """Reads a whole line (digitscan.sequence): dsnet's convolutional trunk run along the strip, 1-D convolutions
+    across its columns (each frame sees about two digits' width on either side), then log-probabilities of the
+    classes per frame of 4 columns (CTC: the last class is the blank)."""
+
+    def __init__(self, num_classes: int = NUM_CLASSES + 1, widths: tuple[int, int, int] = (32, 64, 96),
+                 hidden: int = 128):
+        super().__init__()
+        w1, w2, w3 = widths
+        self.trunk = nn.Sequential(  # the same layers (and names) as digitscan.models.dsnet's first five
+            conv_bn(1, w1, stride=2), conv_bn(w1, w2), nn.MaxPool2d(2), conv_bn(w2, w3), conv_bn(w3, w3),
+        )
+        self.context = nn.Sequential(
+            nn.Conv1d(w3, hidden, 5, padding=2, bias=False), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True),
+            nn.Conv1d(hidden, hidden, 5, padding=2, bias=False), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True),
+            nn.Conv1d(hidden, hidden, 5, padding=2, bias=False), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True),
+        )
+        self.head = nn.Conv1d(hidden, num_classes, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, 1, 32, W), a strip of sequence.line_input
+        features = self.trunk(x).amax(dim=2)  # (B, w3, W / 4): the strongest response in each column
+        return self.head(self.context(features)).transpose(1, 2).log_softmax(-1)  # (B, W / 4, classes)
+
+
+LINE_READERS: dict[str, Callable[..., nn.Module]] = {"line-reader": LineReader}  # checkpoint arch -> builder
+
+
 def resolve_arch(name: str) -> str:
     """'shipped' is an alias for the shipped model's architecture."""
     name = SHIPPED_ARCH if name == "shipped" else name

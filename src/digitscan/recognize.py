@@ -16,6 +16,8 @@ from digitscan.constants import DIGIT_CLASSES
 from digitscan.preprocess import decode_image, preprocess
 from digitscan.segment import READ_TIME_LIMIT_S, segment_number
 
+READ_METHODS = ("sequence", "segments")  # Recognizer.read: the line reader, or cutting into digits first
+
 
 @dataclass
 class Prediction:
@@ -57,8 +59,10 @@ class Recognizer:
     """
 
     def __init__(self, backend: Callable[[np.ndarray], np.ndarray], meta: dict, path: str | os.PathLike,
-                 preprocess_mode: str | None = None):
+                 preprocess_mode: str | None = None, reader: str | os.PathLike | None = None):
         self.backend = backend
+        self.reader_path = reader  # the line reader's checkpoint (None: the shipped one), loaded on first read
+        self._line_reader = None
         self.meta = meta
         self.path = Path(path)
         self.classes: list[str] = meta["classes"]
@@ -68,8 +72,10 @@ class Recognizer:
 
     @classmethod
     def load(cls, path: str | os.PathLike | None = None, preprocess: str | None = None,
-             ensemble: bool = False, backend: str | None = None, threads: int | None = None) -> Recognizer:
+             ensemble: bool = False, backend: str | None = None, threads: int | None = None,
+             reader: str | os.PathLike | None = None) -> Recognizer:
         """Load a checkpoint file, or the shipped model when path is None; ensemble=True: the shipped ensemble.
+        reader: the line reader `read` uses (None: the shipped one; see digitscan.sequence).
 
         backend: "torch" or "onnx" (onnxruntime); None picks "onnx" for a .onnx file, else "torch". A .onnx file
         (see `digitscan export`) carries its own metadata and needs no PyTorch; backend="onnx" with a checkpoint
@@ -85,17 +91,17 @@ class Recognizer:
             if backend != "onnx" or ensemble:
                 raise ValueError(f"{path}: an ONNX model runs on the onnx backend, alone (no torch, no ensemble)")
             session = OnnxBackend(path, threads)
-            return cls(session, session.metadata(str(path)), path, preprocess)
+            return cls(session, session.metadata(str(path)), path, preprocess, reader)
 
         from digitscan.checkpoint import load_checkpoint, load_ensemble
 
         checkpoint = load_ensemble() if ensemble else load_checkpoint(path)
         if backend == "torch":
-            return cls(TorchBackend(checkpoint.model, threads), checkpoint.meta, checkpoint.path, preprocess)
+            return cls(TorchBackend(checkpoint.model, threads), checkpoint.meta, checkpoint.path, preprocess, reader)
         from digitscan.export import export_onnx
 
         session = OnnxBackend(export_onnx(checkpoint).model, threads)
-        return cls(session, session.metadata(str(checkpoint.path)), checkpoint.path, preprocess)
+        return cls(session, session.metadata(str(checkpoint.path)), checkpoint.path, preprocess, reader)
 
     def prepare(self, image) -> np.ndarray:
         """Any supported image (path, bytes, PIL image, array) -> the (28, 28) input the model sees."""
@@ -124,20 +130,40 @@ class Recognizer:
         return Prediction(digit=int(label) if is_digit else None, confidence=confidence, is_digit=is_digit,
                           probabilities=[float(p) for p in probs], label=label if accepted else None)
 
-    def read(self, image, *, time_limit_s: float = READ_TIME_LIMIT_S) -> ReadResult:
+    def read(self, image, *, method: str = "sequence", time_limit_s: float = READ_TIME_LIMIT_S) -> ReadResult:
         """A whole number written on one line (path, bytes, PIL image or array): digits left to right, with boxes.
 
-        Segmentation and the choice of cuts are in digitscan.segment. A piece the model rejects (not a digit) is
-        dropped when it is also small next to the other digits (a speck, a dash); a rejected digit-sized piece is
-        kept as its most likely digit with its low confidence, so the text keeps its length. Always uses the
-        robust ink finder, whatever this recognizer's preprocess mode. Reading a page of clutter that would take
-        longer than time_limit_s raises ImageTooComplexError (an ImageError).
+        method "sequence" (the default): the line reader reads the whole line at once (digitscan.sequence); it
+        needs PyTorch, whatever this recognizer's backend. "segments": the line is cut into digits and each goes
+        through this recognizer's model (digitscan.segment); a piece the model rejects is dropped when it is also
+        small next to the other digits (a speck, a dash), and a rejected digit-sized piece is kept as its most
+        likely digit with its low confidence, so the text keeps its length. docs/reading-numbers.md compares them.
+        Both use the robust ink finder, whatever this recognizer's preprocess mode. Reading a page of clutter that
+        would take longer than time_limit_s raises ImageTooComplexError (an ImageError).
         """
-        segments = segment_number(decode_image(image), self.digit_probabilities, time_limit_s=time_limit_s)
-        digits = [DigitBox(s.digit, s.confidence, s.box) for s in segments if s.accepted or not s.noise_like]
+        if method not in READ_METHODS:
+            raise ValueError(f"unknown reading method {method!r}; choose one of: {', '.join(READ_METHODS)}")
+        gray = decode_image(image)
+        if method == "sequence":
+            from digitscan.sequence import read_line
+
+            digits = [DigitBox(d.digit, d.confidence, d.box)
+                      for d in read_line(self.line_reader, gray, time_limit_s=time_limit_s)]
+        else:
+            segments = segment_number(gray, self.digit_probabilities, time_limit_s=time_limit_s)
+            digits = [DigitBox(s.digit, s.confidence, s.box) for s in segments if s.accepted or not s.noise_like]
         text = "".join(str(d.digit) for d in digits)
         confidence = float(np.prod([d.confidence for d in digits])) if digits else 0.0
         return ReadResult(text=text, confidence=confidence, digits=digits)
+
+    @property
+    def line_reader(self):
+        """The line reader's network (loaded on first use)."""
+        if self._line_reader is None:
+            from digitscan.sequence import load_reader
+
+            self._line_reader = load_reader(self.reader_path).model
+        return self._line_reader
 
     def digit_probabilities(self, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(N, 28, 28) prepared inputs -> (probabilities (N, 10) of the digits 0-9, accepted as a digit (N,))."""

@@ -132,12 +132,12 @@ def segment_number(gray: np.ndarray, classify: Classify, method: str = "recognit
         raise ValueError(f"unknown segmentation method {method!r}; valid: {', '.join(METHODS)}")
     deadline = time.monotonic() + time_limit_s
     layout = find_atoms(gray, cut=method != "components")
-    _check_time(deadline, time_limit_s)
+    check_time(deadline, time_limit_s)
     if not layout.atoms:
         return []
     if method == "recognition":
         candidates = read_candidates(layout, classify)
-        _check_time(deadline, time_limit_s)
+        check_time(deadline, time_limit_s)
         chosen = best_partition(layout, candidates, penalties)
         groups = [candidates.groups[k] for k, _ in chosen]
         digits = [digit for _, digit in chosen]
@@ -147,12 +147,12 @@ def segment_number(gray: np.ndarray, classify: Classify, method: str = "recognit
             layout = _keep_expected_cuts(layout)
         groups = _merge_overlapping(layout)
         probs, accepted = _classify_groups(layout, groups, classify)
-        _check_time(deadline, time_limit_s)
+        check_time(deadline, time_limit_s)
         digits = [int(p.argmax()) for p in probs]
     return [_segment(layout, *args) for args in zip(groups, probs, digits, accepted)]
 
 
-def _check_time(deadline: float, time_limit_s: float) -> None:
+def check_time(deadline: float, time_limit_s: float) -> None:
     if time.monotonic() > deadline:
         raise ImageTooComplexError(
             f"reading took longer than the {time_limit_s:g} s time limit: too many strokes and specks for a number"

@@ -1,0 +1,183 @@
+"""Reading a whole line at once: a convolutional network trained with CTC, no cutting into digits first.
+
+`read_line(model, gray)` -> [LineDigit(digit, confidence, box)], left to right; `load_reader()` loads the shipped
+line reader (digitscan.models.LineReader, trained by digitscan.train_reader). Inside: `line_input(gray)` makes the
+(LINE_HEIGHT, W) strip the network reads, the network gives log-probabilities of blank and the digits 0-9 for every
+STRIDE columns, and `decode` turns those into digits with their column spans and confidences.
+
+The strip is made from the reading step's own ink (digitscan.segment.find_atoms: rules erased, specks dropped) and
+scaled so a digit is as tall as in MNIST's 20 px box; the network's convolutional trunk is the digit classifier's
+(dsnet) and starts from the shipped classifier's weights.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from torch import nn
+
+from digitscan.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    load_checkpoint,
+    weights_dir,
+)
+from digitscan.models import LINE_READERS
+from digitscan.segment import (
+    READ_TIME_LIMIT_S,
+    Layout,
+    _to_input_box,
+    check_time,
+    find_atoms,
+)
+
+READER_NAME = "reader.safetensors"
+LINE_HEIGHT = 32  # strip height: a 20 px digit plus room for a wandering baseline
+DIGIT_PIXELS = 20  # a digit's height in the strip, as in MNIST's box
+MAX_LINE_WIDTH = 640  # wider strips (more than ~20 digits) are shrunk to this
+SIDE_PAD = 6  # empty columns left and right of the ink
+STRIDE = 4  # strip columns per output frame
+BLANK = 10  # CTC's blank is the last class: the digits keep their own indices
+
+
+@dataclass
+class Line:
+    """A strip and how to map its columns back to the input image."""
+
+    strip: np.ndarray  # (LINE_HEIGHT, W) float32, ink bright, max 1
+    layout: Layout  # the reading step's ink and atoms (working-image pixels)
+    x0: int  # working-image column of the strip's first ink column
+    y0: int  # working-image row of the ink's top
+    factor: float  # strip pixels per working-image pixel
+
+
+def line_input(gray: np.ndarray) -> Line | None:
+    """The strip the line reader sees for a decoded image (None when there is no ink)."""
+    layout = find_atoms(gray)
+    if not layout.atoms:
+        return None
+    ink = np.where(layout.atom_map > 0, layout.ink, 0.0).astype(np.float32)
+    rows, cols = np.nonzero(ink)
+    y0, y1, x0, x1 = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
+    crop = ink[y0:y1, x0:x1]
+    factor = DIGIT_PIXELS / max(layout.digit_height, 1.0)
+    factor = min(factor, LINE_HEIGHT / crop.shape[0], (MAX_LINE_WIDTH - 2 * SIDE_PAD) / crop.shape[1])
+    size = (max(1, round(crop.shape[1] * factor)), max(1, round(crop.shape[0] * factor)))  # (w, h)
+    interpolation = cv2.INTER_AREA if factor < 1 else cv2.INTER_LINEAR
+    scaled = np.clip(cv2.resize(crop, size, interpolation=interpolation), 0, None)
+    width = -(-(size[0] + 2 * SIDE_PAD) // STRIDE) * STRIDE  # a whole number of frames
+    strip = np.zeros((LINE_HEIGHT, width), np.float32)
+    top = (LINE_HEIGHT - size[1]) // 2
+    strip[top: top + size[1], SIDE_PAD: SIDE_PAD + size[0]] = scaled
+    strip /= max(float(strip.max()), 1e-6)
+    return Line(strip, layout, int(x0), int(y0), factor)
+
+
+@dataclass
+class Emitted:
+    digit: int
+    confidence: float  # the highest probability of this digit over its frames
+    first: int  # frames
+    last: int
+
+
+def decode(log_probs: np.ndarray) -> list[Emitted]:
+    """Greedy CTC decoding of one line's (T, 11) log-probabilities: the best class per frame, repeats merged,
+    blanks dropped."""
+    probs = np.exp(log_probs)
+    best = probs.argmax(axis=1)
+    emitted: list[Emitted] = []
+    previous = BLANK
+    for t, label in enumerate(best):
+        if label != BLANK:
+            if label == previous:
+                emitted[-1].last = t
+                emitted[-1].confidence = max(emitted[-1].confidence, float(probs[t, label]))
+            else:
+                emitted.append(Emitted(int(label), float(probs[t, label]), t, t))
+        previous = label
+    return emitted
+
+
+@dataclass
+class LineDigit:
+    digit: int
+    confidence: float  # the network's highest probability of this digit over its frames
+    box: list[int]  # [x, y, w, h] in input pixels: the ink between the midpoints to its neighbours
+
+
+def shipped_reader_path() -> Path:
+    return weights_dir() / READER_NAME
+
+
+def load_reader(path: str | os.PathLike | None = None) -> Checkpoint:
+    """The shipped line reader, or a checkpoint saved by digitscan.train_reader (never a digit classifier)."""
+    checkpoint = load_checkpoint(shipped_reader_path() if path is None else path)
+    if checkpoint.meta["arch"] not in LINE_READERS:
+        raise CheckpointError(f"{checkpoint.path}: a {checkpoint.meta['arch']} digit classifier, not a line reader")
+    return checkpoint
+
+
+def read_line(model: nn.Module, gray: np.ndarray, *, time_limit_s: float = READ_TIME_LIMIT_S) -> list[LineDigit]:
+    """The digits of a one-line number in a decoded image, left to right ([] when there is no ink).
+
+    time_limit_s: checked once the ink is found (the network's pass is bounded by MAX_LINE_WIDTH); past it the
+    reading stops with ImageTooComplexError.
+    """
+    deadline = time.monotonic() + time_limit_s
+    line = line_input(gray)
+    check_time(deadline, time_limit_s)
+    if line is None:
+        return []
+    with torch.no_grad():
+        log_probs = model(torch.from_numpy(line.strip)[None, None]).numpy()[0]  # (T, 11)
+    emitted = decode(log_probs)
+    return [LineDigit(e.digit, e.confidence, box) for e, box in zip(emitted, _boxes(line, emitted))]
+
+
+def _boxes(line: Line, emitted: list[Emitted]) -> list[list[int]]:
+    """Each digit's box in input pixels. When the ink falls into as many separate pieces as there are digits (pieces
+    that share most of their columns count as one: a 5 with a detached bar), the k-th digit gets the k-th piece;
+    otherwise (touching digits) the ink between the midpoints to its neighbours' frames, cut straight across."""
+    layout = line.layout
+    pieces = _pieces(layout)
+    if len(pieces) == len(emitted):
+        return [_to_input_box(box, layout.scale, layout.ink.shape) for box in pieces]
+    ink = layout.atom_map > 0  # (h, w) working image
+    centres = [line.x0 + ((e.first + e.last + 1) / 2 * STRIDE - SIDE_PAD) / line.factor for e in emitted]
+    bounds = [0] + [round((a + b) / 2) for a, b in itertools.pairwise(centres)] + [ink.shape[1]]
+    boxes = []
+    for left, right in itertools.pairwise(bounds):
+        rows, cols = np.nonzero(ink[:, left:right])
+        if rows.size == 0:  # the network saw a digit where the ink map has none: the whole span, the ink's rows
+            rows, cols = np.nonzero(ink)
+            cols = np.array([0, max(0, right - left - 1)])
+        boxes.append(_to_input_box((left + int(cols.min()), int(rows.min()), left + int(cols.max()) + 1,
+                                    int(rows.max()) + 1), layout.scale, ink.shape))
+    return boxes
+
+
+def _pieces(layout: Layout) -> list[tuple[int, int, int, int]]:
+    """Boxes (x0, y0, x1, y1) of the ink's connected components, left to right, those sharing half the columns of the
+    narrower one merged."""
+    boxes: dict[int, list[int]] = {}
+    for atom in layout.atoms:
+        box = boxes.setdefault(atom.component, [atom.x0, atom.y0, atom.x1, atom.y1])
+        box[:] = [min(box[0], atom.x0), min(box[1], atom.y0), max(box[2], atom.x1), max(box[3], atom.y1)]
+    merged: list[list[int]] = []
+    for box in sorted(boxes.values()):
+        if merged:
+            last = merged[-1]
+            overlap = min(last[2], box[2]) - max(last[0], box[0])
+            if overlap >= 0.5 * min(last[2] - last[0], box[2] - box[0]):
+                last[:] = [min(last[0], box[0]), min(last[1], box[1]), max(last[2], box[2]), max(last[3], box[3])]
+                continue
+        merged.append(list(box))
+    return [tuple(box) for box in merged]

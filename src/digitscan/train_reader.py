@@ -1,0 +1,254 @@
+"""Training the line reader (digitscan.sequence): photographed numbers made from MNIST digits, CTC loss.
+
+`make_lines(images, labels, count, seed)` photographs numbers composed from these digits and turns each photo into
+the strip the reader sees (cached on disk: ~25 lines/s on 2 cores); `train_reader(config)` is the training loop.
+Training lines come from MNIST's *training* split minus the validation images; the lines that pick the epoch count
+and report progress come from the validation images. The test split is never used.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+import json
+import os
+import platform
+import time
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.numpy import load_file, save_file
+from torch import nn
+from tqdm import tqdm
+
+from digitscan.checkpoint import (
+    load_checkpoint,
+    save_checkpoint,
+    sha256_file,
+    shipped_path,
+)
+from digitscan.data import default_cache_dir, load_mnist, mnist_digests, train_val_split
+from digitscan.models import LineReader
+from digitscan.photos import Condition, photograph
+from digitscan.preprocess import decode_image
+from digitscan.sequence import BLANK, LINE_HEIGHT, STRIDE, decode, line_input
+from digitscan.synth import render_number
+
+LINES_VERSION = 1  # bump when the generator changes, so stale caches are not reused
+ARCH = "line-reader"
+CLASSES = [str(d) for d in range(10)] + ["blank"]
+MAX_DIGITS = 12
+# Photos of numbers: every nuisance of digitscan.photos, each with probability 0.5, in photos of at most 260 px
+# (the ink finder works at <= 512 px on the longer side, and a 12-digit line is ~8x wider than tall).
+LINE_CONDITION = Condition(
+    "a number on one line, photographed (training)", inks=("black", "black", "blue", "pencil", "red"),
+    papers=("white", "tinted", "grey", "blue-lined"), height_fraction=(0.25, 0.85), image_height=(60, 260),
+    rotation_deg=3.0, lighting=0.5, noise=(0.0, 12.0), blur=(0.0, 0.5), jpeg_quality=(40, 95),
+    encodings=("png", "jpeg"), texture=0.03, each=0.5)
+# How numbers are written (digitscan.synth.render_number options) and how often: touching digits are common.
+LINE_STYLES = ((0.35, dict(spacing=(0.05, 0.6))),
+               (0.35, dict(spacing=(-0.12, 0.2), baseline_drift=0.25, scale_jitter=0.12)),
+               (0.15, dict(spacing=(0.0, 0.4), underline=True, specks=8)),
+               (0.15, dict(spacing=(0.0, 0.4), baseline_drift=0.4, scale_jitter=0.15)))
+
+
+@dataclass
+class Lines:
+    strips: list[np.ndarray]  # (LINE_HEIGHT, W_i) uint8, ink x 255
+    texts: list[str]
+
+
+@dataclass(frozen=True)
+class ReaderConfig:
+    lines: int = 36_000
+    val_lines: int = 1_000
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 0.003
+    weight_decay: float = 1e-4
+    seed: int = 0
+    init: str | None = "shipped"  # the digit classifier whose trunk the reader starts from (None: from scratch)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Data
+# ----------------------------------------------------------------------------------------------------------------
+
+_digits: tuple[np.ndarray, np.ndarray] | None = None  # a worker's MNIST images and labels
+
+
+def _init_worker(images: np.ndarray, labels: np.ndarray) -> None:
+    global _digits
+    _digits = (images, labels)
+
+
+def _line_job(seed: int) -> tuple[np.ndarray, str] | None:
+    """Worker: one photographed number -> (strip as uint8, its digits); None when the photo shows no ink."""
+    images, labels = _digits
+    rng = np.random.default_rng([seed, 31])
+    chosen = rng.choice(len(images), int(rng.integers(1, MAX_DIGITS + 1)), replace=False)
+    shares = np.array([share for share, _ in LINE_STYLES])
+    style = LINE_STYLES[rng.choice(len(LINE_STYLES), p=shares / shares.sum())][1]
+    image, _ = render_number([images[i] for i in chosen], seed=int(rng.integers(2**31)),
+                             digit_height=int(rng.integers(28, 64)), ink=(255, 255, 255), paper=(0, 0, 0),
+                             margin=0.1, **style)
+    coverage = np.asarray(image.convert("L"), np.float32) / 255
+    line = line_input(decode_image(photograph(coverage, LINE_CONDITION, rng)))
+    if line is None:
+        return None
+    return np.round(line.strip * 255).astype(np.uint8), "".join(str(labels[i]) for i in chosen)
+
+
+def make_lines(images: np.ndarray, labels: np.ndarray, count: int, seed: int, *, workers: int | None = None,
+               cache: bool = True, progress: bool = True) -> Lines:
+    """`count` photographed numbers made from these digits, as strips; cached on disk by content and settings."""
+    key = hashlib.sha256(json.dumps([LINES_VERSION, count, seed]).encode() + images.tobytes()
+                         + labels.tobytes()).hexdigest()[:16]
+    path = default_cache_dir().parent / "lines" / f"lines-{key}.safetensors"
+    if cache and path.is_file():
+        saved = load_file(str(path))
+        return _unpack(saved["strips"], saved["widths"], saved["digits"])
+    with get_context("spawn").Pool(workers or os.cpu_count(), _init_worker, (images, labels)) as pool:
+        jobs = pool.imap(_line_job, [seed * 1_000_003 + k for k in range(count)], chunksize=16)
+        results = [r for r in tqdm(jobs, total=count, desc="photographed numbers", unit="line", disable=not progress)
+                   if r is not None]
+    strips, widths, digits = _pack([s for s, _ in results], [t for _, t in results])
+    if cache:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        save_file({"strips": strips, "widths": widths, "digits": digits}, str(tmp))
+        os.replace(tmp, path)
+    return _unpack(strips, widths, digits)
+
+
+def _pack(strips: list[np.ndarray], texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    digits = np.full((len(texts), MAX_DIGITS), -1, np.int8)
+    for row, text in zip(digits, texts):
+        row[: len(text)] = [int(c) for c in text]
+    return np.concatenate(strips, axis=1), np.array([s.shape[1] for s in strips], np.int64), digits
+
+
+def _unpack(strips: np.ndarray, widths: np.ndarray, digits: np.ndarray) -> Lines:
+    edges = np.concatenate([[0], np.cumsum(widths)])
+    return Lines([strips[:, a:b] for a, b in itertools.pairwise(edges)],
+                 ["".join(str(d) for d in row if d >= 0) for row in digits])
+
+
+def _batches(lines: Lines, size: int, rng: np.random.Generator | None):
+    """(indices, (B, 1, LINE_HEIGHT, W) float tensor, frames per line) in batches of similar width; shuffled with
+    an rng. Widths are rounded up to 32 columns so the convolutions meet few distinct shapes."""
+    widths = np.array([s.shape[1] for s in lines.strips], np.float64)
+    order = np.argsort(widths + (rng.uniform(0, 16, len(widths)) if rng is not None else 0), kind="stable")
+    groups = [order[i: i + size] for i in range(0, len(order), size)]
+    if rng is not None:
+        rng.shuffle(groups)
+    for group in groups:
+        width = -(-int(widths[group].max()) // 32) * 32
+        x = np.zeros((len(group), 1, LINE_HEIGHT, width), np.float32)
+        for row, i in zip(x, group):
+            row[0, :, : lines.strips[i].shape[1]] = lines.strips[i] / 255.0
+        yield group, torch.from_numpy(x), [lines.strips[i].shape[1] // STRIDE for i in group]
+
+
+def _augment(x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    """A batch-wide vertical shift of up to 2 px and a fainter or full ink per line."""
+    x = torch.roll(x, int(rng.integers(-2, 3)), dims=2)
+    return x * torch.from_numpy(rng.uniform(0.7, 1.0, (len(x), 1, 1, 1)).astype(np.float32))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Training
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def evaluate(model: nn.Module, lines: Lines, batch_size: int = 64) -> tuple[float, float]:
+    """(mean CTC loss, share of lines read exactly) of a line reader on these lines."""
+    ctc = nn.CTCLoss(blank=BLANK, zero_infinity=True)
+    model.eval()
+    total, exact = 0.0, 0
+    with torch.no_grad():
+        for group, x, frames in _batches(lines, batch_size, None):
+            log_probs = model(x)  # (B, T, 11)
+            total += float(_ctc_loss(ctc, log_probs, [lines.texts[i] for i in group], frames)) * len(group)
+            exact += sum("".join(str(e.digit) for e in decode(lp[:n].numpy())) == lines.texts[i]
+                         for lp, n, i in zip(log_probs, frames, group))
+    return total / len(lines.texts), exact / len(lines.texts)
+
+
+def _ctc_loss(ctc: nn.CTCLoss, log_probs: torch.Tensor, texts: list[str], frames: list[int]) -> torch.Tensor:
+    targets = torch.tensor([int(c) for text in texts for c in text], dtype=torch.long)
+    return ctc(log_probs.transpose(0, 1), targets, torch.tensor(frames), torch.tensor([len(t) for t in texts]))
+
+
+def train_reader(config: ReaderConfig = ReaderConfig(), out: str | Path | None = None, *, workers: int | None = None,
+                 progress: bool = True) -> tuple[nn.Module, dict]:
+    """Make the lines, train a LineReader for config.epochs, save it (with `out`); returns (model, meta)."""
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    images, labels = load_mnist("train")
+    train_idx, val_idx = train_val_split(len(images), 0.1, 0)  # the classifier's split: its validation digits
+    train = make_lines(images[train_idx], labels[train_idx], config.lines, config.seed, workers=workers,
+                       progress=progress)
+    val = make_lines(images[val_idx], labels[val_idx], config.val_lines, config.seed + 1, workers=workers,
+                     progress=progress)
+
+    model = LineReader(num_classes=len(CLASSES))
+    init = None
+    if config.init is not None:
+        path = shipped_path() if config.init == "shipped" else Path(config.init)
+        trunk = {name: t for name, t in load_checkpoint(path).model.state_dict().items()
+                 if int(name.split(".")[0]) < len(model.trunk)}  # dsnet's first layers are the reader's trunk
+        model.trunk.load_state_dict(trunk)
+        init = {"checkpoint": str(path), "sha256": sha256_file(path), "layers": "trunk"}
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    steps = config.epochs * -(-len(train.texts) // config.batch_size)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=steps, pct_start=0.15)
+    ctc = nn.CTCLoss(blank=BLANK, zero_infinity=True)
+
+    history = []
+    for epoch in range(1, config.epochs + 1):
+        started = time.perf_counter()
+        model.train()
+        total, seen = 0.0, 0
+        batches = tqdm(_batches(train, config.batch_size, rng), total=steps // config.epochs,
+                       desc=f"epoch {epoch}/{config.epochs}", unit="batch", disable=not progress, leave=False)
+        for group, x, frames in batches:
+            loss = _ctc_loss(ctc, model(_augment(x, rng)), [train.texts[i] for i in group], frames)
+            optimizer.zero_grad()
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            optimizer.step()
+            scheduler.step()
+            total, seen = total + loss.item() * len(group), seen + len(group)
+            batches.set_postfix(loss=f"{total / seen:.4f}")
+        val_loss, val_exact = evaluate(model, val)
+        history.append({"epoch": epoch, "train_loss": total / seen, "val_loss": val_loss, "val_accuracy": val_exact,
+                        "seconds": time.perf_counter() - started})
+        if progress:
+            print(f"epoch {epoch:2d}/{config.epochs}  loss {total / seen:.4f}  val_loss {val_loss:.4f}  "
+                  f"val lines read exactly {val_exact:.4f}  {history[-1]['seconds']:.0f}s", flush=True)
+
+    model.eval()
+    meta = {
+        "arch": ARCH,
+        "arch_kwargs": {},
+        "classes": CLASSES,
+        "input": {"height": LINE_HEIGHT, "channels": 1, "range": [0.0, 1.0], "ink": "bright",
+                  "frames": f"one per {STRIDE} columns"},
+        "train_config": dataclasses.asdict(config),
+        "metrics": {"epoch": config.epochs, "val_lines_exact": history[-1]["val_accuracy"],
+                    "val_loss": history[-1]["val_loss"], "val_lines": len(val.texts)},
+        "history": history,
+        "data": {"mnist_sha256": mnist_digests(), "lines": len(train.texts), "lines_version": LINES_VERSION},
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "software": {"torch": torch.__version__, "python": platform.python_version(), "numpy": np.__version__},
+    }
+    if init is not None:
+        meta["init"] = init
+    if out is not None:
+        save_checkpoint(out, model, meta)
+    return model, meta

@@ -1,0 +1,126 @@
+"""The line reader (digitscan.sequence, digitscan.train_reader): strips, CTC decoding, the shipped reader on
+photographed numbers of MNIST test digits, and a tiny training run."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from digitscan.checkpoint import CheckpointError, shipped_path
+from digitscan.photos import Condition, photograph
+from digitscan.preprocess import decode_image
+from digitscan.sequence import (
+    BLANK,
+    DIGIT_PIXELS,
+    LINE_HEIGHT,
+    STRIDE,
+    decode,
+    line_input,
+    load_reader,
+    read_line,
+)
+from digitscan.synth import render_number, stroke_digit
+from digitscan.train_reader import Lines, ReaderConfig, _batches, evaluate, train_reader
+
+# Like the benchmark's numbers (benchmarks/realworld.py), from MNIST test digits.
+PHOTO = Condition("a number photographed", inks=("black", "blue", "pencil"), papers=("white", "tinted", "grey"),
+                  height_fraction=(0.3, 0.8), image_height=(120, 400), rotation_deg=2.0, lighting=0.4,
+                  noise=(0.0, 8.0), blur=(0.0, 0.3), jpeg_quality=(60, 95), encodings=("png", "jpeg"), each=0.5)
+
+
+@pytest.fixture(scope="module")
+def reader():
+    return load_reader().model
+
+
+def photographed_numbers(images, labels, count: int, seed: int, **style):
+    rng = np.random.default_rng(seed)
+    for _ in range(count):
+        chosen = rng.choice(len(images), int(rng.integers(1, 13)), replace=False)
+        image, _ = render_number([images[i] for i in chosen], seed=int(rng.integers(2**31)), digit_height=40,
+                                     ink=(255, 255, 255), paper=(0, 0, 0), margin=0.1, **style)
+        coverage = np.asarray(image.convert("L"), np.float32) / 255
+        yield photograph(coverage, PHOTO, rng), "".join(str(labels[i]) for i in chosen)
+
+
+def test_the_strip_holds_digits_as_tall_as_mnist_ones():
+    image, _ = render_number([stroke_digit(d, seed=d) for d in (3, 1, 4)], seed=0, digit_height=90)
+    line = line_input(decode_image(image))
+    assert line.strip.shape[0] == LINE_HEIGHT and line.strip.shape[1] % STRIDE == 0
+    assert line.strip.dtype == np.float32 and line.strip.max() == pytest.approx(1.0)
+    rows = np.flatnonzero(line.strip.max(axis=1) > 0.3)
+    assert abs((rows[-1] - rows[0] + 1) - DIGIT_PIXELS) <= 3
+    assert line_input(np.ones((60, 200), np.float32)) is None  # no ink
+
+
+def test_decoding_merges_repeats_and_drops_blanks():
+    frames = [BLANK, 1, 1, BLANK, 1, 7, 7, BLANK]  # "1", "1", "7": a blank between the two 1s keeps them apart
+    probs = np.full((len(frames), BLANK + 1), 0.01)
+    for t, label in enumerate(frames):
+        probs[t, label] = 0.9
+    probs[2, 1] = 0.95
+    emitted = decode(np.log(probs))
+    assert [e.digit for e in emitted] == [1, 1, 7]
+    assert (emitted[0].first, emitted[0].last, emitted[2].first, emitted[2].last) == (1, 2, 5, 6)
+    assert emitted[0].confidence == pytest.approx(0.95)
+
+
+def test_the_shipped_reader_reads_photographed_test_numbers(reader, mnist_test):
+    images, labels = mnist_test
+    samples = list(photographed_numbers(images, labels, 40, seed=11))
+    read = ["".join(str(d.digit) for d in read_line(reader, decode_image(data))) for data, _ in samples]
+    exact = sum(r == truth for r, (_, truth) in zip(read, samples))
+    assert exact >= 36, [(r, truth) for r, (_, truth) in zip(read, samples) if r != truth]
+
+
+def test_touching_test_digits_are_read(reader, mnist_test):
+    images, labels = mnist_test
+    samples = list(photographed_numbers(images, labels, 20, seed=12, spacing=(-0.1, 0.0)))
+    exact = sum("".join(str(d.digit) for d in read_line(reader, decode_image(data))) == truth
+                for data, truth in samples)
+    assert exact >= 16
+
+
+def test_each_digit_gets_the_box_of_its_own_ink(reader, mnist_test):
+    images, labels = mnist_test
+    picks = [3, 2, 1, 18, 4]  # 0, 1, 2, 3, 4
+    image, boxes = render_number([images[i] for i in picks], seed=1, digit_height=48, spacing=(0.3, 0.5))
+    found = read_line(reader, decode_image(image))
+    assert "".join(str(d.digit) for d in found) == "".join(str(labels[i]) for i in picks)
+    for digit, (x, y, w, h) in zip(found, boxes):
+        fx, fy, fw, fh = digit.box
+        assert fx <= x + w / 2 <= fx + fw and fy <= y + h / 2 <= fy + fh  # the true centre is inside
+        assert fw <= 1.6 * w and fh <= 1.3 * h
+        assert 0 < digit.confidence <= 1
+
+
+def test_a_classifier_is_not_a_line_reader():
+    with pytest.raises(CheckpointError, match="not a line reader"):
+        load_reader(shipped_path())
+
+
+def test_a_tiny_training_run_saves_a_reader(tmp_path, monkeypatch):
+    monkeypatch.setenv("DIGITSCAN_CACHE", str(tmp_path / "mnist"))
+    config = ReaderConfig(lines=24, val_lines=8, epochs=1, batch_size=8)
+    model, meta = train_reader(config, tmp_path / "reader.safetensors", workers=1, progress=False)
+    assert list((tmp_path / "lines").glob("lines-*.safetensors"))  # the lines are cached
+    loaded = load_reader(tmp_path / "reader.safetensors")
+    assert loaded.meta["arch"] == "line-reader" and len(loaded.meta["history"]) == 1
+    assert loaded.meta["init"]["layers"] == "trunk"
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, loaded.model.state_dict()[name])
+    assert 0.0 <= meta["metrics"]["val_lines_exact"] <= 1.0
+
+
+def test_batches_pad_to_a_few_widths_and_count_frames():
+    strips = [np.full((LINE_HEIGHT, w), 200, np.uint8) for w in (40, 44, 100, 128)]
+    lines = Lines(strips, ["1", "2", "34", "567"])
+    seen = []
+    for group, x, frames in _batches(lines, 2, None):
+        assert x.shape[3] % 32 == 0 and x.shape[2] == LINE_HEIGHT
+        assert frames == [strips[i].shape[1] // STRIDE for i in group]
+        seen += list(group)
+    assert sorted(seen) == [0, 1, 2, 3]
+    loss, exact = evaluate(load_reader().model, lines)  # blocks of ink are no digits
+    assert np.isfinite(loss) and exact <= 0.5
