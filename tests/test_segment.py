@@ -11,6 +11,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from digitscan import Recognizer
+from digitscan.checkpoint import shipped_path
 from digitscan.cli import main
 from digitscan.recognize import ReadResult
 from digitscan.segment import METHODS, Penalties, segment_number
@@ -184,6 +185,13 @@ def test_cli_read_methods_and_a_bad_reader(tmp_path):
     for method in ("sequence", "segments"):
         result = run("read", "--method", method, tmp_path / "n.png")
         assert result.exit_code == 0 and "n.png: 305 (confidence" in result.stdout, result.output
+    # A digit model given without --method selects cutting (the line reader uses none); with --method sequence it
+    # is a usage error, not silently ignored.
+    picked = run("read", "--json", "--model", shipped_path(), tmp_path / "n.png")
+    assert picked.exit_code == 0 and json.loads(picked.stdout)["digits"] == \
+        json.loads(run("read", "--json", "--method", "segments", tmp_path / "n.png").stdout)["digits"]
+    clash = run("read", "--method", "sequence", "--ensemble", tmp_path / "n.png")
+    assert clash.exit_code == 2 and "only --method segments uses" in clash.output
     (tmp_path / "bad.safetensors").write_bytes(b"not a model")
     result = run("read", "--reader", tmp_path / "bad.safetensors", tmp_path / "n.png")
     assert result.exit_code == 1 and "bad.safetensors" in result.output and "Traceback" not in result.output

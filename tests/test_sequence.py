@@ -124,3 +124,13 @@ def test_batches_pad_to_a_few_widths_and_count_frames():
     assert sorted(seen) == [0, 1, 2, 3]
     loss, exact = evaluate(load_reader().model, lines)  # blocks of ink are no digits
     assert np.isfinite(loss) and exact <= 0.5
+
+
+def test_a_recognizer_reads_with_the_line_reader_unless_a_digit_model_was_chosen():
+    from digitscan.recognize import Recognizer
+
+    assert Recognizer.load().read_method == "sequence"
+    assert Recognizer.load(shipped_path()).read_method == "segments"  # your model reads your numbers
+    assert Recognizer.load(ensemble=True).read_method == "segments"
+    with pytest.raises(ValueError, match="unknown reading method"):
+        Recognizer.load().read(np.ones((20, 20), np.float32), method="magic")

@@ -87,7 +87,7 @@ def predict_job(recognizer, probabilities: bool = False) -> Job:
 def read_job(recognizer, **read_options) -> Job:
     """A whole number per file; workers only decode, the reading (which calls the model) runs here per image.
     read_options go to Recognizer.read (method, time_limit_s)."""
-    if read_options.get("method", "sequence") == "sequence":
+    if (read_options.get("method") or recognizer.read_method) == "sequence":
         recognizer.line_reader  # noqa: B018  (a missing or broken line reader: fail now, not on every file)
     else:
         recognizer.digit_probabilities(np.zeros((1, IMAGE_SIZE, IMAGE_SIZE), np.float32))  # a model without 0-9

@@ -562,9 +562,10 @@ def compare(data: str | None, seed: int, as_json: bool, out: str, limit: int | N
 @click.option("--debug-image", "debug_image", type=click.Path(),
               help="Also write the input with each digit's box and label drawn: a PNG file for one input, "
                    "a folder (one PNG per input, named after it) for several.")
-@click.option("--method", type=click.Choice(READ_METHOD_CHOICES), default="sequence", show_default=True,
+@click.option("--method", type=click.Choice(READ_METHOD_CHOICES),
               help="sequence: one network reads the whole line (the line reader); segments: cut the line into "
-                   "digits and classify each with --model (--ensemble, --backend apply to this one only).")
+                   "digits and classify each with the digit model. Default: sequence, or segments when --model, "
+                   "--ensemble or --backend onnx chooses a digit model (the line reader uses none).")
 @click.option("--reader", type=click.Path(dir_okay=False),
               help="The line reader's checkpoint (digitscan train-reader); default: the shipped one.")
 @ensemble_option
@@ -573,7 +574,7 @@ def compare(data: str | None, seed: int, as_json: bool, out: str, limit: int | N
                    "(default: 5).")
 @backend_option
 @batch_options
-def read(paths: tuple[str, ...], model: str | None, as_json: bool, debug_image: str | None, method: str,
+def read(paths: tuple[str, ...], model: str | None, as_json: bool, debug_image: str | None, method: str | None,
          reader: str | None, ensemble: bool, time_limit_s: float | None, backend: str | None, out: str | None,
          **batch) -> None:
     """Read a whole handwritten number per image: a ZIP code, an amount, an ID written on one line.
@@ -585,12 +586,14 @@ def read(paths: tuple[str, ...], model: str | None, as_json: bool, debug_image: 
 
     \b
     CSV columns with --out: path, text (the digits; "" when none), confidence, error ("" when the file was read).
-    Workers decode the images; the segmentation runs in the main process.
+    Workers decode the images; the reading runs in the main process.
 
     \b
     Examples:
-      digitscan read zip_code.jpg                       zip_code.jpg: 90210 (confidence 0.712)
+      digitscan read zip_code.jpg                       zip_code.jpg: 90210 (confidence 0.997)
       digitscan read --json --debug-image boxes.png zip_code.jpg
+      digitscan read --method segments zip_code.jpg     cut into digits, classify each with the shipped model
+      digitscan read --model my_digits.onnx zip_code.jpg    the same with your model (onnxruntime, no PyTorch)
       digitscan read forms/ --out numbers.csv
     """
     from digitscan.preprocess import decode_image
@@ -600,8 +603,12 @@ def read(paths: tuple[str, ...], model: str | None, as_json: bool, debug_image: 
     check_batch_options(out, as_json, **batch)
     if out is not None and debug_image:
         raise click.UsageError("--debug-image is not available in a batch job (--out)")
+    if method == "sequence" and (model is not None or ensemble or backend == "onnx"):
+        raise click.UsageError("--model, --ensemble and --backend onnx choose the digit model, which only --method "
+                               "segments uses; the line reader is chosen with --reader")
     recognizer = Recognizer.load(model, ensemble=ensemble, backend=backend,
                                  threads=batch_model_threads(out, batch["workers"]), reader=reader)
+    method = method or recognizer.read_method
     if method == "sequence":
         recognizer.line_reader  # noqa: B018  (a missing or broken line reader is one error, before any file)
     if out is not None:

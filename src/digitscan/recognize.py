@@ -59,10 +59,12 @@ class Recognizer:
     """
 
     def __init__(self, backend: Callable[[np.ndarray], np.ndarray], meta: dict, path: str | os.PathLike,
-                 preprocess_mode: str | None = None, reader: str | os.PathLike | None = None):
+                 preprocess_mode: str | None = None, reader: str | os.PathLike | None = None,
+                 read_method: str = "segments"):
         self.backend = backend
         self.reader_path = reader  # the line reader's checkpoint (None: the shipped one), loaded on first read
         self._line_reader = None
+        self.read_method = read_method  # what read() does unless told otherwise
         self.meta = meta
         self.path = Path(path)
         self.classes: list[str] = meta["classes"]
@@ -75,7 +77,9 @@ class Recognizer:
              ensemble: bool = False, backend: str | None = None, threads: int | None = None,
              reader: str | os.PathLike | None = None) -> Recognizer:
         """Load a checkpoint file, or the shipped model when path is None; ensemble=True: the shipped ensemble.
-        reader: the line reader `read` uses (None: the shipped one; see digitscan.sequence).
+        reader: the line reader `read` uses (None: the shipped one; see digitscan.sequence). `read` uses the line
+        reader by default, except when path, ensemble or backend="onnx" chose a digit model: that model is then
+        what reads numbers (method "segments"), since the line reader uses none.
 
         backend: "torch" or "onnx" (onnxruntime); None picks "onnx" for a .onnx file, else "torch". A .onnx file
         (see `digitscan export`) carries its own metadata and needs no PyTorch; backend="onnx" with a checkpoint
@@ -84,6 +88,7 @@ class Recognizer:
         """
         from digitscan.backends import BACKENDS, OnnxBackend, TorchBackend, is_onnx_path
 
+        read_method = "segments" if path is not None or ensemble or backend == "onnx" else "sequence"
         backend = backend or ("onnx" if is_onnx_path(path) else "torch")
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
@@ -91,17 +96,18 @@ class Recognizer:
             if backend != "onnx" or ensemble:
                 raise ValueError(f"{path}: an ONNX model runs on the onnx backend, alone (no torch, no ensemble)")
             session = OnnxBackend(path, threads)
-            return cls(session, session.metadata(str(path)), path, preprocess, reader)
+            return cls(session, session.metadata(str(path)), path, preprocess, reader, read_method)
 
         from digitscan.checkpoint import load_checkpoint, load_ensemble
 
         checkpoint = load_ensemble() if ensemble else load_checkpoint(path)
         if backend == "torch":
-            return cls(TorchBackend(checkpoint.model, threads), checkpoint.meta, checkpoint.path, preprocess, reader)
+            return cls(TorchBackend(checkpoint.model, threads), checkpoint.meta, checkpoint.path, preprocess, reader,
+                       read_method)
         from digitscan.export import export_onnx
 
         session = OnnxBackend(export_onnx(checkpoint).model, threads)
-        return cls(session, session.metadata(str(checkpoint.path)), checkpoint.path, preprocess, reader)
+        return cls(session, session.metadata(str(checkpoint.path)), checkpoint.path, preprocess, reader, read_method)
 
     def prepare(self, image) -> np.ndarray:
         """Any supported image (path, bytes, PIL image, array) -> the (28, 28) input the model sees."""
@@ -130,17 +136,19 @@ class Recognizer:
         return Prediction(digit=int(label) if is_digit else None, confidence=confidence, is_digit=is_digit,
                           probabilities=[float(p) for p in probs], label=label if accepted else None)
 
-    def read(self, image, *, method: str = "sequence", time_limit_s: float = READ_TIME_LIMIT_S) -> ReadResult:
+    def read(self, image, *, method: str | None = None, time_limit_s: float = READ_TIME_LIMIT_S) -> ReadResult:
         """A whole number written on one line (path, bytes, PIL image or array): digits left to right, with boxes.
 
-        method "sequence" (the default): the line reader reads the whole line at once (digitscan.sequence); it
-        needs PyTorch, whatever this recognizer's backend. "segments": the line is cut into digits and each goes
+        method None: this recognizer's read_method (see load). "sequence": the line reader reads the whole line at
+        once (digitscan.sequence); it needs PyTorch, whatever this recognizer's backend. "segments": the line is
+        cut into digits and each goes
         through this recognizer's model (digitscan.segment); a piece the model rejects is dropped when it is also
         small next to the other digits (a speck, a dash), and a rejected digit-sized piece is kept as its most
         likely digit with its low confidence, so the text keeps its length. docs/reading-numbers.md compares them.
         Both use the robust ink finder, whatever this recognizer's preprocess mode. Reading a page of clutter that
         would take longer than time_limit_s raises ImageTooComplexError (an ImageError).
         """
+        method = method or self.read_method
         if method not in READ_METHODS:
             raise ValueError(f"unknown reading method {method!r}; choose one of: {', '.join(READ_METHODS)}")
         gray = decode_image(image)

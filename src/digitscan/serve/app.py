@@ -36,11 +36,12 @@ DESCRIPTION = """Handwritten digit recognition over HTTP. Upload an image as the
 
 
 def load_recognizer(settings: Settings) -> Recognizer:
-    """Load the checkpoint and the line reader and run one inference, so the first real request does not pay for
-    warm-up."""
+    """Load the checkpoint (and the line reader /api/read uses with the shipped model) and run one inference, so the
+    first real request does not pay for warm-up."""
     recognizer = Recognizer.load(settings.model, preprocess=settings.preprocess, ensemble=settings.ensemble)
     recognizer.predict_inputs(np.zeros((1, IMAGE_SIZE, IMAGE_SIZE), np.float32))
-    recognizer.line_reader  # noqa: B018  (loads it now: /api/read's first request would wait for it)
+    if recognizer.read_method == "sequence":
+        recognizer.line_reader  # noqa: B018  (loads it now: /api/read's first request would wait for it)
     return recognizer
 
 
