@@ -134,3 +134,10 @@ def test_a_recognizer_reads_with_the_line_reader_unless_a_digit_model_was_chosen
     assert Recognizer.load(ensemble=True).read_method == "segments"
     with pytest.raises(ValueError, match="unknown reading method"):
         Recognizer.load().read(np.ones((20, 20), np.float32), method="magic")
+
+
+def test_the_cli_offers_the_methods_read_knows():
+    from digitscan.cli import READ_METHOD_CHOICES
+    from digitscan.recognize import READ_METHODS
+
+    assert READ_METHOD_CHOICES == READ_METHODS

@@ -386,7 +386,7 @@ def train(ctx, arch, epochs, batch_size, lr, val_split, seed, threads, device, d
 
 @main.command("train-reader")
 @click.option("--lines", type=click.IntRange(min=1), default=36_000, show_default=True,
-              help="Photographed numbers to train on, made from MNIST training digits (~25 per second on 2 cores; "
+              help="Photographed numbers to train on, made from MNIST training digits (~50 per second on 2 cores; "
                    "cached).")
 @click.option("--val-lines", type=click.IntRange(min=1), default=1_000, show_default=True,
               help="Photographed numbers made from the validation digits, read after every epoch.")
@@ -408,7 +408,7 @@ def train_reader_command(lines, val_lines, epochs, lr, seed, init, workers, out,
 
     \b
     Examples:
-      digitscan train-reader                                the shipped recipe (~20 min of lines, ~15 of training)
+      digitscan train-reader                                the shipped recipe (~12 min of lines, ~12 of training)
       digitscan train-reader --lines 2000 --epochs 2 --out runs/try.safetensors
       digitscan read --reader runs/reader.safetensors zip_code.jpg
     """

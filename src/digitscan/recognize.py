@@ -141,10 +141,10 @@ class Recognizer:
 
         method None: this recognizer's read_method (see load). "sequence": the line reader reads the whole line at
         once (digitscan.sequence); it needs PyTorch, whatever this recognizer's backend. "segments": the line is
-        cut into digits and each goes
-        through this recognizer's model (digitscan.segment); a piece the model rejects is dropped when it is also
-        small next to the other digits (a speck, a dash), and a rejected digit-sized piece is kept as its most
-        likely digit with its low confidence, so the text keeps its length. docs/reading-numbers.md compares them.
+        cut into digits and each goes through this recognizer's model (digitscan.segment); a piece the model
+        rejects is dropped when it is also small next to the other digits (a speck, a dash), and a rejected
+        digit-sized piece is kept as its most likely digit with its low confidence, so the text keeps its length.
+        docs/reading-numbers.md compares the two.
         Both use the robust ink finder, whatever this recognizer's preprocess mode. Reading a page of clutter that
         would take longer than time_limit_s raises ImageTooComplexError (an ImageError).
         """

@@ -1,9 +1,9 @@
 """Training the line reader (digitscan.sequence): photographed numbers made from MNIST digits, CTC loss.
 
 `make_lines(images, labels, count, seed)` photographs numbers composed from these digits and turns each photo into
-the strip the reader sees (cached on disk: ~25 lines/s on 2 cores); `train_reader(config)` is the training loop.
-Training lines come from MNIST's *training* split minus the validation images; the lines that pick the epoch count
-and report progress come from the validation images. The test split is never used.
+the strip the reader sees (cached on disk; ~50 lines/s on 2 cores); `train_reader(config)` is the training loop.
+Training lines come from MNIST's *training* split minus the validation images; the lines read after every epoch to
+report progress come from the validation images. The test split is never used.
 """
 
 from __future__ import annotations
