@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine, machine_line, markdown_table, write_results  # noqa: E402
 
 from digitscan.preprocess import MAX_PIXELS  # noqa: E402
-from digitscan.recognize import Recognizer  # noqa: E402
+from digitscan.recognize import READ_METHODS, Recognizer  # noqa: E402
 from digitscan.segment import READ_TIME_LIMIT_S  # noqa: E402
 from digitscan.synth import render_number, stroke_digit  # noqa: E402
 
@@ -125,17 +125,19 @@ def pathological_pages() -> dict[str, np.ndarray]:
 
 
 def read_times(recognizer: Recognizer, repeats: int = 3) -> list[dict]:
+    """Per page and reading method (READ_METHODS): median and worst time of `repeats` reads after a warm-up."""
     rows = []
     for name, page in pathological_pages().items():
-        recognizer.read(page)  # warm-up
-        seconds = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            result = recognizer.read(page)
-            seconds.append(time.perf_counter() - start)
-        rows.append({"page": name, "median_s": statistics.median(seconds), "max_s": max(seconds),
-                     "digits_read": len(result.digits)})
-        print(rows[-1], flush=True)
+        for method in READ_METHODS:
+            recognizer.read(page, method=method)  # warm-up
+            seconds = []
+            for _ in range(repeats):
+                start = time.perf_counter()
+                result = recognizer.read(page, method=method)
+                seconds.append(time.perf_counter() - start)
+            rows.append({"page": name, "method": method, "median_s": statistics.median(seconds),
+                         "max_s": max(seconds), "digits_read": len(result.digits)})
+            print(rows[-1], flush=True)
     return rows
 
 
@@ -152,8 +154,8 @@ def main() -> None:
                         for r in memory]),
         f"`Recognizer.read` on pathological pages (median and worst of 3 after a warm-up; the limit is "
         f"{READ_TIME_LIMIT_S:g} s):",
-        markdown_table(["page", "median", "worst", "digits read"],
-                       [[r["page"], f"{r['median_s']:.2f} s", f"{r['max_s']:.2f} s", r["digits_read"]]
+        markdown_table(["page", "method", "median", "worst", "digits read"],
+                       [[r["page"], r["method"], f"{r['median_s']:.2f} s", f"{r['max_s']:.2f} s", r["digits_read"]]
                         for r in times]),
         machine_line(info),
     ])
