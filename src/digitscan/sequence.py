@@ -60,7 +60,7 @@ class Line:
 
 def line_input(gray: np.ndarray) -> Line | None:
     """The strip the line reader sees for a decoded image (None when there is no ink)."""
-    layout = find_atoms(gray)
+    layout = find_atoms(gray, cut=False)  # the reader needs the ink, not candidate cuts (same ink either way)
     if not layout.atoms:
         return None
     ink = np.where(layout.atom_map > 0, layout.ink, 0.0).astype(np.float32)
