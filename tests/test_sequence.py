@@ -21,7 +21,14 @@ from digitscan.sequence import (
     read_line,
 )
 from digitscan.synth import render_number, stroke_digit
-from digitscan.train_reader import Lines, ReaderConfig, _batches, evaluate, train_reader
+from digitscan.train_reader import (
+    Lines,
+    ReaderConfig,
+    _batches,
+    _distort,
+    evaluate,
+    train_reader,
+)
 
 # Like the benchmark's numbers (benchmarks/realworld.py), from MNIST test digits.
 PHOTO = Condition("a number photographed", inks=("black", "blue", "pencil"), papers=("white", "tinted", "grey"),
@@ -124,6 +131,19 @@ def test_batches_pad_to_a_few_widths_and_count_frames():
     assert sorted(seen) == [0, 1, 2, 3]
     loss, exact = evaluate(load_reader().model, lines)  # blocks of ink are no digits
     assert np.isfinite(loss) and exact <= 0.5
+
+
+def test_training_distortion_stretches_and_slants_whole_frames():
+    bar = np.zeros((LINE_HEIGHT, 40), np.uint8)
+    bar[6:26, 18:21] = 255  # an upright stroke
+    lines = Lines([bar] * 50, ["1"] * 50)
+    assert _distort(lines, 0.0, 0.0, np.random.default_rng(0)) is lines
+    distorted = _distort(lines, 0.2, 0.25, np.random.default_rng(0))
+    assert distorted.texts == lines.texts
+    widths = {strip.shape[1] for strip in distorted.strips}
+    assert all(w % STRIDE == 0 and 32 <= w <= 48 for w in widths) and len(widths) > 1
+    leans = [np.nonzero(s[25])[0].mean() - np.nonzero(s[6])[0].mean() for s in distorted.strips]
+    assert min(leans) < -2 and max(leans) > 2  # slanted both ways, top and bottom rows moved apart
 
 
 def test_a_recognizer_reads_with_the_line_reader_unless_a_digit_model_was_chosen():

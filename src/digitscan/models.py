@@ -142,7 +142,7 @@ class LineReader(nn.Module):
     classes per frame of 4 columns (CTC: the last class is the blank)."""
 
     def __init__(self, num_classes: int = NUM_CLASSES + 1, widths: tuple[int, int, int] = (32, 64, 96),
-                 hidden: int = 128):
+                 hidden: int = 128, dropout: float = 0.0):
         super().__init__()
         w1, w2, w3 = widths
         self.trunk = nn.Sequential(  # the same layers (and names) as digitscan.models.dsnet's first five
@@ -153,11 +153,12 @@ class LineReader(nn.Module):
             nn.Conv1d(hidden, hidden, 5, padding=2, bias=False), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True),
             nn.Conv1d(hidden, hidden, 5, padding=2, bias=False), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True),
         )
+        self.dropout = nn.Dropout(dropout)  # training only; no weights, so checkpoints without it load alike
         self.head = nn.Conv1d(hidden, num_classes, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, 1, 32, W), a strip of sequence.line_input
         features = self.trunk(x).amax(dim=2)  # (B, w3, W / 4): the strongest response in each column
-        return self.head(self.context(features)).transpose(1, 2).log_softmax(-1)  # (B, W / 4, classes)
+        return self.head(self.dropout(self.context(features))).transpose(1, 2).log_softmax(-1)  # (B, W / 4, classes)
 
 
 LINE_READERS: dict[str, Callable[..., nn.Module]] = {"line-reader": LineReader}  # checkpoint arch -> builder

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 from safetensors.numpy import load_file, save_file
@@ -64,13 +65,16 @@ class Lines:
 
 @dataclass(frozen=True)
 class ReaderConfig:
-    lines: int = 36_000
+    lines: int = 72_000
     val_lines: int = 1_000
     epochs: int = 10
     batch_size: int = 64
     lr: float = 0.003
     weight_decay: float = 1e-4
     seed: int = 0
+    stretch: float = 0.15  # each epoch, every line is stretched or squeezed horizontally by up to this share
+    slant: float = 0.2  # ... and sheared by up to this many columns per row (other writers' slant)
+    dropout: float = 0.1  # before the reader's last layer
     init: str | None = "shipped"  # the digit classifier whose trunk the reader starts from (None: from scratch)
 
 
@@ -154,6 +158,21 @@ def _batches(lines: Lines, size: int, rng: np.random.Generator | None):
         yield group, torch.from_numpy(x), [lines.strips[i].shape[1] // STRIDE for i in group]
 
 
+def _distort(lines: Lines, stretch: float, slant: float, rng: np.random.Generator) -> Lines:
+    """The lines, each stretched or squeezed horizontally by up to `stretch` and slanted by a shear of up to
+    `slant` (columns per row), as other writers would write them; widths kept whole numbers of frames."""
+    if stretch <= 0 and slant <= 0:
+        return lines
+    factors = rng.uniform(1 - stretch, 1 + stretch, len(lines.strips))
+    shears = rng.uniform(-slant, slant, len(lines.strips))
+    distorted = []
+    for strip, factor, shear in zip(lines.strips, factors, shears):
+        width = max(STRIDE, round(strip.shape[1] * factor / STRIDE) * STRIDE)
+        matrix = np.float32([[width / strip.shape[1], shear, -shear * LINE_HEIGHT / 2], [0, 1, 0]])
+        distorted.append(cv2.warpAffine(strip, matrix, (width, LINE_HEIGHT), flags=cv2.INTER_LINEAR))
+    return Lines(distorted, lines.texts)
+
+
 def _augment(x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
     """A batch-wide vertical shift of up to 2 px and a fainter or full ink per line."""
     x = torch.roll(x, int(rng.integers(-2, 3)), dims=2)
@@ -196,7 +215,7 @@ def train_reader(config: ReaderConfig = ReaderConfig(), out: str | Path | None =
     val = make_lines(images[val_idx], labels[val_idx], config.val_lines, config.seed + 1, workers=workers,
                      progress=progress)
 
-    model = LineReader(num_classes=len(CLASSES))
+    model = LineReader(num_classes=len(CLASSES), dropout=config.dropout)
     init = None
     if config.init is not None:
         path = shipped_path() if config.init == "shipped" else Path(config.init)
@@ -214,7 +233,8 @@ def train_reader(config: ReaderConfig = ReaderConfig(), out: str | Path | None =
         started = time.perf_counter()
         model.train()
         total, seen = 0.0, 0
-        batches = tqdm(_batches(train, config.batch_size, rng), total=steps // config.epochs,
+        lines = _distort(train, config.stretch, config.slant, rng)  # a fresh distortion every epoch
+        batches = tqdm(_batches(lines, config.batch_size, rng), total=steps // config.epochs,
                        desc=f"epoch {epoch}/{config.epochs}", unit="batch", disable=not progress, leave=False)
         for group, x, frames in batches:
             loss = _ctc_loss(ctc, model(_augment(x, rng)), [train.texts[i] for i in group], frames)
@@ -235,7 +255,7 @@ def train_reader(config: ReaderConfig = ReaderConfig(), out: str | Path | None =
     model.eval()
     meta = {
         "arch": ARCH,
-        "arch_kwargs": {},
+        "arch_kwargs": {"dropout": config.dropout},
         "classes": CLASSES,
         "input": {"height": LINE_HEIGHT, "channels": 1, "range": [0.0, 1.0], "ink": "bright",
                   "frames": f"one per {STRIDE} columns"},
