@@ -56,8 +56,8 @@ def main() -> None:
         lost = sum(f and not h for h, f in zip(hits, first))
         summary[name] = {"read_exact": by_style["all"], "margin_95": margin_95(hits), "by_style": by_style,
                          "misread": int(len(hits) - sum(hits)), "gained_vs_first": gained, "lost_vs_first": lost}
-        rows.append([name, f"{by_style['all']:.4f} ± {margin_95(hits):.4f}", len(hits) - sum(hits), f"+{gained} -{lost}",
-                     *(f"{by_style[s]:.3f}" for s in NUMBER_STYLES)])
+        rows.append([name, f"{by_style['all']:.4f} ± {margin_95(hits):.4f}", len(hits) - sum(hits),
+                     f"+{gained} -{lost}", *(f"{by_style[s]:.3f}" for s in NUMBER_STYLES)])
         print(rows[-1], flush=True)
 
     info = machine()
