@@ -9,9 +9,10 @@ records its own command line settings.
 from __future__ import annotations
 
 from common import machine, machine_line, markdown_table, write_results
-from digitscan.checkpoint import load_checkpoint, load_ensemble, shipped_ensemble_paths
-from digitscan.data import load_mnist
-from digitscan.evaluate import infer, metrics
+from digitscan.data.mnist import load_mnist
+from digitscan.models.checkpoint import load_checkpoint, load_ensemble, shipped_ensemble_paths
+from digitscan.models.inference import infer
+from digitscan.training.evaluate import metrics
 
 PAPER_CNN = 0.9830
 

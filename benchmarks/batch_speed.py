@@ -20,9 +20,9 @@ from pathlib import Path
 from PIL import Image
 
 from common import machine, machine_line, markdown_table, write_results
-from digitscan.checkpoint import load_checkpoint
-from digitscan.data import load_mnist
-from digitscan.export import export_onnx
+from digitscan.data.mnist import load_mnist
+from digitscan.models.checkpoint import load_checkpoint
+from digitscan.models.export import export_onnx
 
 
 def write_pngs(folder: Path, n: int) -> dict[str, int]:

@@ -21,10 +21,9 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine, machine_line, markdown_table, write_results  # noqa: E402
-from realworld import NUMBER_STYLES, margin_95, number_samples  # noqa: E402
-
-from digitscan.data import load_mnist, train_val_split  # noqa: E402
+from digitscan.data.mnist import load_mnist, train_val_split  # noqa: E402
 from digitscan.recognize import Recognizer  # noqa: E402
+from realworld import NUMBER_STYLES, margin_95, number_samples  # noqa: E402
 
 
 def main() -> None:

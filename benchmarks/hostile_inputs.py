@@ -20,18 +20,20 @@ from PIL import Image, ImageDraw
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine, machine_line, markdown_table, write_results  # noqa: E402
-
-from digitscan.preprocess import MAX_PIXELS  # noqa: E402
-from digitscan.recognize import READ_METHODS, Recognizer  # noqa: E402
-from digitscan.segment import READ_TIME_LIMIT_S  # noqa: E402
-from digitscan.synth import render_number, stroke_digit  # noqa: E402
+from digitscan.constants import (
+    MAX_PIXELS,  # noqa: E402
+    READ_METHODS,
+    READ_TIME_LIMIT_S,  # noqa: E402
+)
+from digitscan.recognize import Recognizer  # noqa: E402
+from digitscan.synthetic.strokes import render_number, stroke_digit  # noqa: E402
 
 WIDTH, HEIGHT = 8000, 5000  # exactly MAX_PIXELS
 # The child's own high-water mark (VmHWM), not ru_maxrss, which Linux carries over from the parent (see
 # tests/test_resources.py).
 MEASURE = """
 import sys, time
-from digitscan.preprocess import preprocess
+from digitscan.image.prepare import preprocess
 
 def high_water() -> int:
     return next(int(line.split()[1]) * 1024 for line in open("/proc/self/status") if line.startswith("VmHWM"))
@@ -100,8 +102,8 @@ def pathological_pages() -> dict[str, np.ndarray]:
             cv2.polylines(zigzags, [np.array(points, np.int32)], False, 20, 5)
     lines = []
     for row in range(10):
-        image, _ = render_number([stroke_digit(int(c), seed=10 * row + i) for i, c in enumerate("98765432109876543210")],
-                                 seed=row)
+        digits = [stroke_digit(int(c), seed=10 * row + i) for i, c in enumerate("98765432109876543210")]
+        image, _ = render_number(digits, seed=row)
         lines.append(np.asarray(image.convert("L")))
     width = max(line.shape[1] for line in lines)
     rows_of_digits = np.vstack([np.pad(line, ((0, 0), (0, width - line.shape[1])), constant_values=255)

@@ -23,10 +23,10 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from common import machine, machine_line, markdown_table, write_results
-from digitscan.backends import OnnxBackend
-from digitscan.checkpoint import load_checkpoint
-from digitscan.export import export_onnx
-from digitscan.models import SHIPPED_ARCH, build_model, fuse_for_inference
+from digitscan.models.architectures import SHIPPED_ARCH, build_model, fuse_for_inference
+from digitscan.models.backends import OnnxBackend
+from digitscan.models.checkpoint import load_checkpoint
+from digitscan.models.export import export_onnx
 from digitscan.recognize import Recognizer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -116,7 +116,7 @@ def main() -> None:
         best_batch = max(rates, key=rates.get)
         x1 = torch.rand(1, 1, 28, 28).contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
-            p50, p99 = latencies_ms(lambda: model(x1))
+            p50, p99 = latencies_ms(lambda: model(x1))  # noqa: B023  (called here, inside this iteration)
         efficiency = flops * rates[best_batch] / peak
         results[name] = {"flops_per_image": flops, "images_per_s": rates, "latency_ms_p50": p50,
                          "latency_ms_p99": p99, "efficiency": efficiency}
@@ -152,7 +152,8 @@ def main() -> None:
         markdown_table(["model", "MFLOPs / image", "images/s at batch " + " / ".join(map(str, args.batches)),
                         "1-image latency p50 / p99 (ms)", "of compute-bound limit"], rows), "",
         f"Peak fp32 matmul measured in the same run: {peak / 1e9:.0f} GFLOP/s. "
-        f"`Recognizer.predict` on one 28×28 array (preprocessing included): p50 {api_p50:.2f} ms, p99 {api_p99:.2f} ms. "
+        f"`Recognizer.predict` on one 28×28 array (preprocessing included): "
+        f"p50 {api_p50:.2f} ms, p99 {api_p99:.2f} ms. "
         f"`digitscan predict` on one image, wall time with Python start-up: {cli_seconds:.2f} s (median of 5).", "",
         markdown_table(["shipped model on", *(f"images/s at batch {b}" for b in args.batches),
                         "1-image model latency p50 (ms)", "`Recognizer.predict` p50 (ms)",

@@ -24,8 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine, machine_line, markdown_table, write_results  # noqa: E402
-
-from digitscan.synth import render_number, stroke_digit  # noqa: E402
+from digitscan.synthetic.strokes import render_number, stroke_digit  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"

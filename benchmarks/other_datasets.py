@@ -17,13 +17,14 @@ import numpy as np
 from PIL import Image
 
 from common import RESULTS, machine, machine_line, markdown_table, write_results
-from digitscan.checkpoint import load_checkpoint
-from digitscan.datasets import load_dataset
-from digitscan.evaluate import infer, metrics
-from digitscan.models import SHIPPED_ARCH
-from digitscan.preprocess import PREPROCESS_MODES
+from digitscan.constants import PREPROCESS_MODES
+from digitscan.data.datasets import load_dataset
+from digitscan.models.architectures import SHIPPED_ARCH
+from digitscan.models.checkpoint import load_checkpoint
+from digitscan.models.inference import infer
 from digitscan.recognize import Recognizer
-from digitscan.train import make_config, train
+from digitscan.training.classifier import make_config, train
+from digitscan.training.evaluate import metrics
 
 CHECKPOINT = RESULTS / "fashion-dsnet.safetensors"
 THROUGH_PREDICT = 1000

@@ -20,12 +20,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine, machine_line, markdown_table, write_results  # noqa: E402
-
-from digitscan.data import load_mnist  # noqa: E402
-from digitscan.preprocess import decode_image  # noqa: E402
+from digitscan.data.mnist import load_mnist  # noqa: E402
+from digitscan.image.decode import decode_image  # noqa: E402
+from digitscan.reading.segments import METHODS, Penalties, segment_number  # noqa: E402
 from digitscan.recognize import Recognizer  # noqa: E402
-from digitscan.segment import METHODS, Penalties, segment_number  # noqa: E402
-from digitscan.synth import render_number  # noqa: E402
+from digitscan.synthetic.strokes import render_number  # noqa: E402
 
 # name -> (description, render_number options, JPEG quality or None). Spacing is in digit heights.
 CONDITIONS = {

@@ -1,6 +1,7 @@
 """Real-world inputs: synthetic photos of digits, numbers and non-digits, generated deterministically on demand.
 
-Single digits: MNIST *test* digits photographed under each condition of digitscan.photos.CONDITIONS (ink, paper,
+Single digits: MNIST *test* digits photographed under each condition of digitscan.synthetic.photos.CONDITIONS (ink,
+paper,
 light, size and place in the frame, rotation, pen, noise, blur, JPEG, file formats), plus digits written in the
 held-out handwriting fonts. Each is read with the shipped model through the robust preprocessing and, beside it,
 through the paper's pipeline (grayscale + resize). Not a digit: Fashion-MNIST *test* pictures (as 28x28 files and
@@ -10,7 +11,7 @@ the calibrated confidence, and how many digits and non-digits pass the shipped r
 line reader, the default, and cutting into digits).
 
 Run: `.venv/bin/python benchmarks/realworld.py` (about 5 minutes on 2 CPU cores; needs the Debian handwriting font
-packages listed in digitscan.photos.FONT_PACKAGES and dataset-fashion-mnist, or $DIGITSCAN_FASHION_DATA).
+packages listed in digitscan.synthetic.photos.FONT_PACKAGES and dataset-fashion-mnist, or $DIGITSCAN_FASHION_DATA).
 `--dev` builds the same sets from data that fine-tuning never trains on but that is not the test split either
 (MNIST validation digits, Fashion-MNIST training images past FASHION_TRAIN_USED, the development font families,
 which fine-tuning never writes with either): use it for any choice; the test sets are only for the report.
@@ -36,17 +37,19 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine, machine_line, markdown_table, write_results  # noqa: E402
+from digitscan.constants import READ_METHODS
+from digitscan.data.datasets import load_fashion_mnist  # noqa: E402
+from digitscan.data.mnist import load_mnist, train_val_split  # noqa: E402
+from digitscan.image.decode import decode_image
+from digitscan.image.prepare import to_model_input  # noqa: E402
+from digitscan.reading.layout import find_atoms  # noqa: E402
+from digitscan.reading.segments import Penalties, best_partition, read_candidates
+from digitscan.recognize import Recognizer  # noqa: E402
+from digitscan.synthetic.nondigits import BLANK_PAGES, blank_glyph, letter_glyph, scribble_glyph  # noqa: E402
+from digitscan.synthetic.photos import CONDITIONS, Condition, font_split, glyph_from_font, glyph_from_mnist, photograph  # noqa: E402
+from digitscan.synthetic.strokes import render_number  # noqa: E402
+from digitscan.training.finetune import FASHION_TRAIN_USED  # noqa: E402
 from read_numbers import digit_accuracy  # noqa: E402
-
-from digitscan.data import load_mnist, train_val_split  # noqa: E402
-from digitscan.datasets import load_fashion_mnist  # noqa: E402
-from digitscan.finetune import FASHION_TRAIN_USED  # noqa: E402
-from digitscan.nondigits import BLANK_PAGES, blank_glyph, letter_glyph, scribble_glyph  # noqa: E402
-from digitscan.photos import CONDITIONS, Condition, font_split, glyph_from_font, glyph_from_mnist, photograph  # noqa: E402
-from digitscan.preprocess import decode_image, to_model_input  # noqa: E402
-from digitscan.recognize import READ_METHODS, Recognizer  # noqa: E402
-from digitscan.segment import Penalties, best_partition, find_atoms, read_candidates  # noqa: E402
-from digitscan.synth import render_number  # noqa: E402
 
 SINGLE_CONDITIONS = [name for name in CONDITIONS if name != "mixed"]
 FEW = {"huge-image": 0.2}  # 3000-4000 px photos take ~1 s each to make and read: fewer of them
@@ -144,7 +147,7 @@ def number_samples(images, labels, n: int, seed: int) -> list[tuple[bytes, str, 
 
 
 def tune_reading(recognizer: Recognizer, images: np.ndarray, labels: np.ndarray, count: int, seed: int) -> None:
-    """Grid search of the reading step's penalties (digitscan.segment.Penalties) on numbers composed like the
+    """Grid search of the reading step's penalties (digitscan.reading.segments.Penalties) on numbers composed like the
     benchmark's, from MNIST *validation* digits, which the model never trained on; prints the best settings, and
     what the line reader reads of the same numbers.
 

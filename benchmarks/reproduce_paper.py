@@ -13,11 +13,12 @@ from pathlib import Path
 import numpy as np
 
 from common import machine, machine_line, markdown_table, write_results
-from digitscan.compare import compare
-from digitscan.data import load_mnist
-from digitscan.evaluate import infer, metrics
+from digitscan.data.mnist import load_mnist
+from digitscan.models.inference import infer
 from digitscan.plots import save_comparison_bars, save_confusion_matrix, save_training_curves
-from digitscan.train import make_config, train
+from digitscan.training.classifier import make_config, train
+from digitscan.training.compare import compare
+from digitscan.training.evaluate import metrics
 
 PAPER = {"CNN": 0.9830, "SVM": 0.9777, "ANN": 0.9770}
 
@@ -60,8 +61,8 @@ def main() -> None:
     markdown = "\n".join([
         markdown_table(["measurement", "paper", "digitscan", "train time"], rows), "",
         machine_line(info),
-        "Command: `.venv/bin/python benchmarks/reproduce_paper.py" + (f" --seeds {args.seeds}" if args.seeds > 1 else "")
-        + "`",
+        "Command: `.venv/bin/python benchmarks/reproduce_paper.py"
+        + (f" --seeds {args.seeds}" if args.seeds > 1 else "") + "`",
     ])
     write_results("reproduce_paper", {"machine": info, "runs": runs, "comparison": comparison}, markdown)
 

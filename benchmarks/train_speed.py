@@ -10,8 +10,8 @@ from __future__ import annotations
 import argparse
 
 from common import machine, machine_line, markdown_table, write_results
-from digitscan.models import SHIPPED_ARCH
-from digitscan.train import make_config, train
+from digitscan.models.architectures import SHIPPED_ARCH
+from digitscan.training.classifier import make_config, train
 
 
 def run(config) -> list[dict]:

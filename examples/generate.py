@@ -1,4 +1,4 @@
-"""Regenerate the bundled example images (hand-drawn strokes from digitscan.synth, no MNIST pixels).
+"""Regenerate the bundled example images (hand-drawn strokes from digitscan.synthetic.strokes, no MNIST pixels).
 
 Run: `.venv/bin/python examples/generate.py` — writes the PNG/JPEG files next to this script, and whole numbers
 (for `digitscan read`) into numbers/.
@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from digitscan.synth import render_digit, render_number, stroke_digit
+from digitscan.synthetic.strokes import render_digit, render_number, stroke_digit
 
 HERE = Path(__file__).resolve().parent
 

@@ -26,6 +26,6 @@ def mnist_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def mnist_test(mnist_dir) -> tuple[np.ndarray, np.ndarray]:
-    from digitscan.data import load_mnist
+    from digitscan.data.mnist import load_mnist
 
     return load_mnist("test", mnist_dir)

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from digitscan.preprocess import ImageTooLargeError, UnreadableImageError, UnsupportedImageError
-from digitscan.synth import render_digit
+from digitscan.errors import ImageTooLargeError, UnreadableImageError, UnsupportedImageError
+from digitscan.synthetic.strokes import render_digit
 
 # The documented outcome of an input is an HTTP status; the CLI and the library raise the matching error.
 ERRORS = {413: ImageTooLargeError, 415: UnsupportedImageError, 422: UnreadableImageError}

@@ -1,8 +1,9 @@
 """The shipped model's accuracy on the real MNIST test set: the number the README promises."""
 
-from digitscan.checkpoint import load_checkpoint, load_ensemble, shipped_ensemble_paths
-from digitscan.evaluate import infer, metrics
-from digitscan.models import SHIPPED_ARCH
+from digitscan.models.architectures import SHIPPED_ARCH
+from digitscan.models.checkpoint import load_checkpoint, load_ensemble, shipped_ensemble_paths
+from digitscan.models.inference import infer
+from digitscan.training.evaluate import metrics
 
 # As counts of the 10,000 test images: a float32 mean of 9,960 hits is 0.99599999, not 0.996.
 SHIPPED_MIN_CORRECT = 9_960  # 99.6 %

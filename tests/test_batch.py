@@ -15,7 +15,8 @@ from click.testing import CliRunner
 from PIL import Image
 
 from digitscan.batch import PREDICT_COLUMNS, load_finished_rows, predict_job, prepared_inputs, read_job, run_job
-from digitscan.cli import expand_paths, main
+from digitscan.cli import main
+from digitscan.files import expand_paths
 from digitscan.recognize import Recognizer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -192,8 +193,8 @@ def test_killed_job_resumes_without_duplicates_or_lost_rows(tmp_path, mnist_pngs
 def test_the_model_runs_on_one_thread_while_workers_decode_and_leaves_torch_as_it_was(tmp_path):
     import torch
 
-    from digitscan.backends import TorchBackend
-    from digitscan.checkpoint import load_checkpoint
+    from digitscan.models.backends import TorchBackend
+    from digitscan.models.checkpoint import load_checkpoint
 
     threads = torch.get_num_threads()
     inputs = np.random.default_rng(0).random((8, 28, 28), dtype=np.float32)
@@ -209,7 +210,7 @@ def worker_has_torch(path: str) -> np.ndarray:
 
 def test_workers_never_import_torch(recognizer):
     assert "torch" in sys.modules  # this process has it (the recognizer), the spawned workers must not
-    assert predict_job(recognizer).prepare.func.__module__ == "digitscan.preprocess"
+    assert predict_job(recognizer).prepare.func.__module__ == "digitscan.image.prepare"
     results = list(prepared_inputs(worker_has_torch, [f"x{i}" for i in range(8)], workers=1, chunk=4))
     assert [bool(array) for _, array, _ in results] == [False] * 8
-    assert read_job(recognizer).prepare.__module__ == "digitscan.preprocess"
+    assert read_job(recognizer).prepare.__module__ == "digitscan.image.decode"

@@ -1,6 +1,7 @@
 """The drawing page in a real browser: Playwright drives Debian's headless Chromium against a real `digitscan serve`.
 
-Digits are drawn with the mouse from the stroke shapes in digitscan.synth. Screenshots go to out/screenshots/.
+Digits are drawn with the mouse from the stroke shapes in digitscan.synthetic.strokes. Screenshots go to
+out/screenshots/.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from digitscan.synth import DIGIT_STROKES, render_number, resample, stroke_digit
+from digitscan.synthetic.strokes import DIGIT_STROKES, render_number, resample, stroke_digit
 from live_server import live_server
 
 REPO = Path(__file__).resolve().parents[1]

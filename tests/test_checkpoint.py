@@ -10,13 +10,18 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from digitscan.checkpoint import (
-    MAX_CLASSES, CheckpointError, load_checkpoint, recorded_sha256, save_checkpoint, sha256_file,
-    shipped_ensemble_paths, shipped_path,
+from digitscan.constants import DIGIT_CLASSES, MAX_CLASSES
+from digitscan.errors import CheckpointError
+from digitscan.models.architectures import build_model
+from digitscan.models.checkpoint import (
+    load_checkpoint,
+    recorded_sha256,
+    save_checkpoint,
+    sha256_file,
+    shipped_ensemble_paths,
+    shipped_path,
 )
-from digitscan.constants import DIGIT_CLASSES
-from digitscan.models import build_model
-from digitscan.sequence import shipped_reader_path
+from digitscan.reading.line_reader import shipped_reader_path
 
 META = {"arch": "paper", "arch_kwargs": {}, "classes": DIGIT_CLASSES, "preprocess": "robust"}
 
@@ -193,7 +198,7 @@ def test_shipped_weights_are_verified_by_default(tmp_path, monkeypatch):
     data[len(data) // 2] ^= 0x01  # one bit of one weight: still a perfectly loadable safetensors file
     (tmp_path / "shipped.safetensors").write_bytes(bytes(data))
     (tmp_path / "shipped.sha256").write_text(recorded_sha256(shipped_path()))
-    monkeypatch.setattr("digitscan.checkpoint.weights_dir", lambda: tmp_path)
+    monkeypatch.setattr("digitscan.models.checkpoint.weights_dir", lambda: tmp_path)
     with pytest.raises(CheckpointError, match="do not match their recorded sha256"):
         load_checkpoint()
     (tmp_path / "shipped.sha256").unlink()

@@ -18,8 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from digitscan.constants import MNIST_FILES, MNIST_SHA256
-from digitscan.data import (
-    DatasetError,
+from digitscan.data.mnist import (
     dataset_info,
     fetch_mnist,
     find_file,
@@ -30,6 +29,7 @@ from digitscan.data import (
     resolve_data_dir,
     train_val_split,
 )
+from digitscan.errors import DatasetError
 
 STEMS = list(MNIST_FILES.values())
 TYPE_CODES = {np.uint8: 0x08, np.int8: 0x09, np.int16: 0x0B, np.int32: 0x0C, np.float32: 0x0D, np.float64: 0x0E}

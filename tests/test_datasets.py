@@ -10,15 +10,15 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from test_data import write_split
 
-from digitscan.checkpoint import load_checkpoint, save_checkpoint, sha256_file
 from digitscan.cli import main
-from digitscan.data import DatasetError
-from digitscan.datasets import FASHION_CLASSES, FASHION_SHA256, fashion_data_dir, folder_files, load_dataset
-from digitscan.models import build_model
-from digitscan.synth import render_digit
-from digitscan.train import make_config
+from digitscan.data.datasets import FASHION_CLASSES, FASHION_SHA256, fashion_data_dir, folder_files, load_dataset
+from digitscan.errors import DatasetError
+from digitscan.models.architectures import build_model
+from digitscan.models.checkpoint import load_checkpoint, save_checkpoint, sha256_file
+from digitscan.synthetic.strokes import render_digit
+from digitscan.training.classifier import make_config
+from test_data import write_split
 
 REPO = Path(__file__).resolve().parents[1]
 FASHION_TEST_DIR = REPO.parent / "shared" / "data" / "fashion-mnist"  # the test split only (CI has no Debian package)

@@ -8,9 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from digitscan.checkpoint import load_checkpoint
-from digitscan.distributed import state_sha256
+from digitscan.models.checkpoint import load_checkpoint
 from digitscan.recognize import Recognizer
+from digitscan.training.distributed import state_sha256
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 # dsnet has BatchNorm, whose running statistics each process computes from its own batches: the harder case.
@@ -46,7 +46,7 @@ def check_one_model_from_two_processes(result: subprocess.CompletedProcess, out:
 def test_torchrun_two_processes_train_one_model(mnist_dir, tmp_path):
     out = tmp_path / "ddp.safetensors"
     result = run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                  "-m", "digitscan.train", *SHORT_RUN, "--out", str(out)], mnist_dir)
+                  "-m", "digitscan", "train", *SHORT_RUN, "--out", str(out)], mnist_dir)
     check_one_model_from_two_processes(result, out)
 
 
@@ -54,5 +54,5 @@ def test_distributed_flag_launches_torchrun_itself(mnist_dir, tmp_path):
     out = tmp_path / "ddp.safetensors"
     result = run([sys.executable, "-m", "digitscan", "train", "--distributed", "--nproc-per-node", "2", *SHORT_RUN,
                   "--out", str(out)], mnist_dir)
-    assert "torch.distributed.run --standalone --nproc_per_node=2 -m digitscan.train --arch dsnet" in result.stderr
+    assert "torch.distributed.run --standalone --nproc_per_node=2 -m digitscan train --arch dsnet" in result.stderr
     check_one_model_from_two_processes(result, out)

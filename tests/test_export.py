@@ -1,4 +1,5 @@
-"""ONNX export: onnx.checker, parity with PyTorch on 1,000 MNIST test images, dynamic batch, metadata, --backend onnx."""
+"""ONNX export: onnx.checker, parity with PyTorch on 1,000 MNIST test images, dynamic batch, metadata, --backend
+onnx."""
 
 import json
 import subprocess
@@ -10,10 +11,11 @@ import onnx
 import pytest
 from click.testing import CliRunner
 
-from digitscan.backends import ONNX_META_KEY, OnnxBackend, TorchBackend
-from digitscan.checkpoint import load_checkpoint, sha256_file, shipped_path
 from digitscan.cli import main
-from digitscan.export import DEFAULT_OPSET, PARITY_TOLERANCE, ExportError, export_onnx
+from digitscan.errors import ExportError
+from digitscan.models.backends import ONNX_META_KEY, OnnxBackend, TorchBackend
+from digitscan.models.checkpoint import load_checkpoint, sha256_file, shipped_path
+from digitscan.models.export import DEFAULT_OPSET, PARITY_TOLERANCE, export_onnx
 from digitscan.recognize import Recognizer
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -117,7 +119,8 @@ def test_broken_onnx_files_are_one_clear_error(tmp_path, onnx_path):
     bare = onnx.load(onnx_path)
     del bare.metadata_props[:]
     onnx.save(bare, tmp_path / "bare.onnx")
-    for path, message in [(garbage, "not a loadable ONNX model"), (tmp_path / "bare.onnx", "without digitscan metadata"),
+    for path, message in [(garbage, "not a loadable ONNX model"),
+                          (tmp_path / "bare.onnx", "without digitscan metadata"),
                           (tmp_path / "missing.onnx", "no such model file")]:
         result = run("predict", "--model", path, SOME_EXAMPLES[0])
         assert result.exit_code == 1 and message in result.stderr, result.output
@@ -125,7 +128,7 @@ def test_broken_onnx_files_are_one_clear_error(tmp_path, onnx_path):
 
 
 def test_a_failed_parity_check_writes_nothing(tmp_path, monkeypatch):
-    monkeypatch.setattr("digitscan.export.PARITY_TOLERANCE", -1.0)  # any difference, even 0, now fails
+    monkeypatch.setattr("digitscan.models.export.PARITY_TOLERANCE", -1.0)  # any difference, even 0, now fails
     out = tmp_path / "model.onnx"
     with pytest.raises(ExportError, match="nothing written"):
         export_onnx(load_checkpoint(), out)

@@ -23,10 +23,12 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from digitscan.constants import IMAGE_SIZE
-from digitscan.data import IDX_DTYPES, DatasetError, read_idx
-from digitscan.preprocess import PREPROCESS_MODES, ImageError, decode_image, preprocess, to_model_input
-from digitscan.synth import render_digit
+from digitscan.constants import IMAGE_SIZE, PREPROCESS_MODES
+from digitscan.data.mnist import IDX_DTYPES, read_idx
+from digitscan.errors import DatasetError, ImageError
+from digitscan.image.decode import decode_image
+from digitscan.image.prepare import preprocess, to_model_input
+from digitscan.synthetic.strokes import render_digit
 
 FUZZ = settings(max_examples=150, deadline=timedelta(seconds=2), suppress_health_check=[HealthCheck.too_slow])
 
@@ -128,7 +130,7 @@ def seed_images() -> dict[str, bytes]:
     """Small valid files that exercise different decoder paths (bit depths, palettes, interlacing, progressive)."""
     seven = render_digit(7, (40, 48), seed=1)
     gray = seven.convert("L")
-    sixteen = Image.fromarray((np.asarray(gray, np.uint16) * 257))
+    sixteen = Image.fromarray(np.asarray(gray, np.uint16) * 257)
 
     def save(image: Image.Image, fmt: str, **options) -> bytes:
         buffer = io.BytesIO()

@@ -20,7 +20,9 @@ from fastapi.testclient import TestClient
 
 from digitscan import Recognizer
 from digitscan.cli import main
-from digitscan.preprocess import MAX_FILE_BYTES, MAX_PIXELS, ImageError, decode_image
+from digitscan.constants import MAX_FILE_BYTES, MAX_PIXELS
+from digitscan.errors import ImageError
+from digitscan.image.decode import decode_image
 from digitscan.serve import Settings, create_app
 from hostile import UPLOADS, Case, build_corpus, digit, unlock
 
@@ -61,7 +63,7 @@ def test_every_case_decodes_or_raises_its_documented_error(corpus, recognizer):
         assert "\n" not in str(raised.value)
 
 
-# ---- the CLI, as a user runs it ---------------------------------------------------------------------------------------
+# ---- the CLI, as a user runs it -------------------------------------------------------------------------------
 
 
 def run_cli(command: str, corpus: list[Case]) -> subprocess.CompletedProcess:

@@ -5,11 +5,18 @@ import torch
 from click.testing import CliRunner
 
 from digitscan.cli import main
-from digitscan.models import (
-    REGISTRY, SHIPPED_ARCH, build_model, count_parameters, fuse_for_inference, layer_table, recipe_for,
+from digitscan.models.architectures import (
+    REGISTRY,
+    SHIPPED_ARCH,
+    build_model,
+    count_parameters,
+    fuse_for_inference,
+    layer_table,
+    recipe_for,
 )
 
-PAPER_SHAPES = [(26, 26, 64), (13, 13, 64), (11, 11, 64), (5, 5, 64), (3, 3, 64), (1, 1, 64), (64,), (64,), (32,), (10,)]
+PAPER_SHAPES = [(26, 26, 64), (13, 13, 64), (11, 11, 64), (5, 5, 64), (3, 3, 64), (1, 1, 64),
+                (64,), (64,), (32,), (10,)]
 PAPER_PARAMS = [640, 0, 36_928, 0, 36_928, 0, 0, 4_160, 2_080, 330]
 
 
@@ -23,7 +30,8 @@ def test_paper_model_matches_fig10():
 
 def test_paper_recipe_is_the_papers():
     recipe = recipe_for("paper")
-    assert (recipe.epochs, recipe.batch_size, recipe.lr, recipe.val_split, recipe.optimizer) == (5, 32, 1e-3, 0.3, "adam")
+    recipe_fields = (recipe.epochs, recipe.batch_size, recipe.lr, recipe.val_split, recipe.optimizer)
+    assert recipe_fields == (5, 32, 1e-3, 0.3, "adam")
     assert recipe.augment == "none" and recipe.schedule == "constant"
 
 

@@ -1,4 +1,5 @@
-"""Tests for digitscan.preprocess: decoding policy, error classes, and the robust / paper model inputs.
+"""Tests for digitscan.image (decode, ink, prepare): decoding policy, error classes, and the robust / paper model
+inputs.
 
 Synthetic images are drawn in the tests; real MNIST test images come from DIGITSCAN_DATA (required, never skipped).
 """
@@ -18,21 +19,11 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from digitscan.constants import DIGIT_BOX, IMAGE_SIZE
-from digitscan.preprocess import (
-    ALLOWED_FORMATS,
-    MAX_PIXELS,
-    PREPROCESS_MODES,
-    ImageError,
-    ImageTooLargeError,
-    UnreadableImageError,
-    UnsupportedImageError,
-    decode_image,
-    fit_to_mnist_box,
-    ink_map,
-    preprocess,
-    to_model_input,
-)
+from digitscan.constants import ALLOWED_FORMATS, DIGIT_BOX, IMAGE_SIZE, MAX_PIXELS, PREPROCESS_MODES
+from digitscan.errors import ImageError, ImageTooLargeError, UnreadableImageError, UnsupportedImageError
+from digitscan.image.decode import decode_image
+from digitscan.image.ink import ink_map
+from digitscan.image.prepare import fit_to_mnist_box, preprocess, to_model_input
 
 WIDTH, HEIGHT = 300, 400  # a phone-ish portrait page
 

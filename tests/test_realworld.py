@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from digitscan.finetune import NEGATIVE, PoolSizes, _iou, _number_pieces, build_pools
-from digitscan.nondigits import BLANK_PAGES, blank_glyph, letter_glyph, scribble_glyph
-from digitscan.photos import CONDITIONS, EXIF_ORIENTATION, font_split, glyph_from_mnist, photograph
 from digitscan.recognize import Recognizer
+from digitscan.synthetic.nondigits import BLANK_PAGES, blank_glyph, letter_glyph, scribble_glyph
+from digitscan.synthetic.photos import CONDITIONS, EXIF_ORIENTATION, font_split, glyph_from_mnist, photograph
+from digitscan.training.finetune import NEGATIVE, PoolSizes, _iou, _number_pieces, build_pools
 
 PER_CONDITION = {"huge-image": 1}  # 3000-4000 px photos take seconds each
 
@@ -70,7 +70,7 @@ def test_shipped_model_has_a_rejection_rule_chosen_on_validation_data(recognizer
 
 
 def test_most_fashion_pictures_and_scribbles_are_rejected(recognizer):
-    from digitscan.datasets import load_fashion_mnist
+    from digitscan.data.datasets import load_fashion_mnist
 
     fashion = load_fashion_mnist(["test"]).test.images
     results = recognizer.predict_inputs(np.stack([recognizer.prepare(image) for image in fashion[:100]]))

@@ -7,8 +7,8 @@ import pytest
 from PIL import Image
 
 from digitscan import Recognizer
-from digitscan.preprocess import UnreadableImageError
-from digitscan.synth import render_digit
+from digitscan.errors import UnreadableImageError
+from digitscan.synthetic.strokes import render_digit
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from digitscan.preprocess import MAX_PIXELS
+from digitscan.constants import MAX_PIXELS
 
 WIDTH, HEIGHT = 8000, 5000  # 40,000,000 pixels: exactly MAX_PIXELS, the largest image accepted
 BYTES_PER_PIXEL = 9
@@ -25,7 +25,7 @@ BYTES_PER_PIXEL = 9
 # parent makes an 8 MB child report 409 MB), which would make this test pass whatever preprocess does.
 MEASURE = """
 import sys
-from digitscan.preprocess import preprocess
+from digitscan.image.prepare import preprocess
 
 def high_water() -> int:
     return next(int(line.split()[1]) * 1024 for line in open("/proc/self/status") if line.startswith("VmHWM"))

@@ -11,11 +11,11 @@ from click.testing import CliRunner
 from PIL import Image
 
 from digitscan import Recognizer
-from digitscan.checkpoint import shipped_path
 from digitscan.cli import main
+from digitscan.models.checkpoint import shipped_path
+from digitscan.reading.segments import METHODS, Penalties, segment_number
 from digitscan.recognize import ReadResult
-from digitscan.segment import METHODS, Penalties, segment_number
-from digitscan.synth import render_number, stroke_digit
+from digitscan.synthetic.strokes import render_number, stroke_digit
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 

@@ -1,4 +1,5 @@
-"""The line reader (digitscan.sequence, digitscan.train_reader): strips, CTC decoding, the shipped reader on
+"""The line reader (digitscan.reading.line_reader, digitscan.training.line_reader): strips, CTC decoding, the
+shipped reader on
 photographed numbers of MNIST test digits, and a tiny training run."""
 
 from __future__ import annotations
@@ -7,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from digitscan.checkpoint import CheckpointError, shipped_path
-from digitscan.photos import Condition, photograph
-from digitscan.preprocess import decode_image
-from digitscan.sequence import (
+from digitscan.errors import CheckpointError
+from digitscan.image.decode import decode_image
+from digitscan.models.checkpoint import shipped_path
+from digitscan.reading.line_reader import (
     BLANK,
     DIGIT_PIXELS,
     LINE_HEIGHT,
@@ -20,15 +21,9 @@ from digitscan.sequence import (
     load_reader,
     read_line,
 )
-from digitscan.synth import render_number, stroke_digit
-from digitscan.train_reader import (
-    Lines,
-    ReaderConfig,
-    _batches,
-    _distort,
-    evaluate,
-    train_reader,
-)
+from digitscan.synthetic.photos import Condition, photograph
+from digitscan.synthetic.strokes import render_number, stroke_digit
+from digitscan.training.line_reader import Lines, ReaderConfig, _batches, _distort, evaluate, train_reader
 
 # Like the benchmark's numbers (benchmarks/realworld.py), from MNIST test digits.
 PHOTO = Condition("a number photographed", inks=("black", "blue", "pencil"), papers=("white", "tinted", "grey"),
@@ -156,8 +151,3 @@ def test_a_recognizer_reads_with_the_line_reader_unless_a_digit_model_was_chosen
         Recognizer.load().read(np.ones((20, 20), np.float32), method="magic")
 
 
-def test_the_cli_offers_the_methods_read_knows():
-    from digitscan.cli import READ_METHOD_CHOICES
-    from digitscan.recognize import READ_METHODS
-
-    assert READ_METHOD_CHOICES == READ_METHODS

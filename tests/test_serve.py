@@ -22,10 +22,11 @@ from pydantic import ValidationError
 
 from digitscan import Recognizer
 from digitscan.cli import main
+from digitscan.errors import Saturated
 from digitscan.serve import Settings, create_app, get_settings
-from digitscan.serve.limits import InferencePool, Saturated
+from digitscan.serve.limits import InferencePool
 from digitscan.serve.routes import get_recognizer
-from digitscan.synth import render_number, stroke_digit
+from digitscan.synthetic.strokes import render_number, stroke_digit
 from live_server import live_server
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"

@@ -5,9 +5,9 @@ import json
 import torch
 from click.testing import CliRunner
 
-from digitscan.checkpoint import load_checkpoint
 from digitscan.cli import main
-from digitscan.train import make_config, train
+from digitscan.models.checkpoint import load_checkpoint
+from digitscan.training.classifier import make_config, train
 
 
 def test_flags_override_the_recipe():
@@ -50,7 +50,7 @@ def test_train_with_missing_data_folder_is_one_line(tmp_path):
 
 
 def test_temperature_scaling_recovers_a_known_temperature():
-    from digitscan.evaluate import fit_temperature
+    from digitscan.training.evaluate import fit_temperature
 
     generator = torch.Generator().manual_seed(0)
     true_logits = torch.randn(4000, 10, generator=generator) * 3
@@ -60,7 +60,7 @@ def test_temperature_scaling_recovers_a_known_temperature():
 
 
 def test_one_cycle_schedule_runs_for_any_number_of_steps():
-    from digitscan.train import make_scheduler
+    from digitscan.training.classifier import make_scheduler
 
     for steps in range(1, 10):  # 4 steps used to divide by zero inside OneCycleLR
         config = make_config("shipped", epochs=1)
@@ -78,8 +78,8 @@ def test_realworld_fine_tuning_keeps_the_last_epoch(mnist_dir, tmp_path, monkeyp
     The pools and the threshold search are stood in for (their own tests are in test_realworld.py)."""
     import numpy as np
 
-    import digitscan.train as train_module
-    from digitscan.finetune import Pools
+    import digitscan.training.classifier as train_module
+    from digitscan.training.finetune import Pools
 
     rng = np.random.default_rng(0)
     pools = Pools(rng.integers(0, 255, (64, 28, 28), dtype=np.uint8), rng.integers(0, 10, 64),

@@ -26,8 +26,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from digitscan.constants import IMAGE_SIZE
-from digitscan.preprocess import ImageError, decode_image, preprocess
+from digitscan.errors import ImageError, one_line
+from digitscan.image.decode import decode_image
+from digitscan.image.prepare import preprocess
 
 PREDICT_COLUMNS = ["path", "digit", "confidence", "is_digit", "error"]
 READ_COLUMNS = ["path", "text", "confidence", "error"]
@@ -68,7 +69,8 @@ class JobSummary:
 
 
 def predict_job(recognizer, probabilities: bool = False) -> Job:
-    """One digit per file: digit ("" when not a digit), calibrated confidence, is_digit; p_<class> columns on request."""
+    """One digit per file: digit ("" when not a digit), calibrated confidence, is_digit; p_<class> columns on
+    request."""
     extra = [f"p_{c}" for c in recognizer.classes] if probabilities else []
 
     def finish(inputs: list[np.ndarray]) -> list[dict]:
@@ -87,17 +89,14 @@ def predict_job(recognizer, probabilities: bool = False) -> Job:
 def read_job(recognizer, **read_options) -> Job:
     """A whole number per file; workers only decode, the reading (which calls the model) runs here per image.
     read_options go to Recognizer.read (method, time_limit_s)."""
-    if (read_options.get("method") or recognizer.read_method) == "sequence":
-        recognizer.line_reader  # noqa: B018  (a missing or broken line reader: fail now, not on every file)
-    else:
-        recognizer.digit_probabilities(np.zeros((1, IMAGE_SIZE, IMAGE_SIZE), np.float32))  # a model without 0-9
+    recognizer.warm_up(read_options.get("method") or recognizer.read_method)  # fail now, not on every file
 
     def finish(images: list[np.ndarray]) -> list[dict]:
         rows = []
         for gray in images:
             try:
                 result = recognizer.read(gray, **read_options)
-            except Exception as exc:  # one page the segmentation cannot handle must not stop (or stall) the job
+            except Exception as exc:  # noqa: BLE001  (one page the reading cannot handle must not stop the job)
                 rows.append({"error": describe_error(exc)})
                 continue
             rows.append({"text": result.text, "confidence": f"{result.confidence:.6f}"})
@@ -220,7 +219,7 @@ def prepared_inputs(prepare: Callable[[str], np.ndarray], paths: list[str], work
 
     workers > 0: chunks of `chunk` files go to that many 'spawn' worker processes, at most AHEAD chunks per worker
     in flight. Spawn, not fork: the main process has PyTorch/onnxruntime thread pools running, and forking a
-    threaded process can deadlock the child; a spawned worker imports only digitscan.preprocess (NumPy, Pillow,
+    threaded process can deadlock the child; a spawned worker imports only digitscan.image (NumPy, Pillow,
     OpenCV), never torch.
     """
     chunks = [paths[i:i + chunk] for i in range(0, len(paths), chunk)]
@@ -246,7 +245,7 @@ def prepare_chunk(prepare: Callable[[str], np.ndarray],
     for path in paths:
         try:
             results.append((path, prepare(path), None))
-        except Exception as exc:  # one file's problem, not the whole job's (and --resume would stall on it)
+        except Exception as exc:  # noqa: BLE001  (one file's problem, not the whole job's; --resume would stall)
             results.append((path, None, describe_error(exc)))
     return results
 
@@ -254,7 +253,7 @@ def prepare_chunk(prepare: Callable[[str], np.ndarray],
 def describe_error(exc: Exception) -> str:
     """One line for the `error` column: an ImageError's message is meant for users (missing, unreadable, not an
     image, too large); anything else is named by its type, a bug to report."""
-    message = " ".join(str(exc).split()) or "no message"
+    message = one_line(exc)
     return message if isinstance(exc, ImageError) else f"{type(exc).__name__}: {message}"
 
 

@@ -1,20 +1,20 @@
 """The `digitscan` command line: thin click commands over the library; only this module prints.
 
-Run `digitscan --help` or `digitscan COMMAND --help`. Heavy imports (torch) happen inside commands, so start-up stays fast.
+Run `digitscan --help` or `digitscan COMMAND --help`. Heavy imports (torch) happen inside commands, so start-up stays
+fast.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
 import click
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
-PAPER_RESULTS = {"SVM": 0.9777, "ANN": 0.9770, "CNN": 0.9830}  # the paper's Fig. 15
-READ_METHOD_CHOICES = ("sequence", "segments")  # recognize.READ_METHODS, not imported so --help stays fast
+from digitscan.constants import PAPER_RESULTS, READ_METHODS, READ_TIME_LIMIT_S
+from digitscan.errors import CheckpointError, DatasetError, ImageError, one_line
+from digitscan.files import atomic_write, expand_paths
 
 
 class UserError(click.ClickException):
@@ -46,10 +46,6 @@ class Group(click.Group):
 
 
 def is_user_error(exc: Exception) -> bool:
-    from digitscan.checkpoint import CheckpointError
-    from digitscan.data import DatasetError
-    from digitscan.preprocess import ImageError
-
     return isinstance(exc, (DatasetError, CheckpointError, ImageError, ValueError, OSError))
 
 
@@ -76,28 +72,8 @@ def main(ctx: click.Context, debug: bool) -> None:
     ctx.obj = {"debug": debug}
 
 
-def expand_paths(paths: tuple[str, ...]) -> list[Path]:
-    """Files as given, folders searched recursively for image files (sorted, so output order is stable).
-
-    A folder that cannot be listed (no permission) stays in the list itself, so it is reported as one failed input
-    rather than silently contributing nothing; symbolic links to folders are not followed (no loops).
-    """
-    files: list[Path] = []
-    for raw in paths:
-        path = Path(raw)
-        if path.is_dir():
-            files.extend(_image_files_in(path))
-        else:
-            files.append(path)  # a missing or unreadable file is reported per file by the decoder
-    return files
 
 
-def _image_files_in(folder: Path) -> list[Path]:
-    found: list[Path] = []
-    for root, _, names in os.walk(folder, onerror=lambda error: found.append(Path(error.filename))):
-        candidates = (Path(root) / name for name in names if Path(name).suffix.lower() in IMAGE_SUFFIXES)
-        found.extend(p for p in candidates if p.is_file())  # not pipes or devices that happen to be named .png
-    return sorted(found)
 
 
 model_option = click.option("--model", "-m", "model", type=click.Path(dir_okay=False),
@@ -129,7 +105,8 @@ def batch_options(command):
                      help="Batch job: write one CSV row per file to OUT instead of printing (see above)."),
         click.option("--resume", is_flag=True,
                      help="Continue OUT: skip the files already in it (same PATHS as before), then append."),
-        click.option("--force", is_flag=True, help="Overwrite an existing OUT (without it, an existing OUT is refused)."),
+        click.option("--force", is_flag=True,
+                     help="Overwrite an existing OUT (without it, an existing OUT is refused)."),
         click.option("--workers", type=click.IntRange(min=0),
                      help="Processes decoding images (default: one per CPU; 0: decode in this process)."),
         click.option("--batch-size", type=click.IntRange(min=1),
@@ -206,7 +183,8 @@ BATCH_HELP = """
 @click.argument("paths", nargs=-1, required=True)
 @recognizer_model_option
 @click.option("--preprocess", "mode", type=click.Choice(["robust", "paper"]), default=None,
-              help="robust (default): find the ink, crop, centre like MNIST; paper: grayscale + resize, as in the paper.")
+              help="robust (default): find the ink, crop, centre like MNIST; "
+                   "paper: grayscale + resize, as in the paper.")
 @json_option
 @ensemble_option
 @backend_option
@@ -262,8 +240,6 @@ def process_files(files: list[Path], work, describe, as_json: bool) -> None:
     Bad input (ImageError) and file-system trouble (OSError, e.g. writing a debug image) are the file's problem;
     anything else is a bug met on this input: it is reported the same way, or raised with --debug.
     """
-    from digitscan.preprocess import ImageError
-
     context = click.get_current_context(silent=True)
     debug = bool(context and context.obj and context.obj.get("debug"))
     failures = 0
@@ -271,11 +247,11 @@ def process_files(files: list[Path], work, describe, as_json: bool) -> None:
         try:
             result = work(path)
         except (ImageError, OSError) as exc:
-            problem = str(exc)
+            problem = one_line(exc)
         except Exception as exc:
             if debug:
                 raise
-            problem = f"{type(exc).__name__}: {exc} (rerun with --debug for the traceback)"
+            problem = f"{type(exc).__name__}: {one_line(exc)} (rerun with --debug for the traceback)"
         else:
             if as_json:
                 emit({"path": str(path), **result.to_dict()})
@@ -283,7 +259,6 @@ def process_files(files: list[Path], work, describe, as_json: bool) -> None:
                 click.echo(f"{path}: {describe(result)}")
             continue
         failures += 1
-        problem = " ".join(problem.split())  # one line, whatever the exception's message holds
         if as_json:
             emit({"path": str(path), "error": problem})
         click.echo(f"digitscan: {path}: {problem}", err=True)
@@ -297,8 +272,10 @@ def process_files(files: list[Path], work, describe, as_json: bool) -> None:
 @click.option("--epochs", type=int, help="Epochs (default: the architecture's recipe; paper: 5).")
 @click.option("--batch-size", type=int, help="Batch size (paper: 32).")
 @click.option("--lr", type=float, help="Peak learning rate (paper: Adam 1e-3).")
-@click.option("--val-split", type=float, help="Fraction of the 60,000 training images held out for validation (paper: 0.3).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed for the split, initialization and shuffling.")
+@click.option("--val-split", type=float,
+              help="Fraction of the 60,000 training images held out for validation (paper: 0.3).")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed for the split, initialization and shuffling.")
 @click.option("--threads", type=int, help="CPU threads for PyTorch (default: PyTorch's choice).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @dataset_option
@@ -350,11 +327,12 @@ def train(ctx, arch, epochs, batch_size, lr, val_split, seed, threads, device, d
       digitscan train --arch dsnet --dataset fashion-mnist
       digitscan train --arch dsnet --dataset folder:my_symbols --out runs/symbols.safetensors
       digitscan train --arch shipped --init shipped --epochs 3 --lr 0.002     fine-tune the shipped model
-      torchrun --standalone --nproc_per_node=2 -m digitscan.train --arch dsnet
+      torchrun --standalone --nproc_per_node=2 -m digitscan train --arch dsnet
     """
-    from digitscan import distributed as dist
     from digitscan.plots import save_training_curves
-    from digitscan.train import make_config, pick_device, train as run_training
+    from digitscan.training import distributed as dist
+    from digitscan.training.classifier import make_config, pick_device
+    from digitscan.training.classifier import train as run_training
 
     config = make_config(arch, epochs=epochs, batch_size=batch_size, lr=lr, val_split=val_split, seed=seed,
                          threads=threads, device=device, eval_test=eval_test, dataset=dataset, data=data,
@@ -414,7 +392,7 @@ def train_reader_command(lines, val_lines, epochs, lr, seed, init, workers, out,
       digitscan read --reader runs/reader.safetensors zip_code.jpg
     """
     from digitscan.plots import save_training_curves
-    from digitscan.train_reader import ReaderConfig, train_reader
+    from digitscan.training.line_reader import ReaderConfig, train_reader
 
     config = ReaderConfig(lines=lines, val_lines=val_lines, epochs=epochs, lr=lr, seed=seed,
                           init=None if init == "none" else init)
@@ -426,7 +404,7 @@ def train_reader_command(lines, val_lines, epochs, lr, seed, init, workers, out,
 
 
 def launch_torchrun(ctx: click.Context, nproc_per_node: int | None, cuda: bool) -> int:
-    """Run the current command again as `python -m torch.distributed.run --standalone ... -m digitscan.train OPTIONS`
+    """Run the current command again as `python -m torch.distributed.run --standalone ... -m digitscan train OPTIONS`
     (torchrun on this machine); returns its exit status."""
     import subprocess
 
@@ -441,7 +419,7 @@ def launch_torchrun(ctx: click.Context, nproc_per_node: int | None, cuda: bool) 
             continue
         options += [param.opts[0]] if param.is_flag else [param.opts[0], str(value)]
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-               "-m", "digitscan.train", *options]
+               "-m", "digitscan", "train", *options]
     click.echo("running: python " + " ".join(command[1:]), err=True)
     return subprocess.run(command, check=False).returncode
 
@@ -466,10 +444,11 @@ def evaluate(model: str | None, dataset: str, data: str | None, as_json: bool, o
       digitscan evaluate                                         the shipped model on MNIST
       digitscan evaluate --model runs/dsnet.safetensors --dataset fashion-mnist
     """
-    from digitscan.checkpoint import load_checkpoint, load_ensemble
-    from digitscan.datasets import load_dataset
-    from digitscan.evaluate import infer, metrics, misclassified
+    from digitscan.data.datasets import load_dataset
+    from digitscan.models.checkpoint import load_checkpoint, load_ensemble
+    from digitscan.models.inference import infer
     from digitscan.plots import save_confusion_matrix, save_misclassified_grid
+    from digitscan.training.evaluate import metrics, misclassified
 
     checkpoint = load_ensemble() if ensemble else load_checkpoint(model)
     # A folder's images are decoded the way the model's training images were.
@@ -507,7 +486,7 @@ def evaluate(model: str | None, dataset: str, data: str | None, as_json: bool, o
 @click.option("--arch", default="paper", show_default=True, help="Architecture name, or 'shipped'.")
 def summary(arch: str) -> None:
     """Print an architecture's layers with output shapes and parameter counts (like Keras's model.summary())."""
-    from digitscan.models import build_model, count_parameters, layer_table, resolve_arch
+    from digitscan.models.architectures import build_model, count_parameters, layer_table, resolve_arch
 
     model = build_model(arch)
     rows = layer_table(model)
@@ -529,7 +508,8 @@ def summary(arch: str) -> None:
 @json_option
 @click.option("--out", type=click.Path(file_okay=False), default="out/compare", show_default=True,
               help="Folder for the comparison bar chart.")
-@click.option("--limit", type=int, help="Train on only N images per model (a quick trial; not comparable to the paper).")
+@click.option("--limit", type=int,
+              help="Train on only N images per model (a quick trial; not comparable to the paper).")
 def compare(data: str | None, seed: int, as_json: bool, out: str, limit: int | None) -> None:
     """Train and test SVM, ANN and CNN on the same split (the paper's Fig. 15).
 
@@ -537,8 +517,8 @@ def compare(data: str | None, seed: int, as_json: bool, out: str, limit: int | N
     images. SVM: RBF kernel on 50 PCA components; ANN: MLP 784-512-256-10, 15 epochs; CNN: the paper's model, 5 epochs.
     Takes a few minutes on 2 CPU cores.
     """
-    from digitscan.compare import compare as run_compare
     from digitscan.plots import save_comparison_bars
+    from digitscan.training.compare import compare as run_compare
 
     def progress(message: str) -> None:
         if not as_json:
@@ -563,7 +543,7 @@ def compare(data: str | None, seed: int, as_json: bool, out: str, limit: int | N
 @click.option("--debug-image", "debug_image", type=click.Path(),
               help="Also write the input with each digit's box and label drawn: a PNG file for one input, "
                    "a folder (one PNG per input, named after it) for several.")
-@click.option("--method", type=click.Choice(READ_METHOD_CHOICES),
+@click.option("--method", type=click.Choice(READ_METHODS),
               help="sequence: one network reads the whole line (the line reader); segments: cut the line into "
                    "digits and classify each with the digit model. Default: sequence, or segments when --model, "
                    "--ensemble or --backend onnx chooses a digit model (the line reader uses none).")
@@ -597,9 +577,9 @@ def read(paths: tuple[str, ...], model: str | None, as_json: bool, debug_image: 
       digitscan read --model my_digits.onnx zip_code.jpg    the same with your model (onnxruntime, no PyTorch)
       digitscan read forms/ --out numbers.csv
     """
-    from digitscan.preprocess import decode_image
+    from digitscan.image.decode import decode_image
+    from digitscan.reading.draw import draw_segments
     from digitscan.recognize import Recognizer
-    from digitscan.segment import READ_TIME_LIMIT_S, draw_segments
 
     check_batch_options(out, as_json, **batch)
     if out is not None and debug_image:
@@ -610,8 +590,7 @@ def read(paths: tuple[str, ...], model: str | None, as_json: bool, debug_image: 
     recognizer = Recognizer.load(model, ensemble=ensemble, backend=backend,
                                  threads=batch_model_threads(out, batch["workers"]), reader=reader)
     method = method or recognizer.read_method
-    if method == "sequence":
-        recognizer.line_reader  # noqa: B018  (a missing or broken line reader is one error, before any file)
+    recognizer.warm_up(method)  # a missing or broken line reader, a model without 0-9: one error, before any file
     if out is not None:
         from digitscan.batch import read_job
 
@@ -625,7 +604,8 @@ def read(paths: tuple[str, ...], model: str | None, as_json: bool, debug_image: 
         gray = decode_image(path)
         result = recognizer.read(gray, method=method, time_limit_s=time_limit_s or READ_TIME_LIMIT_S)
         if drawings:
-            draw_segments(gray, result.digits).save(drawings[path])
+            with atomic_write(drawings[path]) as temporary:  # PNG whatever the name says, as --help promises
+                draw_segments(gray, result.digits).save(temporary, format="PNG")
         return result
 
     def describe(result) -> str:
@@ -678,8 +658,8 @@ def export(fmt: str, out: str, model: str | None, opset: int | None, ensemble: b
       digitscan export --format onnx --out digits.onnx
       digitscan predict --model digits.onnx photo.jpg
     """
-    from digitscan.checkpoint import load_checkpoint, load_ensemble
-    from digitscan.export import export_onnx
+    from digitscan.models.checkpoint import load_checkpoint, load_ensemble
+    from digitscan.models.export import export_onnx
 
     checkpoint = load_ensemble() if ensemble else load_checkpoint(model)
     result = export_onnx(checkpoint, out, **({"opset": opset} if opset else {}))
@@ -700,7 +680,7 @@ def data() -> None:
 @json_option
 def data_info(data: str | None, out: str, as_json: bool) -> None:
     """Shapes, pixel statistics and per-class counts of both splits, plus sample and distribution plots."""
-    from digitscan.data import dataset_info, load_mnist
+    from digitscan.data.mnist import dataset_info, load_mnist
     from digitscan.plots import save_class_distribution, save_sample_grid
 
     info = dataset_info(data)
@@ -722,10 +702,11 @@ def data_info(data: str | None, out: str, as_json: bool) -> None:
 
 
 @data.command("fetch")
-@click.option("--cache", type=click.Path(file_okay=False), help="Folder to download into (default: the per-user cache).")
+@click.option("--cache", type=click.Path(file_okay=False),
+              help="Folder to download into (default: the per-user cache).")
 def data_fetch(cache: str | None) -> None:
     """Download MNIST from the known mirrors ($DIGITSCAN_MIRRORS to override) and verify every file's sha256."""
-    from digitscan.data import fetch_mnist
+    from digitscan.data.mnist import fetch_mnist
 
     folder = fetch_mnist(Path(cache) if cache else None)
     click.echo(f"MNIST verified in {folder}")

@@ -1,12 +1,34 @@
-"""Named constants shared by every module: image geometry, classes and the MNIST files.
-
-Import from here instead of writing 28, 20 or a digest twice.
+"""Named constants shared by every module: image geometry, classes, every limit, the MNIST files and the paper's
+figures. Import from here instead of writing 28, 20, a limit or a digest twice; docs/security.md lists the limits.
 """
 
 IMAGE_SIZE = 28  # model input is IMAGE_SIZE x IMAGE_SIZE, ink = 1.0, background = 0.0
 DIGIT_BOX = 20  # MNIST convention: the digit is fitted into 20x20 and centred by mass in 28x28
 NUM_CLASSES = 10
 DIGIT_CLASSES = [str(d) for d in range(NUM_CLASSES)]
+
+# Inputs: what decode_image accepts (docs/security.md).
+ALLOWED_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP")
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}  # what folders are searched for
+MAX_PIXELS = 40_000_000  # default limit on width * height, checked from the header before decoding
+MAX_FILE_BYTES = 20 * 2**20
+MAX_IDX_BYTES = 64 * 2**20  # default limit on an IDX file's decompressed size (MNIST's largest is 47 MB)
+PREPROCESS_MODES = ("robust", "paper")
+WORK_SIDE = 512  # longer side of the ink finder's working copy: ~10x a digit's 20 px box; keeps 12 MP photos fast
+
+# Reading numbers.
+READ_METHODS = ("sequence", "segments")  # the line reader, or cutting into digits first
+READ_TIME_LIMIT_S = 5.0  # per image; the worst pages measured take ~1 s (docs/security.md), real numbers far less
+MAX_COMPONENTS = 200  # more candidate components than this is noise: only the largest are considered
+MAX_GROUP = 4  # a digit is made of at most this many atoms (pieces of a broken digit, slices of touching digits)
+
+# Models.
+INFER_BATCH = 1024  # inputs per forward pass: bounds memory for huge stacks
+MAX_CLASSES = 1000  # a model file naming more classes than this is refused
+MAX_CLASS_NAME = 64  # characters; class names are printed in results, so they must be short printable text
+
+# The paper's test accuracies (its Fig. 15), which `digitscan compare` and the benchmarks stand beside.
+PAPER_RESULTS = {"SVM": 0.9777, "ANN": 0.9770, "CNN": 0.9830}
 
 # File stems of the four MNIST IDX files; each may be stored raw or as "<stem>.gz".
 MNIST_FILES = {

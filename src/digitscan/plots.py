@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import math
 import os
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from digitscan.constants import NUM_CLASSES
+from digitscan.files import atomic_write
 
 DPI = 120
 # MNIST stores ink as high values on a black background; "gray_r" draws high values dark, so digits look
@@ -307,20 +307,10 @@ def _new_figure(figsize: tuple[float, float]) -> Figure:
 
 
 def _save(fig: Figure, path: str | os.PathLike) -> Path:
-    """Write `fig` as PNG next to `path` under a temporary name, then rename, so no half-written PNG remains."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # A unique hidden name in the same folder (os.replace is atomic only within one file system); opened with
-    # "x" rather than mkstemp so the PNG gets the usual umask permissions, not mkstemp's owner-only 0600.
-    temporary = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
-    try:
-        with open(temporary, "xb") as file:
-            fig.savefig(file, format="png", dpi=DPI, facecolor="white")
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-    return path
+    """Write `fig` as PNG through a temporary file beside `path`, so no half-written PNG remains."""
+    with atomic_write(path) as temporary:
+        fig.savefig(temporary, format="png", dpi=DPI, facecolor="white")
+    return Path(path)
 
 
 def _image_stack(images: np.ndarray) -> np.ndarray:

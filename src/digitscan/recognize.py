@@ -12,11 +12,12 @@ from pathlib import Path
 
 import numpy as np
 
-from digitscan.constants import DIGIT_CLASSES
-from digitscan.preprocess import decode_image, preprocess
-from digitscan.segment import READ_TIME_LIMIT_S, segment_number
-
-READ_METHODS = ("sequence", "segments")  # Recognizer.read: the line reader, or cutting into digits first
+from digitscan.constants import DIGIT_CLASSES, IMAGE_SIZE, READ_METHODS, READ_TIME_LIMIT_S
+from digitscan.image.decode import decode_image
+from digitscan.image.prepare import preprocess
+from digitscan.models.backends import softmax
+from digitscan.reading.layout import DigitBox
+from digitscan.reading.segments import segment_number
 
 
 @dataclass
@@ -34,11 +35,6 @@ class Prediction:
         return data
 
 
-@dataclass
-class DigitBox:
-    digit: int
-    confidence: float  # the model's probability of this digit
-    box: list[int]  # [x, y, w, h] in input image pixels
 
 
 @dataclass
@@ -55,7 +51,7 @@ class Recognizer:
     """One loaded model plus the preprocessing and rejection rule recorded with it.
 
     The model is a backend: any callable from prepared inputs (N, 28, 28) to logits (N, classes) as numpy, PyTorch
-    or onnxruntime (digitscan.backends). Everything after the logits (calibration, rejection, reading) is shared.
+    or onnxruntime (digitscan.models.backends). Everything after the logits (calibration, rejection, reading) is shared.
     """
 
     def __init__(self, backend: Callable[[np.ndarray], np.ndarray], meta: dict, path: str | os.PathLike,
@@ -77,8 +73,8 @@ class Recognizer:
              ensemble: bool = False, backend: str | None = None, threads: int | None = None,
              reader: str | os.PathLike | None = None) -> Recognizer:
         """Load a checkpoint file, or the shipped model when path is None; ensemble=True: the shipped ensemble.
-        reader: the line reader `read` uses (None: the shipped one; see digitscan.sequence). `read` uses the line
-        reader by default, except when path, ensemble or backend="onnx" chose a digit model: that model is then
+        reader: the line reader `read` uses (None: the shipped one; see digitscan.reading.line_reader). `read` uses
+        the line reader by default, except when path, ensemble or backend="onnx" chose a digit model: that model is then
         what reads numbers (method "segments"), since the line reader uses none.
 
         backend: "torch" or "onnx" (onnxruntime); None picks "onnx" for a .onnx file, else "torch". A .onnx file
@@ -86,7 +82,7 @@ class Recognizer:
         exports it to ONNX in memory first (a few seconds, parity-checked). threads: the model's intra-op threads
         (None: the runtime's default; PyTorch's process-wide setting is changed only during this model's calls).
         """
-        from digitscan.backends import BACKENDS, OnnxBackend, TorchBackend, is_onnx_path
+        from digitscan.models.backends import BACKENDS, OnnxBackend, TorchBackend, is_onnx_path
 
         read_method = "segments" if path is not None or ensemble or backend == "onnx" else "sequence"
         backend = backend or ("onnx" if is_onnx_path(path) else "torch")
@@ -98,13 +94,13 @@ class Recognizer:
             session = OnnxBackend(path, threads)
             return cls(session, session.metadata(str(path)), path, preprocess, reader, read_method)
 
-        from digitscan.checkpoint import load_checkpoint, load_ensemble
+        from digitscan.models.checkpoint import load_checkpoint, load_ensemble
 
         checkpoint = load_ensemble() if ensemble else load_checkpoint(path)
         if backend == "torch":
             return cls(TorchBackend(checkpoint.model, threads), checkpoint.meta, checkpoint.path, preprocess, reader,
                        read_method)
-        from digitscan.export import export_onnx
+        from digitscan.models.export import export_onnx
 
         session = OnnxBackend(export_onnx(checkpoint).model, threads)
         return cls(session, session.metadata(str(checkpoint.path)), checkpoint.path, preprocess, reader, read_method)
@@ -140,9 +136,9 @@ class Recognizer:
         """A whole number written on one line (path, bytes, PIL image or array): digits left to right, with boxes.
 
         method None: this recognizer's read_method (see load). "sequence": the line reader reads the whole line at
-        once (digitscan.sequence); it needs PyTorch, whatever this recognizer's backend. "segments": the line is
-        cut into digits and each goes through this recognizer's model (digitscan.segment); a piece the model
-        rejects is dropped when it is also small next to the other digits (a speck, a dash), and a rejected
+        once (digitscan.reading.line_reader); it needs PyTorch, whatever this recognizer's backend. "segments": the
+        line is cut into digits and each goes through this recognizer's model (digitscan.reading.segments); a piece
+        the model rejects is dropped when it is also small next to the other digits (a speck, a dash), and a rejected
         digit-sized piece is kept as its most likely digit with its low confidence, so the text keeps its length.
         docs/reading-numbers.md compares the two.
         Both use the robust ink finder, whatever this recognizer's preprocess mode. Reading a page of clutter that
@@ -153,22 +149,36 @@ class Recognizer:
             raise ValueError(f"unknown reading method {method!r}; choose one of: {', '.join(READ_METHODS)}")
         gray = decode_image(image)
         if method == "sequence":
-            from digitscan.sequence import read_line
+            from digitscan.reading.line_reader import read_line
 
-            digits = [DigitBox(d.digit, d.confidence, d.box)
-                      for d in read_line(self.line_reader, gray, time_limit_s=time_limit_s)]
+            digits = read_line(self.line_reader, gray, time_limit_s=time_limit_s)
         else:
-            segments = segment_number(gray, self.digit_probabilities, time_limit_s=time_limit_s)
-            digits = [DigitBox(s.digit, s.confidence, s.box) for s in segments if s.accepted or not s.noise_like]
+            digits = segment_number(gray, self.digit_probabilities, time_limit_s=time_limit_s)
         text = "".join(str(d.digit) for d in digits)
         confidence = float(np.prod([d.confidence for d in digits])) if digits else 0.0
         return ReadResult(text=text, confidence=confidence, digits=digits)
+
+    def warm_up(self, read: str | None = None) -> None:
+        """Load and run now what a first request would wait for, so that a model that cannot serve fails here, once,
+        not on every input: one inference on a blank input, and the line reader when reading uses it.
+
+        read: the reading method about to be used ("sequence" or "segments"), which is then checked too (a digit
+        model for cutting must know the digits 0-9); None: this recognizer's own method, where a model that
+        cannot read numbers is no error (it may only be meant to predict).
+        """
+        blank = np.zeros((1, IMAGE_SIZE, IMAGE_SIZE), np.float32)
+        self.predict_inputs(blank)
+        method = read or self.read_method
+        if method == "sequence":
+            _ = self.line_reader
+        elif read == "segments":
+            self.digit_probabilities(blank)
 
     @property
     def line_reader(self):
         """The line reader's network (loaded on first use)."""
         if self._line_reader is None:
-            from digitscan.sequence import load_reader
+            from digitscan.reading.line_reader import load_reader
 
             self._line_reader = load_reader(self.reader_path).model
         return self._line_reader
@@ -187,7 +197,3 @@ class Recognizer:
         return self.path.name
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise softmax of (N, classes) logits, shifted by the row maximum so exp never overflows."""
-    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return shifted / shifted.sum(axis=1, keepdims=True)

@@ -12,7 +12,6 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import numpy as np
 import torch
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -21,7 +20,6 @@ from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 
-from digitscan.constants import IMAGE_SIZE
 from digitscan.recognize import Recognizer
 from digitscan.serve.limits import BodyTooLarge, InferencePool, RequestLimits
 from digitscan.serve.metrics import Metrics, MetricsMiddleware
@@ -39,9 +37,7 @@ def load_recognizer(settings: Settings) -> Recognizer:
     """Load the checkpoint (and the line reader /api/read uses with the shipped model) and run one inference, so the
     first real request does not pay for warm-up."""
     recognizer = Recognizer.load(settings.model, preprocess=settings.preprocess, ensemble=settings.ensemble)
-    recognizer.predict_inputs(np.zeros((1, IMAGE_SIZE, IMAGE_SIZE), np.float32))
-    if recognizer.read_method == "sequence":
-        recognizer.line_reader  # noqa: B018  (loads it now: /api/read's first request would wait for it)
+    recognizer.warm_up()
     return recognizer
 
 

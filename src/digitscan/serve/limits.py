@@ -15,12 +15,12 @@ from typing import Any
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from digitscan.errors import Saturated
+
 API_PREFIX = "/api/"
 MULTIPART_OVERHEAD = 64 * 1024  # boundaries and part headers around the file; the file itself is checked exactly later
 
 
-class Saturated(Exception):
-    """Every worker is busy and the waiting line is full: the caller should answer 503 with Retry-After."""
 
 
 class BodyTooLarge(HTTPException):

@@ -19,14 +19,10 @@ from fastapi.responses import FileResponse, Response
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
-from digitscan.preprocess import (
-    ImageError,
-    ImageTooLargeError,
-    UnsupportedImageError,
-    decode_image,
-)
+from digitscan.errors import ImageError, Saturated
+from digitscan.image.decode import decode_image
 from digitscan.recognize import Recognizer
-from digitscan.serve.limits import InferencePool, Saturated
+from digitscan.serve.limits import InferencePool
 from digitscan.serve.metrics import Metrics
 from digitscan.serve.settings import Settings
 
@@ -201,13 +197,10 @@ async def infer(pool: InferencePool, metrics: Metrics, endpoint: str, work: Call
     try:
         return await pool.run(timed)
     except Saturated as exc:
-        raise ApiError(503, f"server is busy ({exc}); retry shortly", "saturated", {"Retry-After": "1"}) from None
-    except ImageTooLargeError as exc:
-        raise ApiError(413, str(exc), "too_large") from None
-    except UnsupportedImageError as exc:
-        raise ApiError(415, str(exc), "unsupported") from None
-    except ImageError as exc:  # UnreadableImageError, ImageTooComplexError and anything else the decoder refuses
-        raise ApiError(422, str(exc), "unreadable") from None
+        raise ApiError(exc.http_status, f"server is busy ({exc}); retry shortly", exc.reason,
+                       {"Retry-After": "1"}) from None
+    except ImageError as exc:  # 413 too large, 415 unsupported, 422 unreadable or too complex (digitscan.errors)
+        raise ApiError(exc.http_status, str(exc), exc.reason) from None
     except MemoryError:
         log.error("out of memory on a %s request", endpoint)
         raise ApiError(503, "not enough memory for this image right now; retry later", "out_of_memory",

@@ -11,8 +11,7 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from digitscan.preprocess import MAX_FILE_BYTES, MAX_PIXELS
-from digitscan.segment import READ_TIME_LIMIT_S
+from digitscan.constants import MAX_FILE_BYTES, MAX_PIXELS, READ_TIME_LIMIT_S
 
 MIB = 2**20
 

@@ -12,11 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from digitscan.checkpoint import MAX_CLASSES
-from digitscan.constants import DIGIT_CLASSES, IMAGE_SIZE, MNIST_FILES
-from digitscan.data import (
+from digitscan.constants import DIGIT_CLASSES, IMAGE_SIZE, MAX_CLASSES, MNIST_FILES, PREPROCESS_MODES
+from digitscan.data.mnist import (
     SPLITS,
-    DatasetError,
     find_file,
     idx_sha256,
     load_idx_dataset,
@@ -24,9 +22,9 @@ from digitscan.data import (
     mnist_digests,
     read_idx,
 )
-from digitscan.preprocess import PREPROCESS_MODES, ImageError, preprocess
+from digitscan.errors import DatasetError, ImageError
+from digitscan.image.prepare import preprocess
 
-NAMED = ("mnist", "fashion-mnist")
 SPEC_HELP = "mnist, fashion-mnist, idx:DIR (the four MNIST-named IDX files) or folder:DIR (one subfolder per class)"
 
 # Fashion-MNIST (Zalando Research): the classes in label order, and the sha256 of each *decompressed* file. The
@@ -59,7 +57,7 @@ class Dataset:
 
     name: str  # "mnist", "fashion-mnist", "idx:/abs/dir" or "folder:/abs/dir"
     classes: list[str]
-    preprocess: str  # the digitscan.preprocess mode that turns a user's image into this dataset's kind of input
+    preprocess: str  # the digitscan.image.prepare mode that turns a user's image into this dataset's kind of input
     sha256: dict[str, str] = field(default_factory=dict)  # file (folder: split) -> sha256, see load_folder
     train: Split | None = None
     test: Split | None = None
@@ -164,7 +162,7 @@ def load_folder(root: Path, splits, preprocess_mode: str = "robust") -> Dataset:
     it, so a stray or broken file is never silently dropped from the training set. Without a test/ folder, a
     fixed FOLDER_TEST_FRACTION of each class is held out as the test split (loaded along with the training split).
     Every image goes through
-    digitscan.preprocess in `preprocess_mode`, as `predict` will later do to the user's images.
+    digitscan.image.prepare.preprocess in `preprocess_mode`, as `predict` will later do to the user's images.
     Digests: for each split, the sha256 of its `sha256sum`-style listing ("<sha256>  <path relative to DIR>"
     lines, sorted by path), so the record changes when any file is added, removed, renamed or edited.
     """

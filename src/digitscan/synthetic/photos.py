@@ -4,7 +4,7 @@
 paper, lighting, position and size in the frame, rotation, pen width, camera noise and blur, and the file format
 (JPEG, transparent PNG, EXIF-rotated JPEG, palette, 16-bit, CMYK) all vary with the condition.
 `CONDITIONS["mixed"]` draws each of them at random: the shipped model is fine-tuned on MNIST *training* digits
-photographed that way (digitscan.finetune), and benchmarks/realworld.py evaluates on MNIST *test* digits and on
+photographed that way (digitscan.training.finetune), and benchmarks/realworld.py evaluates on MNIST *test* digits and on
 handwriting fonts. Used at run time only: generated images are never committed.
 """
 
@@ -126,7 +126,7 @@ def glyph_from_font(text: str, font_path: str, size: int = 96) -> np.ndarray:
     font = ImageFont.truetype(font_path, size)
     left, top, right, bottom = font.getbbox(text)
     canvas = Image.new("L", (right - left + 8, bottom - top + 8), 0)
-    from PIL import ImageDraw  # noqa: PLC0415  (only the font path needs it)
+    from PIL import ImageDraw  # only the font path needs it
 
     ImageDraw.Draw(canvas).text((4 - left, 4 - top), text, fill=255, font=font)
     return glyph_from_mnist(np.asarray(canvas))

@@ -1,4 +1,4 @@
-"""Training the line reader (digitscan.sequence): photographed numbers made from MNIST digits, CTC loss.
+"""Training the line reader (digitscan.reading.line_reader): photographed numbers made from MNIST digits, CTC loss.
 
 `make_lines(images, labels, count, seed)` photographs numbers composed from these digits and turns each photo into
 the strip the reader sees (cached on disk; ~50 lines/s on 2 cores); `train_reader(config)` is the training loop.
@@ -26,31 +26,28 @@ from safetensors.numpy import load_file, save_file
 from torch import nn
 from tqdm import tqdm
 
-from digitscan.checkpoint import (
-    load_checkpoint,
-    save_checkpoint,
-    sha256_file,
-    shipped_path,
-)
-from digitscan.data import default_cache_dir, load_mnist, mnist_digests, train_val_split
-from digitscan.models import LineReader
-from digitscan.photos import Condition, photograph
-from digitscan.preprocess import decode_image
-from digitscan.sequence import BLANK, LINE_HEIGHT, STRIDE, decode, line_input
-from digitscan.synth import render_number
+from digitscan.data.mnist import default_cache_dir, load_mnist, mnist_digests, train_val_split
+from digitscan.files import atomic_write
+from digitscan.image.decode import decode_image
+from digitscan.models.architectures import LineReader
+from digitscan.models.checkpoint import load_checkpoint, save_checkpoint, sha256_file, shipped_path
+from digitscan.reading.line_reader import BLANK, LINE_HEIGHT, STRIDE, decode, line_input
+from digitscan.synthetic.photos import Condition, photograph
+from digitscan.synthetic.strokes import render_number
 
 LINES_VERSION = 1  # bump when the generator changes, so stale caches are not reused
 ARCH = "line-reader"
 CLASSES = [str(d) for d in range(10)] + ["blank"]
 MAX_DIGITS = 12
-# Photos of numbers: every nuisance of digitscan.photos, each with probability 0.5, in photos of at most 260 px
+# Photos of numbers: every nuisance of digitscan.synthetic.photos, each with probability 0.5, in photos of at most
+# 260 px
 # (the ink finder works at <= 512 px on the longer side, and a 12-digit line is ~8x wider than tall).
 LINE_CONDITION = Condition(
     "a number on one line, photographed (training)", inks=("black", "black", "blue", "pencil", "red"),
     papers=("white", "tinted", "grey", "blue-lined"), height_fraction=(0.25, 0.85), image_height=(60, 260),
     rotation_deg=3.0, lighting=0.5, noise=(0.0, 12.0), blur=(0.0, 0.5), jpeg_quality=(40, 95),
     encodings=("png", "jpeg"), texture=0.03, each=0.5)
-# How numbers are written (digitscan.synth.render_number options) and how often: touching digits are common.
+# How numbers are written (digitscan.synthetic.strokes.render_number options) and how often: touching digits are common.
 LINE_STYLES = ((0.35, dict(spacing=(0.05, 0.6))),
                (0.35, dict(spacing=(-0.12, 0.2), baseline_drift=0.25, scale_jitter=0.12)),
                (0.15, dict(spacing=(0.0, 0.4), underline=True, specks=8)),
@@ -122,10 +119,8 @@ def make_lines(images: np.ndarray, labels: np.ndarray, count: int, seed: int, *,
                    if r is not None]
     strips, widths, digits = _pack([s for s, _ in results], [t for _, t in results])
     if cache:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        save_file({"strips": strips, "widths": widths, "digits": digits}, str(tmp))
-        os.replace(tmp, path)
+        with atomic_write(path) as temporary:
+            save_file({"strips": strips, "widths": widths, "digits": digits}, str(temporary))
     return _unpack(strips, widths, digits)
 
 

@@ -1,6 +1,7 @@
 """Things that are not digits, for teaching the model to say so and for measuring how well it does.
 
-Glyphs (ink coverage in [0, 1], photographed with digitscan.photos like digits): letters in a font, scribbles and
+Glyphs (ink coverage in [0, 1], photographed with digitscan.synthetic.photos like digits): letters in a font,
+scribbles and
 shapes. Pages without any glyph: blank paper, textured paper under uneven light, sensor noise.
 Fashion-MNIST pictures come from the dataset itself (digitscan.data).
 """
@@ -12,7 +13,7 @@ import math
 import cv2
 import numpy as np
 
-from digitscan.photos import Condition, glyph_from_font
+from digitscan.synthetic.photos import Condition, glyph_from_font
 
 # Letters that do not look like a digit in most hands (no O/o/D/Q ~ 0, I/l/i/j/J ~ 1, Z/z ~ 2, S/s ~ 5, b/G ~ 6,
 # T/t ~ 7, B ~ 8, g/q/a ~ 9, A/y ~ 4).

@@ -1,12 +1,14 @@
 """Fine-tuning for real-world input: the extra training data that makes the model and the preprocessing work together.
 
 `build_pools(images, labels)` makes, from MNIST *training* digits only (never the validation or test split):
-- photo digits: digits photographed under random conditions (digitscan.photos), then prepared by the same robust
+- photo digits: digits photographed under random conditions (digitscan.synthetic.photos), then prepared by the same
+  robust
   preprocessing every entry point uses, so the model learns what that preprocessing really hands it;
 - segmented digits: the true digits of numbers composed from training digits, as the reading step cuts them out;
 - negatives (not a digit): Fashion-MNIST *training* pictures (as files and photographed), letters and scribbles in
   the training font families, and the wrong cuts of the reading step (half a digit, two digits merged).
-`digitscan.train` mixes them into each batch when `TrainConfig.realworld` is set (`train --realworld`): digits with
+`digitscan.training.classifier` mixes them into each batch when `TrainConfig.realworld` is set (`train --realworld`):
+digits with
 their labels, negatives pulled towards the uniform distribution (outlier exposure), which is what makes a confidence
 threshold work.
 Pools take a few minutes to make and are cached (~/.cache/digitscan/pools) keyed by their settings.
@@ -24,13 +26,15 @@ import numpy as np
 from safetensors.numpy import load_file, save_file
 from tqdm import tqdm
 
-from digitscan.data import default_cache_dir
-from digitscan.datasets import load_fashion_mnist
-from digitscan.nondigits import BLANK_PAGES, blank_glyph, letter_glyph, scribble_glyph
-from digitscan.photos import CONDITIONS, Condition, font_split, glyph_from_font, glyph_from_mnist, photograph
-from digitscan.preprocess import decode_image, to_model_input
-from digitscan.segment import candidate_pieces
-from digitscan.synth import render_number
+from digitscan.data.datasets import load_fashion_mnist
+from digitscan.data.mnist import default_cache_dir
+from digitscan.files import atomic_write
+from digitscan.image.decode import decode_image
+from digitscan.image.prepare import to_model_input
+from digitscan.reading.segments import candidate_pieces
+from digitscan.synthetic.nondigits import BLANK_PAGES, blank_glyph, letter_glyph, scribble_glyph
+from digitscan.synthetic.photos import CONDITIONS, Condition, font_split, glyph_from_font, glyph_from_mnist, photograph
+from digitscan.synthetic.strokes import render_number
 
 FASHION_TRAIN_USED = 50_000  # negatives come from the first 50,000 Fashion training images; --dev uses the rest
 POOL_VERSION = 7  # bump when the generators change, so stale caches are not reused
@@ -91,10 +95,8 @@ def build_pools(images: np.ndarray, labels: np.ndarray, sizes: PoolSizes = PoolS
                     digit_labels.append(label)
     pools = Pools(np.stack(digits), np.array(digit_labels, np.int64), np.stack(negatives))
     if cache:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        save_file({"digits": pools.digits, "labels": pools.labels, "negatives": pools.negatives}, str(tmp))
-        os.replace(tmp, path)
+        with atomic_write(path) as temporary:
+            save_file({"digits": pools.digits, "labels": pools.labels, "negatives": pools.negatives}, str(temporary))
     return pools
 
 

@@ -26,7 +26,7 @@ class Recipe:
     weight_decay: float = 0.0
     schedule: str = "constant"  # "constant" | "onecycle"
     label_smoothing: float = 0.0
-    augment: str = "none"  # "none" | "handwriting" (see augment.py)
+    augment: str = "none"  # "none" | "handwriting" (see digitscan.data.augment)
     precision: str = "fp32"  # "fp32" | "bf16" (autocast; used only where the CPU or GPU has native bfloat16)
 
 
@@ -137,7 +137,8 @@ SHIPPED_ARCH = "dsnet"
 
 
 class LineReader(nn.Module):
-    """Reads a whole line (digitscan.sequence): dsnet's convolutional trunk run along the strip, 1-D convolutions
+    """Reads a whole line (digitscan.reading.line_reader): dsnet's convolutional trunk run along the strip, 1-D
+    convolutions
     across its columns (each frame sees about two digits' width on either side), then log-probabilities of the
     classes per frame of 4 columns (CTC: the last class is the blank)."""
 
@@ -145,7 +146,7 @@ class LineReader(nn.Module):
                  hidden: int = 128, dropout: float = 0.0):
         super().__init__()
         w1, w2, w3 = widths
-        self.trunk = nn.Sequential(  # the same layers (and names) as digitscan.models.dsnet's first five
+        self.trunk = nn.Sequential(  # the same layers (and names) as digitscan.models.architectures.dsnet's first five
             conv_bn(1, w1, stride=2), conv_bn(w1, w2), nn.MaxPool2d(2), conv_bn(w2, w3), conv_bn(w3, w3),
         )
         self.context = nn.Sequential(

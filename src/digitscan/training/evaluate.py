@@ -1,37 +1,11 @@
-"""Evaluation in two steps: `infer` turns images into logits, `metrics` turns logits and labels into numbers.
-
-`evaluate(model, images, labels)` does both and returns the INTERFACE.md evaluate dict; nothing here prints.
-"""
+"""Evaluation returns data: `metrics` turns logits and labels into numbers, `misclassified` picks the errors,
+`fit_temperature` calibrates; digitscan.models.inference.infer makes the logits. Nothing here prints."""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
-
-INFER_BATCH = 1024
-
-
-def to_input(images: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """(N, 28, 28) uint8 in 0..255 or float in [0, 1] -> (N, 1, 28, 28) float32 in [0, 1], channels-last."""
-    x = torch.as_tensor(images)
-    x = x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
-    if x.dim() == 3:
-        x = x.unsqueeze(1)
-    return x.contiguous(memory_format=torch.channels_last)
-
-
-@torch.inference_mode()
-def infer(model: nn.Module, images: np.ndarray | torch.Tensor, batch_size: int = INFER_BATCH) -> torch.Tensor:
-    """Logits (N, classes) for a stack of 28x28 images, in evaluation mode."""
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    outputs = [model(to_input(images[i:i + batch_size]).to(device)).float().cpu()
-               for i in range(0, len(images), batch_size)]
-    model.train(was_training)
-    return torch.cat(outputs) if outputs else torch.empty(0, 0)
 
 
 def metrics(logits: torch.Tensor, labels: np.ndarray | torch.Tensor, num_classes: int | None = None) -> dict:
@@ -71,10 +45,6 @@ def fit_temperature(logits: torch.Tensor, labels: np.ndarray | torch.Tensor) -> 
     best = min(grid, key=nll)
     fine = np.linspace(best / 1.12, best * 1.12, 41)
     return float(min(fine, key=nll))
-
-
-def evaluate(model: nn.Module, images: np.ndarray, labels: np.ndarray) -> dict:
-    return metrics(infer(model, images), labels)
 
 
 def misclassified(logits: torch.Tensor, labels: np.ndarray) -> dict[str, np.ndarray]:

@@ -17,13 +17,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from digitscan.backends import ONNX_INPUT, ONNX_META_KEY, ONNX_OUTPUT, OnnxBackend
-from digitscan.checkpoint import Checkpoint, sha256_file
 from digitscan.constants import IMAGE_SIZE
-from digitscan.models import fuse_for_inference
-from digitscan.preprocess import to_model_input
-from digitscan.recognize import softmax
-from digitscan.synth import stroke_digit
+from digitscan.errors import ExportError
+from digitscan.files import write_bytes_atomically
+from digitscan.image.prepare import to_model_input
+from digitscan.models.architectures import fuse_for_inference
+from digitscan.models.backends import ONNX_INPUT, ONNX_META_KEY, ONNX_OUTPUT, OnnxBackend, softmax
+from digitscan.models.checkpoint import Checkpoint, sha256_file
+from digitscan.synthetic.strokes import stroke_digit
 
 # Opset 20: what torch 2.13's exporter emits by default, and what onnxruntime has run since 1.17 (also onnxruntime-web
 # and mobile builds of that age). The graph only needs Conv, Relu, MaxPool, ReduceMax, Reshape and Gemm.
@@ -32,8 +33,6 @@ MIN_OPSET = 18  # the torch.export-based exporter (onnxscript's torch library) s
 PARITY_TOLERANCE = 1e-4  # max |p_onnxruntime - p_torch| over calibrated probabilities, as the parity test demands
 
 
-class ExportError(ValueError):
-    """The exported graph does not compute what the PyTorch model computes; nothing was written."""
 
 
 @dataclass
@@ -44,7 +43,8 @@ class ExportResult:
     path: Path | None = None  # where it was written, if anywhere
 
 
-def export_onnx(checkpoint: Checkpoint, out: str | os.PathLike | None = None, opset: int = DEFAULT_OPSET) -> ExportResult:
+def export_onnx(checkpoint: Checkpoint, out: str | os.PathLike | None = None,
+                opset: int = DEFAULT_OPSET) -> ExportResult:
     """Export a checkpoint (BatchNorm folded first) to ONNX; write it to `out` atomically when given.
 
     The graph maps "input" float32 (batch, 1, 28, 28) in [0, 1] to "logits" float32 (batch, classes): the same
@@ -59,7 +59,8 @@ def export_onnx(checkpoint: Checkpoint, out: str | os.PathLike | None = None, op
     model = fuse_for_inference(copy.deepcopy(checkpoint.model)).cpu().eval()  # the caller's model stays untouched
     proto = trace_to_onnx(model, opset)
     meta = onnx_meta(checkpoint, opset)
-    proto.doc_string = f"digitscan {meta['arch']} model: {ONNX_INPUT} (batch, 1, 28, 28) -> {ONNX_OUTPUT} (batch, classes)"
+    proto.doc_string = (f"digitscan {meta['arch']} model: {ONNX_INPUT} (batch, 1, 28, 28) -> "
+                        f"{ONNX_OUTPUT} (batch, classes)")
     entry = proto.metadata_props.add()
     entry.key, entry.value = ONNX_META_KEY, json.dumps(meta)
     onnx.checker.check_model(proto, full_check=True)  # full_check: also strict shape inference
@@ -67,7 +68,7 @@ def export_onnx(checkpoint: Checkpoint, out: str | os.PathLike | None = None, op
     diff = check_parity(model, data, float(meta.get("temperature", 1.0)))
     result = ExportResult(model=data, meta=meta, max_prob_diff=diff)
     if out is not None:
-        result.path = write_atomically(Path(out), data)
+        result.path = write_bytes_atomically(Path(out), data)
     return result
 
 
@@ -114,7 +115,7 @@ def parity_inputs() -> np.ndarray:
 
 def check_parity(model: torch.nn.Module, onnx_model: bytes, temperature: float) -> float:
     """Max |p_onnx - p_torch| on parity_inputs(); raises ExportError beyond PARITY_TOLERANCE or on another argmax."""
-    from digitscan.evaluate import infer
+    from digitscan.models.inference import infer
 
     inputs = parity_inputs()
     expected = softmax(infer(model, inputs).double().numpy() / temperature)
@@ -126,14 +127,3 @@ def check_parity(model: torch.nn.Module, onnx_model: bytes, temperature: float) 
     return diff
 
 
-def write_atomically(path: Path, data: bytes) -> Path:
-    """Write via a temporary file in the same folder and os.replace, so a reader never sees half a model."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path

@@ -1,5 +1,5 @@
 """Data-parallel training with torch.distributed: join the process group torchrun sets up, and the few collectives
-train.py needs. Launch with `torchrun --nproc_per_node=N -m digitscan.train ...`; outside torchrun all are no-ops.
+training needs. Launch with `torchrun --nproc_per_node=N -m digitscan train ...`; outside torchrun all are no-ops.
 """
 
 from __future__ import annotations

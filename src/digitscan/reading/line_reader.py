@@ -1,13 +1,14 @@
 """Reading a whole line at once: a convolutional network trained with CTC, no cutting into digits first.
 
-`read_line(model, gray)` -> [LineDigit(digit, confidence, box)], left to right; `load_reader()` loads the shipped
-line reader (digitscan.models.LineReader, trained by digitscan.train_reader). Inside: `line_input(gray)` makes the
-(LINE_HEIGHT, W) strip the network reads, the network gives log-probabilities of blank and the digits 0-9 for every
-STRIDE columns, and `decode` turns those into digits with their column spans and confidences.
+`read_line(model, gray)` -> [DigitBox(digit, confidence, box)], left to right; `load_reader()` loads the shipped
+line reader (digitscan.models.architectures.LineReader, trained by digitscan.training.line_reader). Inside:
+`line_input(gray)` makes the (LINE_HEIGHT, W) strip the network reads, the network gives log-probabilities of
+blank and the digits 0-9 for every STRIDE columns, and `decode` turns those into digits with their column spans and
+confidences.
 
-The strip is made from the reading step's own ink (digitscan.segment.find_atoms: rules erased, specks dropped) and
-scaled so a digit is as tall as in MNIST's 20 px box; the network's convolutional trunk is the digit classifier's
-(dsnet) and starts from the shipped classifier's weights.
+The strip is made from the reading step's own ink (digitscan.reading.layout.find_atoms: rules erased, specks
+dropped) and scaled so a digit is as tall as in MNIST's 20 px box; the network's convolutional trunk is the digit
+classifier's (dsnet) and starts from the shipped classifier's weights.
 """
 
 from __future__ import annotations
@@ -23,19 +24,18 @@ import numpy as np
 import torch
 from torch import nn
 
-from digitscan.checkpoint import (
-    Checkpoint,
-    CheckpointError,
-    load_checkpoint,
-    weights_dir,
-)
-from digitscan.models import LINE_READERS
-from digitscan.segment import (
-    READ_TIME_LIMIT_S,
+from digitscan.constants import READ_TIME_LIMIT_S
+from digitscan.errors import CheckpointError
+from digitscan.models.architectures import LINE_READERS
+from digitscan.models.checkpoint import Checkpoint, load_checkpoint, weights_dir
+from digitscan.reading.layout import (
+    DigitBox,
     Layout,
-    _to_input_box,
     check_time,
     find_atoms,
+    merge_overlapping,
+    to_input_box,
+    union_box,
 )
 
 READER_NAME = "reader.safetensors"
@@ -106,26 +106,19 @@ def decode(log_probs: np.ndarray) -> list[Emitted]:
     return emitted
 
 
-@dataclass
-class LineDigit:
-    digit: int
-    confidence: float  # the network's highest probability of this digit over its frames
-    box: list[int]  # [x, y, w, h] in input pixels: the ink between the midpoints to its neighbours
-
-
 def shipped_reader_path() -> Path:
     return weights_dir() / READER_NAME
 
 
 def load_reader(path: str | os.PathLike | None = None) -> Checkpoint:
-    """The shipped line reader, or a checkpoint saved by digitscan.train_reader (never a digit classifier)."""
+    """The shipped line reader, or a checkpoint saved by digitscan.training.line_reader (never a digit classifier)."""
     checkpoint = load_checkpoint(shipped_reader_path() if path is None else path)
     if checkpoint.meta["arch"] not in LINE_READERS:
         raise CheckpointError(f"{checkpoint.path}: a {checkpoint.meta['arch']} digit classifier, not a line reader")
     return checkpoint
 
 
-def read_line(model: nn.Module, gray: np.ndarray, *, time_limit_s: float = READ_TIME_LIMIT_S) -> list[LineDigit]:
+def read_line(model: nn.Module, gray: np.ndarray, *, time_limit_s: float = READ_TIME_LIMIT_S) -> list[DigitBox]:
     """The digits of a one-line number in a decoded image, left to right ([] when there is no ink).
 
     time_limit_s: checked once the ink is found (the network's pass is bounded by MAX_LINE_WIDTH); past it the
@@ -139,7 +132,7 @@ def read_line(model: nn.Module, gray: np.ndarray, *, time_limit_s: float = READ_
     with torch.no_grad():
         log_probs = model(torch.from_numpy(line.strip)[None, None]).numpy()[0]  # (T, 11)
     emitted = decode(log_probs)
-    return [LineDigit(e.digit, e.confidence, box) for e, box in zip(emitted, _boxes(line, emitted))]
+    return [DigitBox(e.digit, e.confidence, box) for e, box in zip(emitted, _boxes(line, emitted))]
 
 
 def _boxes(line: Line, emitted: list[Emitted]) -> list[list[int]]:
@@ -149,7 +142,7 @@ def _boxes(line: Line, emitted: list[Emitted]) -> list[list[int]]:
     layout = line.layout
     pieces = _pieces(layout)
     if len(pieces) == len(emitted):
-        return [_to_input_box(box, layout.scale, layout.ink.shape) for box in pieces]
+        return [to_input_box(box, layout.scale, layout.ink.shape) for box in pieces]
     ink = layout.atom_map > 0  # (h, w) working image
     centres = [line.x0 + ((e.first + e.last + 1) / 2 * STRIDE - SIDE_PAD) / line.factor for e in emitted]
     bounds = [0] + [round((a + b) / 2) for a, b in itertools.pairwise(centres)] + [ink.shape[1]]
@@ -159,7 +152,7 @@ def _boxes(line: Line, emitted: list[Emitted]) -> list[list[int]]:
         if rows.size == 0:  # the network saw a digit where the ink map has none: the whole span, the ink's rows
             rows, cols = np.nonzero(ink)
             cols = np.array([0, max(0, right - left - 1)])
-        boxes.append(_to_input_box((left + int(cols.min()), int(rows.min()), left + int(cols.max()) + 1,
+        boxes.append(to_input_box((left + int(cols.min()), int(rows.min()), left + int(cols.max()) + 1,
                                     int(rows.max()) + 1), layout.scale, ink.shape))
     return boxes
 
@@ -167,17 +160,8 @@ def _boxes(line: Line, emitted: list[Emitted]) -> list[list[int]]:
 def _pieces(layout: Layout) -> list[tuple[int, int, int, int]]:
     """Boxes (x0, y0, x1, y1) of the ink's connected components, left to right, those sharing half the columns of the
     narrower one merged."""
-    boxes: dict[int, list[int]] = {}
+    by_component: dict[int, list[tuple[int, int, int, int]]] = {}
     for atom in layout.atoms:
-        box = boxes.setdefault(atom.component, [atom.x0, atom.y0, atom.x1, atom.y1])
-        box[:] = [min(box[0], atom.x0), min(box[1], atom.y0), max(box[2], atom.x1), max(box[3], atom.y1)]
-    merged: list[list[int]] = []
-    for box in sorted(boxes.values()):
-        if merged:
-            last = merged[-1]
-            overlap = min(last[2], box[2]) - max(last[0], box[0])
-            if overlap >= 0.5 * min(last[2] - last[0], box[2] - box[0]):
-                last[:] = [min(last[0], box[0]), min(last[1], box[1]), max(last[2], box[2]), max(last[3], box[3])]
-                continue
-        merged.append(list(box))
-    return [tuple(box) for box in merged]
+        by_component.setdefault(atom.component, []).append((atom.x0, atom.y0, atom.x1, atom.y1))
+    boxes = sorted(union_box(parts) for parts in by_component.values())
+    return [union_box([boxes[i] for i in group]) for group in merge_overlapping(boxes)]

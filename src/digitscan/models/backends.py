@@ -1,21 +1,22 @@
 """Inference backends: callables that turn prepared inputs (N, 28, 28) in [0, 1] into logits (N, classes) as numpy.
 
-`TorchBackend(model)` runs a PyTorch module, `OnnxBackend(path_or_bytes)` an onnxruntime session; Recognizer takes either.
+`TorchBackend(model)` runs a PyTorch module, `OnnxBackend(path_or_bytes)` an onnxruntime session; Recognizer takes
+either.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 from pathlib import Path
 
 import numpy as np
 
-from digitscan.constants import IMAGE_SIZE
+from digitscan.constants import IMAGE_SIZE, INFER_BATCH
+from digitscan.errors import CheckpointError, one_line
+from digitscan.models.metadata import validate_meta
 
 BACKENDS = ("torch", "onnx")
-INFER_BATCH = 1024  # inputs per forward pass; bounds memory for huge stacks, as evaluate.infer does
 ONNX_META_KEY = "digitscan"  # metadata_props key of the JSON self-description in an exported .onnx file
 ONNX_INPUT, ONNX_OUTPUT = "input", "logits"
 
@@ -31,8 +32,8 @@ class TorchBackend:
 
     def __init__(self, model, threads: int | None = None):
         # Imported here: this module is also the onnx path, which must not pay for (or need) torch.
-        from digitscan.evaluate import infer
-        from digitscan.models import fuse_for_inference
+        from digitscan.models.architectures import fuse_for_inference
+        from digitscan.models.inference import infer
 
         self.model = fuse_for_inference(model)
         self.threads = threads
@@ -63,13 +64,13 @@ class OnnxBackend:
         if threads:
             options.intra_op_num_threads = threads
         if not isinstance(model, bytes) and not Path(model).is_file():
-            raise ValueError(f"{model}: no such model file")
+            raise CheckpointError(f"{model}: no such model file")
         try:
             self.session = ort.InferenceSession(model if isinstance(model, bytes) else str(model), options,
                                                 providers=["CPUExecutionProvider"])
-        except Exception as exc:  # onnxruntime's own exception types (InvalidProtobuf, Fail, ...) per problem
+        except Exception as exc:  # noqa: BLE001  (onnxruntime raises its own types: InvalidProtobuf, Fail, ...)
             where = "ONNX model" if isinstance(model, bytes) else str(model)
-            raise ValueError(f"{where}: not a loadable ONNX model ({' '.join(str(exc).split())[:300]})") from None
+            raise CheckpointError(f"{where}: not a loadable ONNX model ({one_line(exc)[:300]})") from None
         self.input_name = self.session.get_inputs()[0].name
         self.num_classes = self.session.get_outputs()[0].shape[-1]
 
@@ -86,30 +87,20 @@ class OnnxBackend:
         """The digitscan self-description stored in the model's metadata_props, checked; `where` names the file."""
         props = self.session.get_modelmeta().custom_metadata_map
         if ONNX_META_KEY not in props:
-            raise ValueError(f"{where}: ONNX model without digitscan metadata (export it with `digitscan export`)")
+            raise CheckpointError(f"{where}: ONNX model without digitscan metadata (export it with `digitscan export`)")
         try:
             meta = json.loads(props[ONNX_META_KEY])
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{where}: digitscan metadata is not valid JSON ({exc})") from None
-        check_decision_meta(meta, self.num_classes, where)
+        except (json.JSONDecodeError, RecursionError) as exc:  # RecursionError: nested thousands of levels deep
+            raise CheckpointError(f"{where}: digitscan metadata is not valid JSON ({type(exc).__name__})") from None
+        validate_meta(meta, where, num_outputs=self.num_classes if isinstance(self.num_classes, int) else None)
         return meta
-
-
-def check_decision_meta(meta: dict, num_classes, where: str) -> None:
-    """The fields the decision rule reads (classes, temperature, reject_threshold, preprocess) must make sense."""
-    classes = meta.get("classes") if isinstance(meta, dict) else None
-    if (not isinstance(classes, list) or len(classes) < 2 or len(set(classes)) != len(classes)
-            or not all(isinstance(c, str) and c for c in classes)):
-        raise ValueError(f"{where}: metadata 'classes' must be a list of distinct non-empty names")
-    if isinstance(num_classes, int) and num_classes != len(classes):
-        raise ValueError(f"{where}: the graph outputs {num_classes} logits but the metadata names {len(classes)} classes")
-    temperature = meta.get("temperature", 1.0)
-    if not isinstance(temperature, (int, float)) or not math.isfinite(temperature) or temperature <= 0:
-        raise ValueError(f"{where}: metadata 'temperature' must be a positive number, got {temperature!r}")
-    threshold = meta.get("reject_threshold", 0.0)
-    if not isinstance(threshold, (int, float)) or not 0 <= threshold <= 1:
-        raise ValueError(f"{where}: metadata 'reject_threshold' must lie in [0, 1], got {threshold!r}")
 
 
 def is_onnx_path(path: str | os.PathLike | None) -> bool:
     return path is not None and Path(path).suffix.lower() == ".onnx"
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax of (N, classes) logits, shifted by the row maximum so exp never overflows."""
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)

@@ -10,7 +10,6 @@ import hashlib
 import http.client
 import math
 import os
-import tempfile
 import urllib.error
 import urllib.request
 import zlib
@@ -21,12 +20,15 @@ from tqdm import tqdm
 
 from digitscan.constants import (
     IMAGE_SIZE,
+    MAX_IDX_BYTES,
     MNIST_FILES,
     MNIST_MIRRORS,
     MNIST_SHA256,
     MNIST_SIZES,
     NUM_CLASSES,
 )
+from digitscan.errors import DatasetError
+from digitscan.files import atomic_write
 
 SPLITS = ("train", "test")
 
@@ -42,11 +44,8 @@ IDX_DTYPES = {
 GZIP_MAGIC = b"\x1f\x8b"
 READ_CHUNK = 1 << 20  # decompress 1 MiB at a time so a gzip bomb stops at max_bytes, not at exhaustion
 DOWNLOAD_TIMEOUT_S = 30.0
-MAX_IDX_BYTES = 64 * 2**20  # default limit on an IDX file's decompressed size (MNIST's largest is 47 MB)
 
 
-class DatasetError(ValueError):
-    """A dataset file or folder is missing, malformed or not the expected one; the message names the path."""
 
 
 def read_idx(
@@ -270,9 +269,8 @@ def _cached_file_is_valid(cache_dir: Path, stem: str) -> bool:
 
 
 def _download_verified(url: str, target: Path, *, stem: str, progress: bool, timeout: float) -> None:
-    temp = tempfile.NamedTemporaryFile(dir=target.parent, prefix=f".{target.name}.", suffix=".part", delete=False)
-    try:
-        with temp, urllib.request.urlopen(url, timeout=timeout) as response:
+    with atomic_write(target) as temporary:  # a failed or interrupted download leaves no partial file
+        with open(temporary, "xb") as file, urllib.request.urlopen(url, timeout=timeout) as response:
             length = response.headers.get("Content-Length")
             expected = int(length) if length and length.isdigit() else None
             received = 0
@@ -280,18 +278,14 @@ def _download_verified(url: str, target: Path, *, stem: str, progress: bool, tim
                 total=expected, unit="B", unit_scale=True, desc=target.name, disable=not progress, leave=False
             ) as bar:
                 while chunk := response.read(READ_CHUNK):
-                    temp.write(chunk)
+                    file.write(chunk)
                     received += len(chunk)
                     bar.update(len(chunk))
         # http.client returns a short body without complaint when the server hangs up early.
         if expected is not None and received != expected:
             raise DatasetError(f"{url}: truncated download: got {received} of {expected} bytes")
         # The decompressed size is known exactly, so it is also the tightest gzip-bomb limit.
-        _read_idx(Path(temp.name), expected_sha256=MNIST_SHA256[stem], max_bytes=MNIST_SIZES[stem], name=url)
-        os.replace(temp.name, target)
-    except BaseException:
-        Path(temp.name).unlink(missing_ok=True)
-        raise
+        _read_idx(temporary, expected_sha256=MNIST_SHA256[stem], max_bytes=MNIST_SIZES[stem], name=url)
 
 
 def mnist_digests() -> dict[str, str]:

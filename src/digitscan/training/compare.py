@@ -12,9 +12,9 @@ from sklearn.decomposition import PCA
 from sklearn.pipeline import make_pipeline
 from sklearn.svm import SVC
 
-from digitscan.data import load_mnist, train_val_split
-from digitscan.evaluate import infer
-from digitscan.train import make_config, train
+from digitscan.data.mnist import load_mnist, train_val_split
+from digitscan.models.inference import infer
+from digitscan.training.classifier import make_config, train
 
 VAL_SPLIT = 0.3  # the paper's split: every model trains on the same 42,000 images
 SVM_PCA_COMPONENTS = 50  # RBF SVM on raw pixels takes far longer for no accuracy gain
@@ -31,7 +31,8 @@ def svm_accuracy(x_train, y_train, x_test, y_test, seed: int) -> tuple[float, fl
     return accuracy, seconds
 
 
-def network_accuracy(arch: str, x_test, y_test, data, seed: int, progress: bool, limit: int | None) -> tuple[float, float]:
+def network_accuracy(arch: str, x_test, y_test, data, seed: int, progress: bool,
+                     limit: int | None) -> tuple[float, float]:
     """Train a registered architecture with its recipe on the shared split; returns (test accuracy, seconds)."""
     config = make_config(arch, val_split=VAL_SPLIT, seed=seed, data=data, limit=limit)
     start = time.perf_counter()

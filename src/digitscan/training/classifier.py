@@ -1,7 +1,8 @@
 """Training: a flat config resolved from the architecture's recipe, and a training loop you can read top to bottom.
 
-`train(make_config("paper", epochs=1), out="runs/paper.safetensors")` trains, saves a checkpoint and returns the history.
-`torchrun --nproc_per_node=N -m digitscan.train [digitscan train options]` trains data-parallel (distributed.py).
+`train(make_config("paper", epochs=1), out="runs/paper.safetensors")` trains, saves a checkpoint and returns the
+history.
+`torchrun --nproc_per_node=N -m digitscan train [options]` trains data-parallel (digitscan.training.distributed).
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ import copy
 import dataclasses
 import math
 import platform
-import sys
 import time
 import warnings
 from dataclasses import dataclass
@@ -24,15 +24,16 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DistributedSampler
 from tqdm import tqdm
 
-from digitscan import distributed
-from digitscan.augment import augment_batch
-from digitscan.checkpoint import load_checkpoint, save_checkpoint, sha256_file, shipped_path
 from digitscan.constants import IMAGE_SIZE
-from digitscan.data import train_val_split
-from digitscan.datasets import Dataset, load_dataset
-from digitscan.evaluate import fit_temperature, infer, to_input
-from digitscan.finetune import build_pools, choose_reject_threshold
-from digitscan.models import Recipe, build_model, recipe_for, resolve_arch
+from digitscan.data.augment import augment_batch
+from digitscan.data.datasets import Dataset, load_dataset
+from digitscan.data.mnist import train_val_split
+from digitscan.models.architectures import Recipe, build_model, recipe_for, resolve_arch
+from digitscan.models.checkpoint import load_checkpoint, save_checkpoint, sha256_file, shipped_path
+from digitscan.models.inference import infer, to_input
+from digitscan.training import distributed
+from digitscan.training.evaluate import fit_temperature
+from digitscan.training.finetune import build_pools, choose_reject_threshold
 
 # What the model's input looks like, by preprocessing mode (recorded in the checkpoint's "input").
 INPUT_INK = {"robust": "bright on dark (MNIST)", "paper": "the image's own gray levels, resized (no inversion)"}
@@ -50,12 +51,12 @@ class TrainConfig(Recipe):
     threads: int | None = None
     device: str = "auto"
     eval_test: bool = False
-    dataset: str = "mnist"  # mnist | fashion-mnist | idx:DIR | folder:DIR (datasets.py)
+    dataset: str = "mnist"  # mnist | fashion-mnist | idx:DIR | folder:DIR (digitscan.data.datasets)
     data: str | None = None  # folder of mnist or fashion-mnist
     preprocess: str | None = None  # robust | paper: decodes folder: images, tells predict what to do (None: dataset's)
     init: str | None = None  # start from this checkpoint's weights ('shipped' allowed): fine-tuning
     limit: int | None = None  # train on only the first N images of the training split (quick runs, smoke tests)
-    realworld: bool = False  # mix photo-like digits and non-digits into every batch (digitscan.finetune)
+    realworld: bool = False  # mix photo-like digits and non-digits into every batch (digitscan.training.finetune)
     outlier_weight: float = 0.5  # weight of the non-digits' pull towards the uniform distribution
 
 
@@ -130,7 +131,7 @@ def train_one_epoch(model, x_train, y_train, optimizer, scheduler, config, gener
     """One pass over the training split in shuffled batches; returns (mean loss, accuracy) on what it saw.
 
     Data-parallel (a DistributedSampler given): this process's share of the epoch's shuffle; the returned
-    numbers are over all processes. With pools (digitscan.finetune.Pools), every batch also gets half as many
+    numbers are over all processes. With pools (digitscan.training.finetune.Pools), every batch also gets half as many
     real-world digits and a quarter as many non-digits; the non-digits' loss is their cross-entropy to the
     uniform distribution (outlier exposure).
     """
@@ -325,9 +326,3 @@ def checkpoint_meta(config: TrainConfig, dataset: Dataset, history: list[dict], 
         meta["distributed"] = data_parallel  # world size, backend and each process's final weights digest
     return meta
 
-
-if __name__ == "__main__":
-    # `python -m digitscan.train ...` is `digitscan train ...`: the module torchrun's -m runs in every process.
-    from digitscan.cli import main
-
-    main(["train", *sys.argv[1:]], prog_name="digitscan")

@@ -17,20 +17,19 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 from torch import nn
 
-from digitscan.models import LINE_READERS, REGISTRY, TTA_SHIFTS, Ensemble, build_model
+from digitscan.errors import CheckpointError
+from digitscan.files import atomic_write
+from digitscan.models.architectures import LINE_READERS, REGISTRY, TTA_SHIFTS, Ensemble, build_model
+from digitscan.models.metadata import validate_meta
 
 FORMAT = "digitscan-checkpoint"
 FORMAT_VERSION = 1
 META_KEY = "digitscan"  # key of the JSON document in the safetensors header's __metadata__
-MAX_CLASSES = 1000
-MAX_CLASS_NAME = 64  # characters; class names are printed in results, so they must be short printable text
 
 SHIPPED_NAME = "shipped.safetensors"
 ENSEMBLE_GLOB = "shipped*.safetensors"  # the shipped model plus the extra seeds of the optional ensemble
 
 
-class CheckpointError(ValueError):
-    """A model file that is not a valid digitscan checkpoint; the message names the file and the problem."""
 
 
 @dataclass
@@ -80,13 +79,8 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, meta: dict) -> Pa
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = {"format": FORMAT, "version": FORMAT_VERSION, **meta}
     tensors = {name: t.detach().cpu().contiguous() for name, t in model.state_dict().items()}
-    tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"  # same folder, so os.replace is atomic
-    try:
-        save_file(tensors, str(tmp), metadata={META_KEY: json.dumps(meta)})
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_write(path) as temporary:
+        save_file(tensors, str(temporary), metadata={META_KEY: json.dumps(meta)})
     return path
 
 
@@ -102,11 +96,17 @@ def read_meta(path: Path) -> dict:
         meta = json.loads(header[META_KEY])
     except (json.JSONDecodeError, RecursionError) as exc:  # RecursionError: nested thousands of levels deep
         raise CheckpointError(f"{path}: metadata is not valid JSON ({type(exc).__name__})") from None
-    validate_meta(path, meta)
+    _check_format(path, meta)
+    validate_meta(meta, path)
     return meta
 
 
-def validate_meta(path: Path, meta: dict) -> None:
+
+
+
+
+def _check_format(path: Path, meta: dict) -> None:
+    """What only a digitscan checkpoint file carries: its format, version and a known architecture."""
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"{path}: metadata does not describe a {FORMAT}")
     if meta.get("version") != FORMAT_VERSION:
@@ -114,14 +114,6 @@ def validate_meta(path: Path, meta: dict) -> None:
     if meta.get("arch") not in REGISTRY and meta.get("arch") not in LINE_READERS:
         known = ", ".join([*REGISTRY, *LINE_READERS])
         raise CheckpointError(f"{path}: unknown architecture {meta.get('arch')!r}; known: {known}")
-    classes = meta.get("classes")
-    if (not isinstance(classes, list) or not 2 <= len(classes) <= MAX_CLASSES
-            or not all(isinstance(c, str) and 0 < len(c) <= MAX_CLASS_NAME and c.isprintable() for c in classes)
-            or len(set(classes)) != len(classes)):
-        raise CheckpointError(f"{path}: 'classes' must be a list of 2..{MAX_CLASSES} distinct names of "
-                              f"1..{MAX_CLASS_NAME} printable characters")
-    if not isinstance(meta.get("arch_kwargs", {}), dict):
-        raise CheckpointError(f"{path}: 'arch_kwargs' must be an object")
 
 
 def load_checkpoint(path: str | os.PathLike | None = None, *, verify_sha256: bool | None = None) -> Checkpoint:
@@ -143,7 +135,11 @@ def load_checkpoint(path: str | os.PathLike | None = None, *, verify_sha256: boo
     missing = sorted(set(expected) - set(stored))
     extra = sorted(set(stored) - set(expected))
     if missing or extra:
-        raise CheckpointError(f"{path}: tensors do not match {meta['arch']!r}: missing {missing[:3]}, unexpected {extra[:3]}")
+        raise CheckpointError(f"{path}: tensors do not match {meta['arch']!r}: missing {missing[:3]}, "
+                              f"unexpected {extra[:3]}")
+    outputs = _output_count(expected, stored)
+    if outputs is not None:
+        validate_meta(meta, path, num_outputs=outputs)
     for name, shape in expected.items():
         if stored[name] != shape:
             raise CheckpointError(f"{path}: tensor {name} has shape {stored[name]}, {meta['arch']!r} needs {shape}")
@@ -156,6 +152,13 @@ def load_checkpoint(path: str | os.PathLike | None = None, *, verify_sha256: boo
     model.load_state_dict(tensors)
     model.eval()
     return Checkpoint(model=model, meta=meta, path=path)
+
+
+def _output_count(expected: dict[str, tuple[int, ...]], stored: dict[str, tuple[int, ...]]) -> int | None:
+    """How many scores the stored weights produce: the length of the architecture's last tensor (the output
+    layer's bias), when it is one-dimensional."""
+    last = list(expected)[-1]
+    return stored[last][0] if len(stored[last]) == 1 else None
 
 
 def _build(path: Path, meta: dict) -> nn.Module:

@@ -1,0 +1,1 @@
+"""Images in: decode (the security boundary) -> ink (where the ink is) -> prepare (the 28x28 MNIST-style input)."""

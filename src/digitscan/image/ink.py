@@ -1,0 +1,189 @@
+"""Where the ink is: the ink map of a grey image, whatever its polarity, lighting and background.
+
+`ink_map(gray)` -> (ink, scale): ink bright in [0, 1], background exactly 0, on a working copy at most WORK_SIDE
+pixels on its longer side. Both pipelines start here: `predict` crops it (digitscan.image.prepare), `read` lays
+it out into a line (digitscan.reading.layout).
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from digitscan.constants import WORK_SIDE
+from digitscan.image.decode import NO_PIXEL_LIMIT, gray_from_array
+
+# Each tuning value is a ratio or a level on the [0, 1] scale, so it does not depend on image size.
+
+
+_BACKGROUND_SIDE = 64  # the smooth background estimate is fitted on a copy this small
+_BACKGROUND_ROUNDS = 4  # robust refits of the background surface; the inlier set settles after two or three
+_MIN_INK_CONTRAST = 0.1  # ink must differ from the paper by this much (uniform greys and JPEG noise do not)
+_NOISE_FACTOR = 4.0  # ...and by this many robust noise sigmas (pure noise has no ink)
+_SPECK_FRACTION = 0.05  # components with less area than this fraction of the largest are specks
+_MIN_INK_EXTENT = 0.02  # a component spanning less than this fraction of the image's longer side is dust
+_MAD_TO_SIGMA = 1.4826  # median absolute deviation -> standard deviation for Gaussian noise
+_MIN_PAPER_LEVEL = 0.1  # paper darker than this is not divided out (it would only amplify noise)
+_LIGHT_GROUND = 0.35  # light ink is only looked for on a ground darker than this (median of the image)
+
+
+def ink_map(gray: np.ndarray, *, speck_fraction: float = _SPECK_FRACTION) -> tuple[np.ndarray, float]:
+    """Where the ink is: (ink, scale), ink float32 in [0, 1] with ink bright and background exactly 0.
+
+    Images whose longer side exceeds WORK_SIDE are first downscaled (area interpolation) for speed, so `ink` has
+    the working size and `scale` = ink side / gray side (1.0 when not downscaled); a box found in `ink` maps
+    back to input pixels by dividing by `scale`. No ink (blank, uniform, pure noise, only dust) -> all zeros.
+    speck_fraction: strokes with less area than this fraction of the largest are dropped as specks; a reader of
+    whole numbers passes 0 (a thin "1" is small next to an underline touching ten digits) and judges specks itself.
+    """
+    return _ink_map(gray_from_array(gray, max_pixels=NO_PIXEL_LIMIT), speck_fraction)
+
+
+def _ink_map(gray: np.ndarray, speck_fraction: float = _SPECK_FRACTION) -> tuple[np.ndarray, float]:
+    """ink_map for an already validated (H, W) float32 array in [0, 1]."""
+    work, scale = _downscale(gray, WORK_SIDE)
+
+    # Background without knowing the polarity yet: a robust fit ignores the ink, which is a minority of the pixels.
+    background = _background(work)
+    residual = work - background  # (h, w), ink is far from 0 on one side
+    margin = 3 * _robust_sigma(residual) + 0.02  # deviations smaller than this are paper texture, not ink
+    dark_mass = float(np.clip(-residual - margin, 0, None).sum())
+    light_mass = float(np.clip(residual - margin, 0, None).sum())
+    if dark_mass == light_mass:
+        # Neither stands out from the smooth fit, whose residuals a sharp shadow edge can inflate: compare what
+        # a closing (dark strokes) and an opening (light strokes) a little wider than a typical pen take away.
+        kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (int(max(work.shape) / 15) | 1,) * 2)
+        dark_mass = float(np.quantile(cv2.morphologyEx(work, cv2.MORPH_CLOSE, kernel) - work, 0.995))
+        light_mass = float(np.quantile(work - cv2.morphologyEx(work, cv2.MORPH_OPEN, kernel), 0.995))
+    if dark_mass <= light_mass and (dark_mass == 0 or float(np.median(work)) < _LIGHT_GROUND):
+        # Light ink on a dark ground (MNIST itself, chalkboards, canvases): the ground is ~0, no division. On a
+        # light ground, "light ink" is a bright patch of a photographed sheet (a lamp's spot beside a shadow).
+        return _strokes_from(residual, speck_fraction, work.shape), scale
+    # Dark ink on paper: what we see is reflectance x illumination, so dividing by the paper level makes a stroke
+    # in a shadow as strong as one in full light. A first look with the smooth paper level measures the pen;
+    # the second measures the paper level locally, wider than the pen, which follows a sharp shadow edge too.
+    first = _strokes_from(-residual / np.maximum(background, _MIN_PAPER_LEVEL), speck_fraction, work.shape)
+    pen = stroke_width(first > 0) if first.any() else max(work.shape) / 50  # > 0: blurred edges count too
+    paper = _local_paper_level(work, pen)
+    ink = _strokes_from((paper - work) / np.maximum(paper, _MIN_PAPER_LEVEL), speck_fraction, work.shape)
+    return (ink if ink.any() else first), scale
+
+
+def _local_paper_level(work: np.ndarray, pen: float) -> np.ndarray:
+    """The paper's brightness around each pixel: a grey closing wider than the pen, which fills in dark strokes but
+    keeps broad shadows and the sharp edge of a sheet (the input is smoothed first so noise does not lift it)."""
+    side = int(min(max(3 * pen + 3, 9), max(work.shape) / 2)) | 1
+    smooth = cv2.GaussianBlur(work, (0, 0), 1.0) if min(work.shape) >= 3 else work
+    return cv2.morphologyEx(smooth, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_RECT, (side, side)))
+
+
+def _strokes_from(signed: np.ndarray, speck_fraction: float, shape: tuple[int, int]) -> np.ndarray:
+    """Ink contrast (ink positive, background ~0) -> the soft ink map of the strokes, or all zeros for no ink."""
+    empty = np.zeros(shape, np.float32)
+    signed = signed - np.median(signed)  # the background (most pixels) at 0, whichever way its level was found
+    noise = _robust_sigma(signed)
+    raw = np.clip(signed, 0, None)
+
+    # Detect on a lightly smoothed copy: iid noise shrinks ~4x under a sigma=1 blur while strokes keep their level.
+    smooth = cv2.GaussianBlur(raw, (0, 0), 1.0) if min(raw.shape) >= 3 else raw
+    peak = float(smooth.max())
+    if peak < max(_MIN_INK_CONTRAST, _NOISE_FACTOR * noise):
+        return empty
+    threshold = max(_otsu(smooth / peak) * peak, 2 * noise)
+    strokes = _select_strokes(smooth > threshold, min_extent=_MIN_INK_EXTENT * max(shape),
+                              speck_fraction=speck_fraction)
+    if strokes is None:
+        return empty
+
+    # Soft output: keep antialiased edges next to the strokes, saturate the stroke cores to 1 like MNIST's pen.
+    keep = cv2.dilate(strokes.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+    floor = 2 * noise
+    level = float(np.quantile(raw[strokes], 0.9))
+    if level <= floor:
+        return empty
+    return np.where(keep, np.clip((raw - floor) / (level - floor), 0, 1), 0).astype(np.float32)
+
+
+def _robust_sigma(values: np.ndarray) -> float:
+    """Noise standard deviation that ignores the ink (a minority): 1.4826 x median absolute deviation."""
+    return _MAD_TO_SIGMA * float(np.median(np.abs(values - np.median(values))))
+
+
+def _downscale(gray: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
+    height, width = gray.shape
+    if max(height, width) <= max_side:
+        return gray, 1.0
+    scale = max_side / max(height, width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))  # cv2 wants (w, h)
+    return cv2.resize(gray, size, interpolation=cv2.INTER_AREA), size[1] / height
+
+
+def _background(work: np.ndarray) -> np.ndarray:
+    """Smooth paper level: a quadratic surface fitted to the pixels that are not ink, on a small copy.
+
+    Light across a sheet (a gradient, vignetting) is smooth, so six coefficients describe it. Ink, and a desk
+    around the sheet, are a minority of pixels with large residuals: each round refits to the inliers only.
+    """
+    small, _ = _downscale(work, _BACKGROUND_SIDE)
+    level = float(np.median(small))
+    if min(small.shape) < 3:
+        return np.full(work.shape, level, np.float32)
+    columns, rows = _unit_coordinates(*small.shape)
+    terms = np.stack(np.broadcast_arrays(1.0, columns, rows, columns**2, columns * rows, rows**2), -1).reshape(-1, 6)
+    values = small.reshape(-1).astype(np.float64)
+    coefficients = np.array([level, 0, 0, 0, 0, 0])
+    for _ in range(_BACKGROUND_ROUNDS):
+        residual = values - terms @ coefficients
+        inliers = np.abs(residual) <= 2.5 * _robust_sigma(residual) + 1 / 255  # 1/255: one grey level of slack
+        chosen = terms[inliers]
+        # Normal equations with a whisker of ridge: a 6x6 solve, fast and defined even for degenerate inlier sets.
+        coefficients = np.linalg.solve(chosen.T @ chosen + 1e-6 * np.eye(6), chosen.T @ values[inliers])
+    columns, rows = _unit_coordinates(*work.shape)
+    c = coefficients
+    surface = c[0] + c[1] * columns + c[2] * rows + c[3] * columns**2 + c[4] * columns * rows + c[5] * rows**2
+    return surface.astype(np.float32)  # (h, w)
+
+
+def _unit_coordinates(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel-centre coordinates in [-1, 1] as a (1, w) row and an (h, 1) column, the same at any resolution."""
+    columns = (np.arange(width) + 0.5) / width * 2 - 1
+    rows = (np.arange(height) + 0.5) / height * 2 - 1
+    return columns[None, :], rows[:, None]
+
+
+def _otsu(values: np.ndarray) -> float:
+    """Otsu's threshold of values in [0, 1], returned on the same scale."""
+    threshold, _ = cv2.threshold(np.round(values * 255).astype(np.uint8), 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    return threshold / 255
+
+
+def _select_strokes(mask: np.ndarray, min_extent: float, speck_fraction: float = _SPECK_FRACTION) -> np.ndarray | None:
+    """Keep the connected components that look like pen strokes; None when nothing is left.
+
+    Dropped: dust (spanning less than min_extent px), specks much smaller than the largest component, and the desk
+    around a photographed sheet (touching a side of the image and running along most of it, or a thin band along
+    much of it) unless nothing else is left, which is the case of a digit cropped tightly by the user.
+    """
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    left, top, width, height, area = stats[1:].T  # (n,) each; label 0 is the background
+    extents = np.maximum(width, height)
+    rows, cols = mask.shape
+    # Desk: along most of a side, or a band along much of it (the strip of desk between a sheet and the frame).
+    along_side = (((top == 0) | (top + height == rows)) & ((width >= 0.9 * cols) | (
+        (width >= 0.6 * cols) & (height <= 0.15 * rows)))) | (((left == 0) | (left + width == cols)) & (
+            (height >= 0.9 * rows) | ((height >= 0.6 * rows) & (width <= 0.15 * cols))))
+    candidates = extents >= min_extent
+    if (candidates & ~along_side).any():
+        candidates &= ~along_side
+    areas = np.where(candidates, area, 0)
+    if not areas.any():
+        return None
+    kept = np.flatnonzero(areas >= max(1, speck_fraction * areas.max())) + 1
+    return np.isin(labels, kept)
+
+
+def stroke_width(mask: np.ndarray) -> float:
+    """Mean stroke width ~ area / half the outline length (a stroke of length L and width w has outline ~2L)."""
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_LIST, cv2.CHAIN_APPROX_NONE)
+    outline = sum(cv2.arcLength(contour, True) for contour in contours)
+    return 2 * float(mask.sum()) / max(outline, 1.0)

@@ -1,0 +1,1 @@
+"""Generated inputs: pen-stroke digits and numbers, photographs of glyphs under real-world nuisances, non-digits."""
