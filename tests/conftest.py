@@ -1,4 +1,6 @@
-"""Shared fixtures: the real MNIST folder (from $DIGITSCAN_DATA) and small synthetic images."""
+"""Shared fixtures: the real MNIST folder (from $DIGITSCAN_DATA), its test split, and the shipped recognizer.
+
+Helpers that are not fixtures live in tests/helpers/."""
 
 from __future__ import annotations
 
@@ -29,3 +31,12 @@ def mnist_test(mnist_dir) -> tuple[np.ndarray, np.ndarray]:
     from digitscan.data.mnist import load_mnist
 
     return load_mnist("test", mnist_dir)
+
+
+@pytest.fixture(scope="session")
+def recognizer():
+    """The shipped model (and line reader), loaded once for the whole run; tests must not change it (monkeypatch
+    what they need, it is undone after each test)."""
+    from digitscan.recognize import Recognizer
+
+    return Recognizer.load()

@@ -1,7 +1,6 @@
 """Batch jobs (`predict/read --out`): one CSV row per file in order, per-file errors, and a job killed halfway that
 --resume completes without duplicates or lost rows."""
 
-import csv
 import os
 import signal
 import subprocess
@@ -11,25 +10,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 from PIL import Image
 
 from digitscan.batch import PREDICT_COLUMNS, load_finished_rows, predict_job, prepared_inputs, read_job, run_job
-from digitscan.cli import main
 from digitscan.files import expand_paths
 from digitscan.recognize import Recognizer
-
-REPO = Path(__file__).resolve().parents[1]
-EXAMPLES = REPO / "examples"
-
-
-def run(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
-def read_rows(path: Path) -> list[dict]:
-    with open(path, newline="", encoding="utf-8", errors="surrogateescape") as f:
-        return list(csv.DictReader(f))
+from helpers import EXAMPLES, read_rows, run
 
 
 def write_mnist_pngs(folder: Path, images: np.ndarray, labels: np.ndarray) -> dict[str, int]:
@@ -42,10 +28,6 @@ def write_mnist_pngs(folder: Path, images: np.ndarray, labels: np.ndarray) -> di
         truth[str(path)] = int(label)
     return truth
 
-
-@pytest.fixture(scope="module")
-def recognizer() -> Recognizer:
-    return Recognizer.load()
 
 
 @pytest.fixture(scope="module")

@@ -14,10 +14,9 @@ import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from digitscan.synthetic.strokes import DIGIT_STROKES, render_number, resample, stroke_digit
-from live_server import live_server
+from helpers import EXAMPLES, REPO
+from helpers.live_server import live_server
 
-REPO = Path(__file__).resolve().parents[1]
-EXAMPLES = REPO / "examples"
 SCREENSHOTS = REPO / "out" / "screenshots"
 CHROMIUM = "/usr/bin/chromium"  # Debian's package (.ci/run installs it); never a Playwright-downloaded browser
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",

@@ -5,23 +5,14 @@ import json
 import shutil
 from pathlib import Path
 
-from click.testing import CliRunner
+from helpers import EXAMPLES, json_lines, run
 
-from digitscan.cli import main
-
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 EXPECTED = {"seven_ink_on_paper.png": 7, "three_blue_pen.png": 3, "zero_pencil_off_centre.png": 0,
             "five_canvas.png": 5, "two_transparent.png": 2, "eight_photo.jpg": 8, "four_28px.png": 4,
             "blank_paper.png": None}
 PREDICT_KEYS = {"path", "digit", "confidence", "is_digit", "probabilities"}
 
 
-def run(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
-def json_lines(output: str) -> list[dict]:
-    return [json.loads(line) for line in output.splitlines() if line.startswith("{")]
 
 
 def test_predict_examples_folder_json():

@@ -9,18 +9,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
 
-from digitscan.cli import main
 from digitscan.data.datasets import FASHION_CLASSES, FASHION_SHA256, fashion_data_dir, folder_files, load_dataset
 from digitscan.errors import DatasetError
 from digitscan.models.architectures import build_model
 from digitscan.models.checkpoint import load_checkpoint, save_checkpoint, sha256_file
 from digitscan.synthetic.strokes import render_digit
 from digitscan.training.classifier import make_config
+from helpers import REPO, run
 from test_data import write_split
 
-REPO = Path(__file__).resolve().parents[1]
 FASHION_TEST_DIR = REPO.parent / "shared" / "data" / "fashion-mnist"  # the test split only (CI has no Debian package)
 SHAPES = {"ring": 0, "bar": 1, "fork": 4}  # class name -> the synthetic pen digit drawn for it
 
@@ -32,9 +30,6 @@ def draw_shapes(root: Path, per_class: int, first_seed: int = 0) -> Path:
             render_digit(digit, size=(56, 64), seed=seed, rotation_deg=8, noise=3).save(root / name / f"{seed:03d}.png")
     return root
 
-
-def run(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
 
 
 @pytest.fixture(scope="module")

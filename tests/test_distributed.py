@@ -11,8 +11,8 @@ from pathlib import Path
 from digitscan.models.checkpoint import load_checkpoint
 from digitscan.recognize import Recognizer
 from digitscan.training.distributed import state_sha256
+from helpers import EXAMPLES
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 # dsnet has BatchNorm, whose running statistics each process computes from its own batches: the harder case.
 # 512 images, per-process batch 32: each process takes 8 steps on its 256 images.
 SHORT_RUN = ["--arch", "dsnet", "--epochs", "1", "--limit", "512", "--batch-size", "32", "--val-split", "0.01",

@@ -9,21 +9,16 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from click.testing import CliRunner
 
-from digitscan.cli import main
 from digitscan.errors import ExportError
 from digitscan.models.backends import ONNX_META_KEY, OnnxBackend, TorchBackend
 from digitscan.models.checkpoint import load_checkpoint, sha256_file, shipped_path
 from digitscan.models.export import DEFAULT_OPSET, PARITY_TOLERANCE, export_onnx
 from digitscan.recognize import Recognizer
+from helpers import EXAMPLES, run
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 SOME_EXAMPLES = [EXAMPLES / "seven_ink_on_paper.png", EXAMPLES / "eight_photo.jpg", EXAMPLES / "blank_paper.png"]
 
-
-def run(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
 
 
 @pytest.fixture(scope="module")

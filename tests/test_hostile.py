@@ -1,4 +1,4 @@
-"""The hostile-input corpus (tests/hostile.py) through the library, `digitscan predict`, `digitscan read` and the API.
+"""The hostile-input corpus (tests/helpers/hostile.py) through the library, `digitscan predict`, `read` and the API.
 
 Each CLI command runs once, as a real process, over the whole corpus plus a good image: every bad file is one line
 naming it, the good ones get their result, nothing crashes. The API answers each upload with its documented status.
@@ -24,9 +24,9 @@ from digitscan.constants import MAX_FILE_BYTES, MAX_PIXELS
 from digitscan.errors import ImageError
 from digitscan.image.decode import decode_image
 from digitscan.serve import Settings, create_app
-from hostile import UPLOADS, Case, build_corpus, digit, unlock
+from helpers import EXAMPLES
+from helpers.hostile import UPLOADS, Case, build_corpus, digit, unlock
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 GOOD = EXAMPLES / "seven_ink_on_paper.png"  # a 7, read as "7"
 CLI_TIMEOUT_S = 180  # the whole corpus takes ~5 s; a hang must fail the test, not stall CI
 
@@ -42,10 +42,6 @@ def corpus(tmp_path_factory) -> list[Case]:
 def by_name(corpus) -> dict[str, Case]:
     return {item.name: item for item in corpus}
 
-
-@pytest.fixture(scope="module")
-def recognizer() -> Recognizer:
-    return Recognizer.load()
 
 
 # ---- the library ----------------------------------------------------------------------------------------------------

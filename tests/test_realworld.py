@@ -13,17 +13,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from digitscan.recognize import Recognizer
 from digitscan.synthetic.nondigits import BLANK_PAGES, blank_glyph, letter_glyph, scribble_glyph
 from digitscan.synthetic.photos import CONDITIONS, EXIF_ORIENTATION, font_split, glyph_from_mnist, photograph
 from digitscan.training.finetune import NEGATIVE, PoolSizes, _iou, _number_pieces, build_pools
 
 PER_CONDITION = {"huge-image": 1}  # 3000-4000 px photos take seconds each
 
-
-@pytest.fixture(scope="module")
-def recognizer() -> Recognizer:
-    return Recognizer.load()
 
 
 @pytest.mark.parametrize("condition", [name for name in CONDITIONS if name != "mixed"])

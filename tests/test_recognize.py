@@ -1,21 +1,13 @@
 """The Python API: Recognizer.load().predict(...) on paths, bytes, PIL images and arrays; blanks are not digits."""
 
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from digitscan import Recognizer
 from digitscan.errors import UnreadableImageError
 from digitscan.synthetic.strokes import render_digit
-
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-
-
-@pytest.fixture(scope="module")
-def recognizer():
-    return Recognizer.load()
+from helpers import EXAMPLES
 
 
 def test_every_kind_of_source_gives_the_same_answer(recognizer):

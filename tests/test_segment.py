@@ -7,22 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 from PIL import Image
 
-from digitscan import Recognizer
-from digitscan.cli import main
 from digitscan.models.checkpoint import shipped_path
 from digitscan.reading.segments import METHODS, Penalties, segment_number
 from digitscan.recognize import ReadResult
 from digitscan.synthetic.strokes import render_number, stroke_digit
-
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-
-
-@pytest.fixture(scope="module")
-def recognizer():
-    return Recognizer.load()
+from helpers import EXAMPLES, run
 
 
 def number(text: str, seed: int = 0, **options) -> tuple[Image.Image, list[list[int]]]:
@@ -163,9 +154,6 @@ def test_a_piece_no_reading_explains_is_skipped():
 # CLI
 # ---------------------------------------------------------------------------------------------------------------
 
-
-def run(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
 
 
 def test_cli_read_json_and_errors(tmp_path):

@@ -10,7 +10,6 @@ import threading
 import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import httpx
 import numpy as np
@@ -27,9 +26,9 @@ from digitscan.serve import Settings, create_app, get_settings
 from digitscan.serve.limits import InferencePool
 from digitscan.serve.routes import get_recognizer
 from digitscan.synthetic.strokes import render_number, stroke_digit
-from live_server import live_server
+from helpers import EXAMPLES
+from helpers.live_server import live_server
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 EXPECTED = {"seven_ink_on_paper.png": 7, "three_blue_pen.png": 3, "zero_pencil_off_centre.png": 0,
             "five_canvas.png": 5, "two_transparent.png": 2, "eight_photo.jpg": 8, "four_28px.png": 4}
 PREDICT_KEYS = {"digit", "confidence", "is_digit", "probabilities"}
@@ -114,7 +113,8 @@ def client():
 
 
 @pytest.fixture(scope="module")
-def recognizer(client) -> Recognizer:
+def served_recognizer(client) -> Recognizer:
+    """The recognizer the app loaded at start-up."""
     return client.app.state.recognizer
 
 
@@ -148,19 +148,19 @@ def test_predict_examples(client, name):
     assert body["confidence"] == max(body["probabilities"])
 
 
-def test_predict_matches_the_library(client, recognizer):
+def test_predict_matches_the_library(client, served_recognizer):
     data = (EXAMPLES / "eight_photo.jpg").read_bytes()
-    assert post(client, "/api/predict", data).json() == recognizer.predict(data).to_dict()
+    assert post(client, "/api/predict", data).json() == served_recognizer.predict(data).to_dict()
 
 
-def test_predict_can_return_the_model_input(client, recognizer):
+def test_predict_can_return_the_model_input(client, served_recognizer):
     data = (EXAMPLES / "seven_ink_on_paper.png").read_bytes()
     body = post(client, "/api/predict", data, include_input=1).json()
     prefix = "data:image/png;base64,"
     assert body["input_image"].startswith(prefix)
     shown = np.asarray(Image.open(io.BytesIO(base64.b64decode(body["input_image"][len(prefix):]))))
     assert shown.shape == (28, 28)
-    np.testing.assert_allclose(shown / 255, recognizer.prepare(data), atol=1 / 255)
+    np.testing.assert_allclose(shown / 255, served_recognizer.prepare(data), atol=1 / 255)
 
 
 def test_the_shipped_ensemble_can_be_served():
@@ -282,8 +282,8 @@ def test_the_last_line_of_defence_answers_json():
         assert assert_error(client.get("/bug"), 500) == "internal server error"
 
 
-def test_a_saturated_server_answers_503_at_once(recognizer):
-    blocking = BlockingRecognizer(recognizer)
+def test_a_saturated_server_answers_503_at_once(served_recognizer):
+    blocking = BlockingRecognizer(served_recognizer)
     app = create_app(Settings(**LIMITS, max_concurrency=1, max_queue=0))
     app.dependency_overrides[get_recognizer] = lambda: blocking
     data = (EXAMPLES / "three_blue_pen.png").read_bytes()
@@ -300,8 +300,8 @@ def test_a_saturated_server_answers_503_at_once(recognizer):
         assert metric(client, 'digitscan_rejected_requests_total{reason="saturated"}') == 1
 
 
-def test_requests_time_out_and_give_back_their_slots(recognizer):
-    blocking = BlockingRecognizer(recognizer)
+def test_requests_time_out_and_give_back_their_slots(served_recognizer):
+    blocking = BlockingRecognizer(served_recognizer)
     app = create_app(Settings(**LIMITS, max_concurrency=1, max_queue=4, request_timeout_s=0.5))
     app.dependency_overrides[get_recognizer] = lambda: blocking
     data = (EXAMPLES / "three_blue_pen.png").read_bytes()

@@ -6,7 +6,6 @@ either.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import numpy as np
 
 from digitscan.constants import IMAGE_SIZE, INFER_BATCH
 from digitscan.errors import CheckpointError, one_line
-from digitscan.models.metadata import validate_meta
+from digitscan.models.metadata import parse_meta, validate_meta
 
 BACKENDS = ("torch", "onnx")
 ONNX_META_KEY = "digitscan"  # metadata_props key of the JSON self-description in an exported .onnx file
@@ -88,10 +87,7 @@ class OnnxBackend:
         props = self.session.get_modelmeta().custom_metadata_map
         if ONNX_META_KEY not in props:
             raise CheckpointError(f"{where}: ONNX model without digitscan metadata (export it with `digitscan export`)")
-        try:
-            meta = json.loads(props[ONNX_META_KEY])
-        except (json.JSONDecodeError, RecursionError) as exc:  # RecursionError: nested thousands of levels deep
-            raise CheckpointError(f"{where}: digitscan metadata is not valid JSON ({type(exc).__name__})") from None
+        meta = parse_meta(props[ONNX_META_KEY], where)
         validate_meta(meta, where, num_outputs=self.num_classes if isinstance(self.num_classes, int) else None)
         return meta
 

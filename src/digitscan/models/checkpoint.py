@@ -20,7 +20,7 @@ from torch import nn
 from digitscan.errors import CheckpointError
 from digitscan.files import atomic_write
 from digitscan.models.architectures import LINE_READERS, REGISTRY, TTA_SHIFTS, Ensemble, build_model
-from digitscan.models.metadata import validate_meta
+from digitscan.models.metadata import parse_meta, validate_meta
 
 FORMAT = "digitscan-checkpoint"
 FORMAT_VERSION = 1
@@ -92,10 +92,7 @@ def read_meta(path: Path) -> dict:
         raise CheckpointError(f"{path}: not a safetensors file ({exc})") from None
     if META_KEY not in header:
         raise CheckpointError(f"{path}: safetensors file without digitscan metadata")
-    try:
-        meta = json.loads(header[META_KEY])
-    except (json.JSONDecodeError, RecursionError) as exc:  # RecursionError: nested thousands of levels deep
-        raise CheckpointError(f"{path}: metadata is not valid JSON ({type(exc).__name__})") from None
+    meta = parse_meta(header[META_KEY], path)
     _check_format(path, meta)
     validate_meta(meta, path)
     return meta

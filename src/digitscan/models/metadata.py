@@ -3,10 +3,19 @@ files (models.backends). Torch-free, so the ONNX path stays light."""
 
 from __future__ import annotations
 
+import json
 import math
 
 from digitscan.constants import MAX_CLASS_NAME, MAX_CLASSES, PREPROCESS_MODES
 from digitscan.errors import CheckpointError
+
+
+def parse_meta(text: str, where) -> dict:
+    """The JSON self-description as stored in a model file; one CheckpointError line when it is not JSON."""
+    try:
+        return json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as exc:  # RecursionError: nested thousands of levels deep
+        raise CheckpointError(f"{where}: metadata is not valid JSON ({type(exc).__name__})") from None
 
 
 def validate_meta(meta, where, *, num_outputs: int | None = None) -> None:
