@@ -29,7 +29,6 @@ def write_mnist_pngs(folder: Path, images: np.ndarray, labels: np.ndarray) -> di
     return truth
 
 
-
 @pytest.fixture(scope="module")
 def mnist_pngs(tmp_path_factory, mnist_test) -> tuple[Path, dict[str, int]]:
     images, labels = mnist_test

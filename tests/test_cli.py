@@ -13,8 +13,6 @@ EXPECTED = {"seven_ink_on_paper.png": 7, "three_blue_pen.png": 3, "zero_pencil_o
 PREDICT_KEYS = {"path", "digit", "confidence", "is_digit", "probabilities"}
 
 
-
-
 def test_predict_examples_folder_json():
     result = run("predict", "--json", EXAMPLES)
     assert result.exit_code == 0, result.output

@@ -31,7 +31,6 @@ def draw_shapes(root: Path, per_class: int, first_seed: int = 0) -> Path:
     return root
 
 
-
 @pytest.fixture(scope="module")
 def shapes_model(tmp_path_factory) -> tuple[Path, Path]:
     """(a folder: dataset of 3 shape classes, a small CNN trained on it through `digitscan train`)."""

@@ -20,7 +20,6 @@ from helpers import EXAMPLES, run
 SOME_EXAMPLES = [EXAMPLES / "seven_ink_on_paper.png", EXAMPLES / "eight_photo.jpg", EXAMPLES / "blank_paper.png"]
 
 
-
 @pytest.fixture(scope="module")
 def onnx_path(tmp_path_factory) -> Path:
     """The shipped model exported once through the CLI, as a user would."""

@@ -43,7 +43,6 @@ def by_name(corpus) -> dict[str, Case]:
     return {item.name: item for item in corpus}
 
 
-
 # ---- the library ----------------------------------------------------------------------------------------------------
 
 

@@ -20,7 +20,6 @@ from digitscan.training.finetune import NEGATIVE, PoolSizes, _iou, _number_piece
 PER_CONDITION = {"huge-image": 1}  # 3000-4000 px photos take seconds each
 
 
-
 @pytest.mark.parametrize("condition", [name for name in CONDITIONS if name != "mixed"])
 def test_photographed_test_digits_are_read(condition, recognizer, mnist_test):
     images, labels = mnist_test

@@ -155,7 +155,6 @@ def test_a_piece_no_reading_explains_is_skipped():
 # ---------------------------------------------------------------------------------------------------------------
 
 
-
 def test_cli_read_json_and_errors(tmp_path):
     number("90210", seed=1, spacing=(0.2, 0.6))[0].save(tmp_path / "zip.png")
     (tmp_path / "notes.png").write_text("not an image")

@@ -72,10 +72,6 @@ def main(ctx: click.Context, debug: bool) -> None:
     ctx.obj = {"debug": debug}
 
 
-
-
-
-
 model_option = click.option("--model", "-m", "model", type=click.Path(dir_okay=False),
                             help="A checkpoint (.safetensors); default: the shipped model.")
 recognizer_model_option = click.option("--model", "-m", "model", type=click.Path(dir_okay=False),

@@ -35,8 +35,6 @@ class Prediction:
         return data
 
 
-
-
 @dataclass
 class ReadResult:
     text: str  # digits 0-9 only, left to right; "" when no digit is found

@@ -46,8 +46,6 @@ READ_CHUNK = 1 << 20  # decompress 1 MiB at a time so a gzip bomb stops at max_b
 DOWNLOAD_TIMEOUT_S = 30.0
 
 
-
-
 def read_idx(
     path: str | os.PathLike,
     *,

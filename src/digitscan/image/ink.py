@@ -14,8 +14,6 @@ from digitscan.constants import WORK_SIDE
 from digitscan.image.decode import NO_PIXEL_LIMIT, gray_from_array
 
 # Each tuning value is a ratio or a level on the [0, 1] scale, so it does not depend on image size.
-
-
 _BACKGROUND_SIDE = 64  # the smooth background estimate is fitted on a copy this small
 _BACKGROUND_ROUNDS = 4  # robust refits of the background surface; the inlier set settles after two or three
 _MIN_INK_CONTRAST = 0.1  # ink must differ from the paper by this much (uniform greys and JPEG noise do not)

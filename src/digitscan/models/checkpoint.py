@@ -30,8 +30,6 @@ SHIPPED_NAME = "shipped.safetensors"
 ENSEMBLE_GLOB = "shipped*.safetensors"  # the shipped model plus the extra seeds of the optional ensemble
 
 
-
-
 @dataclass
 class Checkpoint:
     model: nn.Module
@@ -96,10 +94,6 @@ def read_meta(path: Path) -> dict:
     _check_format(path, meta)
     validate_meta(meta, path)
     return meta
-
-
-
-
 
 
 def _check_format(path: Path, meta: dict) -> None:

@@ -33,8 +33,6 @@ MIN_OPSET = 18  # the torch.export-based exporter (onnxscript's torch library) s
 PARITY_TOLERANCE = 1e-4  # max |p_onnxruntime - p_torch| over calibrated probabilities, as the parity test demands
 
 
-
-
 @dataclass
 class ExportResult:
     model: bytes  # the serialized ONNX ModelProto

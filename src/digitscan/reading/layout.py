@@ -19,12 +19,7 @@ from digitscan.errors import ImageTooComplexError
 from digitscan.image.ink import ink_map
 
 # Every geometric threshold is a fraction of the median digit height H, so none depends on the image's resolution.
-
-
-# Every geometric threshold is a fraction of the median digit height H, so none depends on the image's resolution.
 _INK_LEVEL = 0.35  # the soft ink map is binarized here for components; the soft values still feed the model
-
-
 SPECK_EXTENT = 0.3  # components spanning less than this (x H) are specks ...
 _PIECE_REACH = 0.06  # ... unless they come this close (x H) to a bigger component: a piece of a broken stroke
 _RULE_MIN_LENGTH = 0.8  # a horizontal run this long (x H) and at most _RULE_THICKNESS thick may be a ruled line:
@@ -39,6 +34,8 @@ _STROKE = 0.12  # MNIST's pen width relative to the digit height: turns seam ink
 
 @dataclass
 class DigitBox:
+    """One digit read in a line, whichever reader found it."""
+
     digit: int
     confidence: float  # the model's probability of this digit
     box: list[int]  # [x, y, w, h] in input image pixels

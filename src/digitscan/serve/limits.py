@@ -21,8 +21,6 @@ API_PREFIX = "/api/"
 MULTIPART_OVERHEAD = 64 * 1024  # boundaries and part headers around the file; the file itself is checked exactly later
 
 
-
-
 class BodyTooLarge(HTTPException):
     """The request body grew past the limit while it streamed in (or its Content-Length already said so)."""
 
