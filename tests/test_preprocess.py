@@ -20,7 +20,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from digitscan.constants import ALLOWED_FORMATS, DIGIT_BOX, IMAGE_SIZE, MAX_PIXELS, PREPROCESS_MODES
-from digitscan.errors import ImageError, ImageTooLargeError, UnreadableImageError, UnsupportedImageError
+from digitscan.errors import ImageError, ImageTooLargeError, NoImagesError, UnreadableImageError, UnsupportedImageError
 from digitscan.image.decode import decode_image
 from digitscan.image.ink import ink_map
 from digitscan.image.prepare import fit_to_mnist_box, preprocess, to_model_input
@@ -454,7 +454,7 @@ def test_text_file_named_png(tmp_path):
 def test_missing_path_and_directory(tmp_path):
     with pytest.raises(UnreadableImageError, match="no such file"):
         decode_image(tmp_path / "missing.png")
-    with pytest.raises(ImageError, match="directory"):
+    with pytest.raises(NoImagesError, match="no image file in folder"):
         decode_image(tmp_path)
 
 
