@@ -23,6 +23,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
                  "--disable-sync", "--no-first-run"]
 DESKTOP = {"width": 1000, "height": 760}
 PHONE = {"width": 390, "height": 844}
+pytestmark = pytest.mark.slow  # a real browser: `make test-fast` leaves these out
 
 
 @pytest.fixture(scope="module")

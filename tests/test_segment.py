@@ -231,6 +231,7 @@ def test_cli_read_empty_page(tmp_path):
 # ---------------------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_numbers_from_mnist_test_digits(recognizer, method, mnist_test):
     images, labels = mnist_test
     rng = np.random.default_rng(2024)

@@ -1,9 +1,11 @@
-"""The set-up `make test` does: one list of Debian packages in scripts/system-deps.sh."""
+"""The set-up `make test` does: one list of Debian packages in scripts/system-deps.sh, and the slow-test marks."""
 
+import ast
 import re
 import subprocess
 from pathlib import Path
 
+from conftest import SLOW_TESTS
 from digitscan.photos import FONT_PACKAGES
 
 REPO = Path(__file__).resolve().parents[1]
@@ -47,3 +49,9 @@ def test_an_unknown_option_is_a_usage_error():
     result = system_deps("--install-everything")
     assert result.returncode == 2 and result.stderr.startswith("usage: ")
 
+
+def test_every_test_marked_slow_in_conftest_exists():
+    for module, names in SLOW_TESTS.items():
+        tree = ast.parse((REPO / "tests" / module).read_text())
+        defined = {node.name for node in tree.body if isinstance(node, ast.FunctionDef)}
+        assert not names - defined, module
