@@ -48,7 +48,7 @@ if [ "$mode" = install ] && [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/nul
     # Recommends left out: headless Chromium runs the browser tests without them. dpkg's progress (stdout) is
     # dropped; errors go to stderr.
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-    echo "digitscan: installed ${#missing[@]} Debian packages" >&2
+    echo "digitscan: Debian packages installed" >&2
     exit 0
 fi
 
