@@ -1,5 +1,7 @@
 """The shipped model's accuracy on the real MNIST test set: the number the README promises."""
 
+import pytest
+
 from digitscan.models.architectures import SHIPPED_ARCH
 from digitscan.models.checkpoint import load_checkpoint, load_ensemble, shipped_ensemble_paths
 from digitscan.models.inference import infer
@@ -14,6 +16,7 @@ def correct(result: dict) -> int:
     return round(result["accuracy"] * result["n"])
 
 
+@pytest.mark.slow
 def test_shipped_model_accuracy(mnist_test):
     images, labels = mnist_test
     checkpoint = load_checkpoint()
@@ -23,6 +26,7 @@ def test_shipped_model_accuracy(mnist_test):
     assert correct(result) >= SHIPPED_MIN_CORRECT, result["accuracy"]
 
 
+@pytest.mark.slow
 def test_shipped_ensemble_accuracy(mnist_test):
     images, labels = mnist_test
     assert len(shipped_ensemble_paths()) >= 3

@@ -15,6 +15,7 @@ from PIL import Image
 from digitscan.batch import PREDICT_COLUMNS, load_finished_rows, predict_job, prepared_inputs, read_job, run_job
 from digitscan.files import expand_paths
 from digitscan.recognize import Recognizer
+
 from helpers import EXAMPLES, read_rows, run
 
 
@@ -135,6 +136,7 @@ def test_resume_cuts_off_a_torn_last_line(tmp_path, mnist_pngs, recognizer):
         assert read_rows(torn) == read_rows(clean)
 
 
+@pytest.mark.slow
 def test_killed_job_resumes_without_duplicates_or_lost_rows(tmp_path, mnist_pngs, recognizer):
     """SIGINT, then SIGKILL, each once the CSV has some rows; --resume then finishes: the clean run's rows, once."""
     folder, truth = mnist_pngs

@@ -14,15 +14,17 @@ import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from digitscan.synthetic.strokes import DIGIT_STROKES, render_number, resample, stroke_digit
+
 from helpers import EXAMPLES, REPO
 from helpers.live_server import live_server
 
 SCREENSHOTS = REPO / "out" / "screenshots"
-CHROMIUM = "/usr/bin/chromium"  # Debian's package (.ci/run installs it); never a Playwright-downloaded browser
+CHROMIUM = "/usr/bin/chromium"  # Debian's (make test installs it); never a Playwright-downloaded browser
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]
 DESKTOP = {"width": 1000, "height": 760}
 PHONE = {"width": 390, "height": 844}
+pytestmark = pytest.mark.slow  # a real browser: `make test-fast` leaves these out
 
 
 @pytest.fixture(scope="module")

@@ -5,6 +5,8 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
+
 from helpers import EXAMPLES, json_lines, run
 
 EXPECTED = {"seven_ink_on_paper.png": 7, "three_blue_pen.png": 3, "zero_pencil_off_centre.png": 0,
@@ -63,6 +65,7 @@ def test_bad_model_file_is_one_line(tmp_path):
     assert result.stderr.count("\n") == 1 and "not a safetensors file" in result.stderr
 
 
+@pytest.mark.slow
 def test_evaluate_json_and_plots(mnist_dir, tmp_path):
     result = run("evaluate", "--json", "--data", mnist_dir, "--out", tmp_path)
     assert result.exit_code == 0, result.output
@@ -102,6 +105,7 @@ def test_missing_data_folder_is_one_line(tmp_path):
     assert result.exit_code == 1 and result.stderr.count("\n") == 1
 
 
+@pytest.mark.slow
 def test_compare_quick_trial_json_shape(mnist_dir, tmp_path):
     result = run("compare", "--json", "--data", mnist_dir, "--limit", "1500", "--out", tmp_path)
     assert result.exit_code == 0, result.output

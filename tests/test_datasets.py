@@ -16,10 +16,11 @@ from digitscan.models.architectures import build_model
 from digitscan.models.checkpoint import load_checkpoint, save_checkpoint, sha256_file
 from digitscan.synthetic.strokes import render_digit
 from digitscan.training.classifier import make_config
-from helpers import REPO, run
-from test_data import write_split
 
-FASHION_TEST_DIR = REPO.parent / "shared" / "data" / "fashion-mnist"  # the test split only (CI has no Debian package)
+from helpers import REPO, run
+from helpers.idx import write_split
+
+FASHION_TEST_DIR = REPO.parent / "shared" / "data" / "fashion-mnist"  # the test split (shared/), not the Debian package
 SHAPES = {"ring": 0, "bar": 1, "fork": 4}  # class name -> the synthetic pen digit drawn for it
 
 

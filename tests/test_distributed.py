@@ -8,9 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from digitscan.models.checkpoint import load_checkpoint
 from digitscan.recognize import Recognizer
 from digitscan.training.distributed import state_sha256
+
 from helpers import EXAMPLES
 
 # dsnet has BatchNorm, whose running statistics each process computes from its own batches: the harder case.
@@ -43,6 +46,7 @@ def check_one_model_from_two_processes(result: subprocess.CompletedProcess, out:
     assert len(prediction.probabilities) == 10 and abs(sum(prediction.probabilities) - 1) < 1e-4
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_train_one_model(mnist_dir, tmp_path):
     out = tmp_path / "ddp.safetensors"
     result = run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
@@ -50,6 +54,7 @@ def test_torchrun_two_processes_train_one_model(mnist_dir, tmp_path):
     check_one_model_from_two_processes(result, out)
 
 
+@pytest.mark.slow
 def test_distributed_flag_launches_torchrun_itself(mnist_dir, tmp_path):
     out = tmp_path / "ddp.safetensors"
     result = run([sys.executable, "-m", "digitscan", "train", "--distributed", "--nproc-per-node", "2", *SHORT_RUN,

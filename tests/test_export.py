@@ -15,6 +15,7 @@ from digitscan.models.backends import ONNX_META_KEY, OnnxBackend, TorchBackend
 from digitscan.models.checkpoint import load_checkpoint, sha256_file, shipped_path
 from digitscan.models.export import DEFAULT_OPSET, PARITY_TOLERANCE, export_onnx
 from digitscan.recognize import Recognizer
+
 from helpers import EXAMPLES, run
 
 SOME_EXAMPLES = [EXAMPLES / "seven_ink_on_paper.png", EXAMPLES / "eight_photo.jpg", EXAMPLES / "blank_paper.png"]

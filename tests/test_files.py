@@ -6,6 +6,7 @@ import pytest
 
 from digitscan import errors
 from digitscan.files import atomic_write, expand_paths
+
 from helpers import json_lines, run
 
 

@@ -24,6 +24,7 @@ from digitscan.constants import MAX_FILE_BYTES, MAX_PIXELS
 from digitscan.errors import ImageError
 from digitscan.image.decode import decode_image
 from digitscan.serve import Settings, create_app
+
 from helpers import EXAMPLES
 from helpers.hostile import UPLOADS, Case, build_corpus, digit, unlock
 

@@ -17,6 +17,7 @@ from digitscan.models.architectures import build_model
 from digitscan.models.backends import ONNX_META_KEY
 from digitscan.models.checkpoint import save_checkpoint
 from digitscan.recognize import Recognizer
+
 from helpers import EXAMPLES, run
 
 GOOD = {"arch": "paper", "arch_kwargs": {}, "classes": DIGIT_CLASSES, "preprocess": "robust",

@@ -102,6 +102,7 @@ def test_iou():
     assert _iou([0, 0, 10, 10], [5, 0, 10, 10]) == pytest.approx(50 / 150)
 
 
+@pytest.mark.slow
 def test_fine_tuning_pools(mnist_test, tmp_path, monkeypatch):
     monkeypatch.setenv("DIGITSCAN_CACHE", str(tmp_path / "mnist"))
     images, labels = mnist_test  # any digits do for a code-path test; training uses the training split

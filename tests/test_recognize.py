@@ -7,6 +7,7 @@ from PIL import Image
 
 from digitscan.errors import UnreadableImageError
 from digitscan.synthetic.strokes import render_digit
+
 from helpers import EXAMPLES
 
 

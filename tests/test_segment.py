@@ -13,6 +13,7 @@ from digitscan.models.checkpoint import shipped_path
 from digitscan.reading.segments import METHODS, Penalties, segment_number
 from digitscan.recognize import ReadResult
 from digitscan.synthetic.strokes import render_number, stroke_digit
+
 from helpers import EXAMPLES, run
 
 
@@ -218,6 +219,7 @@ def test_cli_read_empty_page(tmp_path):
 # ---------------------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_numbers_from_mnist_test_digits(recognizer, method, mnist_test):
     images, labels = mnist_test
     rng = np.random.default_rng(2024)

@@ -68,6 +68,7 @@ def test_decoding_merges_repeats_and_drops_blanks():
     assert emitted[0].confidence == pytest.approx(0.95)
 
 
+@pytest.mark.slow
 def test_the_shipped_reader_reads_photographed_test_numbers(reader, mnist_test):
     images, labels = mnist_test
     samples = list(photographed_numbers(images, labels, 40, seed=11))

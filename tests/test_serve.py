@@ -26,6 +26,7 @@ from digitscan.serve import Settings, create_app, get_settings
 from digitscan.serve.limits import InferencePool
 from digitscan.serve.routes import get_recognizer
 from digitscan.synthetic.strokes import render_number, stroke_digit
+
 from helpers import EXAMPLES
 from helpers.live_server import live_server
 

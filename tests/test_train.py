@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 import torch
 from click.testing import CliRunner
 
@@ -16,6 +17,7 @@ def test_flags_override_the_recipe():
     assert make_config("shipped").arch != "shipped"
 
 
+@pytest.mark.slow
 def test_short_run_learns_and_is_reproducible(mnist_dir, tmp_path):
     config = make_config("easy", epochs=2, limit=2000, seed=3, data=str(mnist_dir))
     records = []
@@ -72,6 +74,7 @@ def test_one_cycle_schedule_runs_for_any_number_of_steps():
         assert optimizer.param_groups[0]["lr"] < config.lr  # annealed by the end
 
 
+@pytest.mark.slow
 def test_realworld_fine_tuning_keeps_the_last_epoch(mnist_dir, tmp_path, monkeypatch):
     """MNIST validation accuracy does not measure what --realworld trains for: its run keeps the last epoch.
 
