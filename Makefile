@@ -14,7 +14,7 @@ export DIGITSCAN_DATA := $(SHARED_MNIST)
 endif
 endif
 
-.PHONY: setup system run test test-fast clean
+.PHONY: setup system run test test-fast lint clean
 
 # The virtual environment with digitscan and its test tools; rebuilt only when pyproject.toml changes.
 $(STAMP): pyproject.toml
@@ -43,6 +43,11 @@ test: system $(STAMP)
 # The quick loop: the suite without the tests marked slow (under 3 minutes on 2 cores).
 test-fast: system $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
+
+# The house rules alone (the suite runs them too, in tests/test_layout.py): ruff, and the import layers.
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks examples
+	$(BIN)/lint-imports
 
 # Remove the virtual environment and build leftovers.
 clean:
