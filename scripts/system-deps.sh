@@ -10,7 +10,8 @@
 set -euo pipefail
 
 # Chromium and its driver: the browser tests drive Debian's Chromium with Playwright, never a downloaded browser.
-# dataset-fashion-mnist: Fashion-MNIST's training split, for the real-world fine-tuning data (src/digitscan/training/finetune.py).
+# dataset-fashion-mnist: Fashion-MNIST's training split, for the real-world fine-tuning data
+# (src/digitscan/training/finetune.py).
 # fonts-*: handwriting fonts for photographed digits; the same names as src/digitscan/synthetic/photos.py FONT_PACKAGES
 # (tests/test_setup.py checks that every one of those is here).
 PACKAGES=(

@@ -157,7 +157,7 @@ class LineReader(nn.Module):
         self.dropout = nn.Dropout(dropout)  # training only; no weights, so checkpoints without it load alike
         self.head = nn.Conv1d(hidden, num_classes, 1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, 1, 32, W), a strip of sequence.line_input
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, 1, 32, W), a strip of reading.line_reader.line_input
         features = self.trunk(x).amax(dim=2)  # (B, w3, W / 4): the strongest response in each column
         return self.head(self.dropout(self.context(features))).transpose(1, 2).log_softmax(-1)  # (B, W / 4, classes)
 
