@@ -62,6 +62,11 @@ class ResultsFileError(DigitscanError):
     that another job is writing; the file is left exactly as it was."""
 
 
+class ModelOutputError(DigitscanError):
+    """The model produced NaN or infinite scores, which no result may carry (JSON cannot): a broken model file, the
+    server's trouble rather than the client's (HTTP 500)."""
+
+
 class ExportError(DigitscanError):
     """The ONNX export failed a check (graph checker, parity with PyTorch); nothing was written."""
 
