@@ -114,6 +114,7 @@ def run_job(job: Job, files: list[Path], out: str | os.PathLike, *, resume: bool
 
     An existing `out` is continued with resume=True, replaced with overwrite=True, else FileExistsError. A file that
     cannot be read becomes a row with `error` set (and on_error(path, message) is called); the job goes on.
+    ResultsFileError, with `out` left as it was: another job holds it, or resume=True meets a file it cannot continue.
     """
     out = Path(out)
     start = time.perf_counter()
