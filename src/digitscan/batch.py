@@ -130,8 +130,10 @@ def run_job(job: Job, files: list[Path], out: str | os.PathLike, *, resume: bool
         existing = out.stat().st_size > 0
         if existing and resume:
             done, repaired = read_finished_rows(out, job.columns)  # a torn last row is cut off; others refused
-        elif existing:
-            f.truncate(0)  # --force, under the lock
+        elif existing and overwrite:
+            f.truncate(0)  # under the lock
+        elif existing:  # another job finished it between the check above and the lock
+            raise FileExistsError(f"{out} exists: --resume to continue it, --force to overwrite it")
         writer = ResultsWriter(f, job.columns)
         if out.stat().st_size == 0:
             writer.write_header()
