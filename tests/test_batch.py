@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from digitscan.batch import PREDICT_COLUMNS, load_finished_rows, predict_job, prepared_inputs, read_job, run_job
+from digitscan.batch import PREDICT_COLUMNS, predict_job, prepared_inputs, read_job, run_job
 from digitscan.files import expand_paths
 from digitscan.recognize import Recognizer
+from digitscan.results_csv import read_finished_rows
 
 from helpers import EXAMPLES, read_rows, run
 
@@ -129,7 +130,7 @@ def test_resume_cuts_off_a_torn_last_line(tmp_path, mnist_pngs, recognizer):
                 data.index(b"\nname.png") + 1]:  # inside the quoted path, right after its newline
         torn = tmp_path / f"torn{cut}.csv"
         torn.write_bytes(data[:cut])
-        done, repaired = load_finished_rows(torn, predict_job(recognizer).columns)
+        done, repaired = read_finished_rows(torn, predict_job(recognizer).columns)
         assert repaired and torn.read_bytes() == data[:len(torn.read_bytes())]  # cut back to a row boundary
         summary = run_job(predict_job(recognizer), files, torn, resume=True, workers=0, progress=False)
         assert summary.skipped == len(done) and summary.written == len(files) - len(done)

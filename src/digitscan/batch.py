@@ -4,12 +4,12 @@
 
 Crash safety: rows are appended and flushed after every batch, so a killed job keeps every finished batch.
 `resume=True` reads the paths already in the file and skips them; a last line torn by the crash (no newline at its
-end, or an unclosed quote) is cut off first, and its file is simply done again.
+end, or an unclosed quote) is cut off first, and its file is simply done again. The file's format (quoting,
+formula neutralization, what --resume accepts) and the lock that keeps a second job off it: digitscan.results_csv.
 """
 
 from __future__ import annotations
 
-import csv
 import functools
 import itertools
 import multiprocessing
@@ -29,6 +29,7 @@ from tqdm import tqdm
 from digitscan.errors import ImageError, one_line
 from digitscan.image.decode import decode_image
 from digitscan.image.prepare import preprocess
+from digitscan.results_csv import FILE_TEXT, ResultsWriter, exclusive_lock, read_finished_rows
 
 PREDICT_COLUMNS = ["path", "digit", "confidence", "is_digit", "error"]
 READ_COLUMNS = ["path", "text", "confidence", "error"]
@@ -37,9 +38,6 @@ DEFAULT_BATCH = 256  # inputs per inference call, and rows per flush: at most th
 # sends back whole decoded pages (a 12 MP photo is 48 MB as float32), so its tasks are a couple of files.
 PREDICT_CHUNK, READ_CHUNK = 32, 2
 AHEAD = 2  # tasks queued per worker: workers never wait for the main process, and memory stays bounded
-CSV_FORMAT = {"lineterminator": "\n"}  # one physical line per row unless a path itself holds a newline (then quoted)
-# Paths are str; on POSIX a file name that is not UTF-8 holds surrogate escapes, which this keeps byte for byte.
-FILE_TEXT = {"encoding": "utf-8", "errors": "surrogateescape", "newline": ""}
 
 
 @dataclass
@@ -116,48 +114,54 @@ def run_job(job: Job, files: list[Path], out: str | os.PathLike, *, resume: bool
 
     An existing `out` is continued with resume=True, replaced with overwrite=True, else FileExistsError. A file that
     cannot be read becomes a row with `error` set (and on_error(path, message) is called); the job goes on.
+    ResultsFileError, with `out` left as it was: another job holds it, or resume=True meets a file it cannot continue.
     """
     out = Path(out)
     start = time.perf_counter()
     paths = list(dict.fromkeys(str(f) for f in files))  # a file named twice gets one row
     workers = default_workers() if workers is None else workers
-    done, repaired = {}, False
-    if out.exists() and out.stat().st_size > 0:
-        if resume:
-            done, repaired = load_finished_rows(out, job.columns)
-        elif not overwrite:
-            raise FileExistsError(f"{out} exists: --resume to continue it, --force to overwrite it")
-    fresh = not (resume and out.exists() and out.stat().st_size > 0)  # else append below its header
-    todo = [p for p in paths if p not in done]
-    failed = sum(1 for p in paths if done.get(p))
+    if out.exists() and out.stat().st_size > 0 and not (resume or overwrite):  # refused before anything is opened
+        raise FileExistsError(f"{out} exists: --resume to continue it, --force to overwrite it")
     out.parent.mkdir(parents=True, exist_ok=True)
-    bar = tqdm(total=len(paths), initial=len(paths) - len(todo), unit="file", disable=not progress,
-               dynamic_ncols=True)
-    written = 0
-    with open(out, "w" if fresh else "a", **FILE_TEXT) as f, bar:
-        writer = csv.DictWriter(f, job.columns, **CSV_FORMAT)
-        if fresh:
-            writer.writeheader()
+    # Append mode: opening changes nothing, so the lock is taken before the file is read, truncated or written.
+    with open(out, "a", **FILE_TEXT) as f:
+        exclusive_lock(f, out)
+        done, repaired = {}, False
+        existing = out.stat().st_size > 0
+        if existing and resume:
+            done, repaired = read_finished_rows(out, job.columns)  # a torn last row is cut off; others refused
+        elif existing and overwrite:
+            f.truncate(0)  # under the lock
+        elif existing:  # another job finished it between the check above and the lock
+            raise FileExistsError(f"{out} exists: --resume to continue it, --force to overwrite it")
+        writer = ResultsWriter(f, job.columns)
+        if out.stat().st_size == 0:
+            writer.write_header()
             f.flush()
-        pending: list[tuple[str, np.ndarray | None, str | None]] = []
-        for item in prepared_inputs(job.prepare, todo, workers, job.chunk):
-            pending.append(item)
-            if len(pending) < batch_size:
-                continue
-            failed += write_batch(job, pending, writer, f, on_error)
-            written += len(pending)
-            bar.update(len(pending))
-            pending = []
-        if pending:
-            failed += write_batch(job, pending, writer, f, on_error)
-            written += len(pending)
-            bar.update(len(pending))
+        todo = [p for p in paths if p not in done]
+        failed = sum(1 for p in paths if done.get(p))
+        written = 0
+        with tqdm(total=len(paths), initial=len(paths) - len(todo), unit="file", disable=not progress,
+                  dynamic_ncols=True) as bar:
+            pending: list[tuple[str, np.ndarray | None, str | None]] = []
+            for item in prepared_inputs(job.prepare, todo, workers, job.chunk):
+                pending.append(item)
+                if len(pending) < batch_size:
+                    continue
+                failed += write_batch(job, pending, writer, f, on_error)
+                written += len(pending)
+                bar.update(len(pending))
+                pending = []
+            if pending:
+                failed += write_batch(job, pending, writer, f, on_error)
+                written += len(pending)
+                bar.update(len(pending))
         os.fsync(f.fileno())
     return JobSummary(out, len(paths), len(paths) - len(todo), written, failed, repaired,
                       time.perf_counter() - start)
 
 
-def write_batch(job: Job, batch: list[tuple[str, np.ndarray | None, str | None]], writer: csv.DictWriter, f,
+def write_batch(job: Job, batch: list[tuple[str, np.ndarray | None, str | None]], writer: ResultsWriter, f,
                 on_error: Callable[[str, str], None] | None) -> int:
     """Run the model on the batch's prepared inputs, write its rows in order and flush; returns the errors."""
     ok = [prepared for _, prepared, error in batch if error is None]
@@ -169,48 +173,9 @@ def write_batch(job: Job, batch: list[tuple[str, np.ndarray | None, str | None]]
             failed += 1
             if on_error:
                 on_error(path, row["error"])
-        writer.writerow({"path": path, **row})
+        writer.write({"path": path, **row})
     f.flush()  # the batch is in the OS's hands: a killed process no longer loses it
     return failed
-
-
-def load_finished_rows(out: Path, columns: list[str]) -> tuple[dict[str, str], bool]:
-    """({path: error or ""} for every complete row of a results CSV, whether a torn last line was cut off).
-
-    A crash can tear only the last line: the part after the last newline, or a quoted path with a newline inside
-    whose closing quote never came. That part is truncated away (its file is done again); anything else malformed
-    means the file is not one of ours, and is refused rather than guessed at.
-    """
-    data = out.read_bytes()
-    end = data.rfind(b"\n") + 1  # bytes after the last newline are a torn row
-    consumed = 0
-
-    def lines() -> Iterator[str]:
-        nonlocal consumed
-        for line in data[:end].splitlines(keepends=True):
-            consumed += len(line)
-            yield line.decode("utf-8", "surrogateescape")
-
-    done: dict[str, str] = {}
-    intact = 0
-    reader = csv.reader(lines(), strict=True, **CSV_FORMAT)
-    try:
-        for number, record in enumerate(reader):
-            if number == 0 and record != columns:
-                raise ValueError(f"{out}: columns {record} are not {columns}; was it written by another command "
-                                 f"or with other options? Use --force to overwrite it")
-            if number > 0:
-                if len(record) != len(columns):
-                    raise ValueError(f"{out}: row {number} has {len(record)} fields, expected {len(columns)}")
-                done[record[0]] = record[-1]
-            intact = consumed
-    except csv.Error as exc:
-        if consumed < end:  # not the unterminated tail: damage in the middle
-            raise ValueError(f"{out}: not a valid CSV near row {reader.line_num} ({exc})") from None
-    if intact < len(data):
-        with open(out, "r+b") as f:
-            f.truncate(intact)
-    return done, intact < len(data)
 
 
 def prepared_inputs(prepare: Callable[[str], np.ndarray], paths: list[str], workers: int,

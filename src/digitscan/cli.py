@@ -6,15 +6,15 @@ fast.
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 import click
 
 from digitscan.constants import PAPER_RESULTS, READ_METHODS, READ_TIME_LIMIT_S
-from digitscan.errors import CheckpointError, DatasetError, ImageError, one_line
+from digitscan.errors import CheckpointError, DatasetError, ImageError, ModelOutputError, one_line
 from digitscan.files import atomic_write, expand_paths
+from digitscan.json_output import strict_json
 
 
 class UserError(click.ClickException):
@@ -50,7 +50,7 @@ def is_user_error(exc: Exception) -> bool:
 
 
 def emit(record: dict) -> None:
-    click.echo(json.dumps(record))
+    click.echo(strict_json(record))
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -242,7 +242,8 @@ def process_files(files: list[Path], work, describe, as_json: bool) -> None:
     for path in files:
         try:
             result = work(path)
-        except (ImageError, OSError) as exc:
+            line = strict_json({"path": str(path), **result.to_dict()}) if as_json else None
+        except (ImageError, OSError, ModelOutputError) as exc:
             problem = one_line(exc)
         except Exception as exc:
             if debug:
@@ -250,7 +251,7 @@ def process_files(files: list[Path], work, describe, as_json: bool) -> None:
             problem = f"{type(exc).__name__}: {one_line(exc)} (rerun with --debug for the traceback)"
         else:
             if as_json:
-                emit({"path": str(path), **result.to_dict()})
+                click.echo(line)
             else:
                 click.echo(f"{path}: {describe(result)}")
             continue

@@ -57,6 +57,16 @@ class DatasetError(DigitscanError):
     """A dataset file or folder is missing, malformed or not the expected one; the message names the path."""
 
 
+class ResultsFileError(DigitscanError):
+    """A batch job's --out file that --resume cannot continue (not a results CSV of these columns, or damaged), or
+    that another job is writing; the file is left exactly as it was."""
+
+
+class ModelOutputError(DigitscanError):
+    """The model produced NaN or infinite scores, which no result may carry (JSON cannot): a broken model file, the
+    server's trouble rather than the client's (HTTP 500)."""
+
+
 class ExportError(DigitscanError):
     """The ONNX export failed a check (graph checker, parity with PyTorch); nothing was written."""
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from digitscan.constants import DIGIT_CLASSES, IMAGE_SIZE, READ_METHODS, READ_TIME_LIMIT_S
+from digitscan.errors import CheckpointError
 from digitscan.image.decode import decode_image
 from digitscan.image.prepare import preprocess
 from digitscan.models.backends import softmax
@@ -80,6 +81,12 @@ class Recognizer:
         exports it to ONNX in memory first (a few seconds, parity-checked). threads: the model's intra-op threads
         (None: the runtime's default; PyTorch's process-wide setting is changed only during this model's calls).
         """
+        recognizer = cls._load_unchecked(path, preprocess, ensemble, backend, threads, reader)
+        recognizer.refuse_non_finite_scores()
+        return recognizer
+
+    @classmethod
+    def _load_unchecked(cls, path, preprocess, ensemble, backend, threads, reader) -> Recognizer:
         from digitscan.models.backends import BACKENDS, OnnxBackend, TorchBackend, is_onnx_path
 
         read_method = "segments" if path is not None or ensemble or backend == "onnx" else "sequence"
@@ -102,6 +109,25 @@ class Recognizer:
 
         session = OnnxBackend(export_onnx(checkpoint).model, threads)
         return cls(session, session.metadata(str(checkpoint.path)), checkpoint.path, preprocess, reader, read_method)
+
+    def refuse_non_finite_scores(self) -> None:
+        """Run the model once on fixed inputs (blank, full ink, a drawn ring like a 0) and refuse it with one
+        CheckpointError line if any logit, or any probability after the temperature, is NaN or infinite.
+
+        Finite weights can still overflow (a weight of 3e38 times a few pixels is infinity, and infinity minus
+        infinity is NaN two layers later), and a finite temperature can be tiny enough to turn finite logits into
+        infinities: such a model would answer NaN to every user, so it is stopped here, once, at load.
+        """
+        rows, cols = np.mgrid[:IMAGE_SIZE, :IMAGE_SIZE]
+        radius = np.hypot(rows - IMAGE_SIZE / 2, cols - IMAGE_SIZE / 2)
+        ring = ((radius >= 5) & (radius <= 8)).astype(np.float32)
+        probes = np.stack([np.zeros_like(ring), np.ones_like(ring), ring])  # (3, 28, 28)
+        logits = np.asarray(self.backend(probes), np.float64)
+        with np.errstate(all="ignore"):  # overflow is what is being looked for, not a warning to print
+            probs = softmax(logits / self.temperature)
+        if not (np.isfinite(logits).all() and np.isfinite(probs).all()):
+            raise CheckpointError(f"{self.path}: the model's scores are NaN or infinite on fixed test inputs "
+                                  f"(weights that overflow, or a temperature too close to 0); the file is broken")
 
     def prepare(self, image) -> np.ndarray:
         """Any supported image (path, bytes, PIL image, array) -> the (28, 28) input the model sees."""

@@ -7,6 +7,7 @@ either.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -64,6 +65,7 @@ class OnnxBackend:
             options.intra_op_num_threads = threads
         if not isinstance(model, bytes) and not Path(model).is_file():
             raise CheckpointError(f"{model}: no such model file")
+        refuse_external_data(model)
         try:
             self.session = ort.InferenceSession(model if isinstance(model, bytes) else str(model), options,
                                                 providers=["CPUExecutionProvider"])
@@ -90,6 +92,51 @@ class OnnxBackend:
         meta = parse_meta(props[ONNX_META_KEY], where)
         validate_meta(meta, where, num_outputs=self.num_classes if isinstance(self.num_classes, int) else None)
         return meta
+
+
+def refuse_external_data(model: str | os.PathLike | bytes) -> None:
+    """Refuse, with one CheckpointError line, an ONNX model that keeps any tensor's bytes in another file.
+
+    onnxruntime reads such "external data" at session creation, and releases allowed by our declared range read
+    `../../../etc/passwd` or an absolute path and hand the bytes to the graph, which returns them through the
+    scores. digitscan's own exports never use external data, so any is refused, wherever the tensor sits
+    (initializer, sparse initializer, Constant attribute, subgraph, function, training graph), before onnxruntime
+    opens anything: the model is parsed with load_external_data=False, which reads no other file.
+    """
+    import onnx  # here, not at module level: only loading an .onnx model pays for it
+
+    where = "ONNX model" if isinstance(model, bytes) else str(model)
+    try:
+        proto = (onnx.load_model_from_string(model) if isinstance(model, bytes)  # bytes never load external data
+                 else onnx.load(str(model), load_external_data=False))
+    except Exception as exc:  # noqa: BLE001  (protobuf's DecodeError, or anything a damaged file raises)
+        raise CheckpointError(f"{where}: not a loadable ONNX model ({one_line(exc)[:300]})") from None
+    for tensor in _all_tensors(proto):
+        if tensor.data_location == onnx.TensorProto.EXTERNAL or len(tensor.external_data):
+            location = next((entry.value for entry in tensor.external_data if entry.key == "location"), "?")
+            raise CheckpointError(f"{where}: tensor {tensor.name[:80]!r} keeps its data in another file "
+                                  f"({location[:120]!r}); digitscan runs only self-contained ONNX models, as "
+                                  f"`digitscan export` writes them")
+
+
+def _all_tensors(proto) -> Iterator:
+    """Every TensorProto anywhere in a parsed ONNX model: a walk over all its set message fields, so no place a
+    tensor can hide (sparse values and indices, attributes, nested graphs) is missed. Iterative, so a graph nested
+    thousands of levels deep cannot exhaust Python's recursion limit."""
+    from google.protobuf.message import Message
+
+    stack = [proto]
+    while stack:
+        message = stack.pop()
+        if message.DESCRIPTOR.full_name == "onnx.TensorProto":
+            yield message
+        for field, value in message.ListFields():
+            if field.message_type is None:  # a number, string or bytes: nothing nested
+                continue
+            if isinstance(value, Message):
+                stack.append(value)
+            else:  # a repeated field of messages
+                stack.extend(value)
 
 
 def is_onnx_path(path: str | os.PathLike | None) -> bool:

@@ -122,7 +122,7 @@ def load_checkpoint(path: str | os.PathLike | None = None, *, verify_sha256: boo
         raise CheckpointError(f"{path}: shipped weights do not match their recorded sha256; reinstall digitscan")
     meta = read_meta(path)
     expected = _expected_tensors(path, meta)
-    stored = _stored_shapes(path)
+    stored = _stored_tensors(path)
     missing = sorted(set(expected) - set(stored))
     extra = sorted(set(stored) - set(expected))
     if missing or extra:
@@ -131,25 +131,39 @@ def load_checkpoint(path: str | os.PathLike | None = None, *, verify_sha256: boo
     outputs = _output_count(expected, stored)
     if outputs is not None:
         validate_meta(meta, path, num_outputs=outputs)
-    for name, shape in expected.items():
-        if stored[name] != shape:
-            raise CheckpointError(f"{path}: tensor {name} has shape {stored[name]}, {meta['arch']!r} needs {shape}")
-    # Only now, with every shape known to match the file's own tensors, is any memory given to the model.
+    for name, (shape, dtype) in expected.items():
+        if stored[name][0] != shape:
+            raise CheckpointError(f"{path}: tensor {name} has shape {stored[name][0]}, {meta['arch']!r} needs {shape}")
+        # A float tensor relabelled I32 in the header has the same size and shape; loading would convert its bits.
+        if stored[name][1] != dtype:
+            raise CheckpointError(f"{path}: tensor {name} is stored as {stored[name][1]}, {meta['arch']!r} needs "
+                                  f"{dtype}")
+    # Only now, with every shape and dtype known to match the file's own tensors, is any memory given to the model.
     model = _build(path, meta)
     tensors = load_file(str(path))
     for name, tensor in tensors.items():
         if tensor.is_floating_point() and not torch.isfinite(tensor).all():
             raise CheckpointError(f"{path}: tensor {name} holds NaN or infinite values")
+    _refuse_negative_variances(path, model, tensors)
     model.load_state_dict(tensors)
     model.eval()
     return Checkpoint(model=model, meta=meta, path=path)
 
 
-def _output_count(expected: dict[str, tuple[int, ...]], stored: dict[str, tuple[int, ...]]) -> int | None:
+def _output_count(expected: dict, stored: dict[str, tuple[tuple[int, ...], str]]) -> int | None:
     """How many scores the stored weights produce: the length of the architecture's last tensor (the output
     layer's bias), when it is one-dimensional."""
-    last = list(expected)[-1]
-    return stored[last][0] if len(stored[last]) == 1 else None
+    shape = stored[list(expected)[-1]][0]
+    return shape[0] if len(shape) == 1 else None
+
+
+def _refuse_negative_variances(path: Path, model: nn.Module, tensors: dict[str, torch.Tensor]) -> None:
+    """A BatchNorm divides by sqrt(running_var + eps): a negative variance makes that NaN for every input."""
+    for prefix, module in model.named_modules():
+        name = f"{prefix}.running_var" if prefix else "running_var"
+        if isinstance(module, nn.modules.batchnorm._NormBase) and name in tensors and (tensors[name] < 0).any():
+            raise CheckpointError(f"{path}: tensor {name} holds negative variances (a BatchNorm's running "
+                                  f"variance is never below 0)")
 
 
 def _build(path: Path, meta: dict) -> nn.Module:
@@ -161,19 +175,26 @@ def _build(path: Path, meta: dict) -> nn.Module:
         raise CheckpointError(f"{path}: architecture arguments do not fit {meta['arch']!r} ({exc})") from None
 
 
-def _expected_tensors(path: Path, meta: dict) -> dict[str, tuple[int, ...]]:
-    """Name -> shape of the tensors the metadata's architecture needs, without allocating them: the model is built
-    on PyTorch's meta device, so arguments asking for a billion-parameter layer cost nothing before they are refused.
-    """
+# safetensors' names of the dtypes a model's state_dict holds (its header says "F32", PyTorch says torch.float32).
+SAFETENSORS_DTYPES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.float64: "F64",
+                      torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8",
+                      torch.uint8: "U8", torch.bool: "BOOL"}
+
+
+def _expected_tensors(path: Path, meta: dict) -> dict[str, tuple[tuple[int, ...], str]]:
+    """Name -> (shape, safetensors dtype) of the tensors the metadata's architecture needs, without allocating them:
+    the model is built on PyTorch's meta device, so arguments asking for a billion-parameter layer cost nothing
+    before they are refused."""
     with torch.device("meta"):
         model = _build(path, meta)
-    return {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
+    return {name: (tuple(tensor.shape), SAFETENSORS_DTYPES.get(tensor.dtype, str(tensor.dtype)))
+            for name, tensor in model.state_dict().items()}
 
 
-def _stored_shapes(path: Path) -> dict[str, tuple[int, ...]]:
-    """Name -> shape of the tensors in the file, read from its header only."""
+def _stored_tensors(path: Path) -> dict[str, tuple[tuple[int, ...], str]]:
+    """Name -> (shape, dtype) of the tensors in the file, read from its header only."""
     with safe_open(str(path), framework="pt") as f:
-        return {name: tuple(f.get_slice(name).get_shape()) for name in f.keys()}
+        return {name: (tuple(f.get_slice(name).get_shape()), f.get_slice(name).get_dtype()) for name in f.keys()}
 
 
 def load_ensemble(paths: list[str | os.PathLike] | None = None, *, tta: bool = True) -> Checkpoint:

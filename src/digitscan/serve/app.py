@@ -20,6 +20,8 @@ from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 
+from digitscan.errors import ModelOutputError
+from digitscan.json_output import strict_json
 from digitscan.recognize import Recognizer
 from digitscan.serve.limits import BodyTooLarge, InferencePool, RequestLimits
 from digitscan.serve.metrics import Metrics, MetricsMiddleware
@@ -64,6 +66,13 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         torch.set_num_threads(previous_threads)
 
 
+class StrictJSONResponse(JSONResponse):
+    """Every JSON answer through digitscan's one encoder: a NaN or infinity is a ModelOutputError, never bare NaN."""
+
+    def render(self, content) -> bytes:
+        return strict_json(content).encode()
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     metrics = Metrics()
@@ -73,6 +82,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description=DESCRIPTION,
         version=_version(),
         lifespan=lifespan,
+        default_response_class=StrictJSONResponse,
         middleware=[  # outermost first: metrics see every answer, including the limits' 413s and 503s
             Middleware(MetricsMiddleware, metrics=metrics),
             Middleware(RequestLimits, max_upload_bytes=settings.max_upload_bytes,
@@ -122,6 +132,9 @@ def add_error_handlers(app: FastAPI, metrics: Metrics) -> None:
 
     @app.exception_handler(Exception)
     async def server_error(request: Request, exc: Exception) -> JSONResponse:
+        if isinstance(exc, ModelOutputError):  # the model's fault, not the upload's: say so instead of "internal"
+            log.error("%s %s: %s", request.method, request.url.path, exc)
+            return JSONResponse({"detail": str(exc)}, exc.http_status)
         # The last line of defence: routes turn every input problem into a 4xx, so reaching here is a bug of ours.
         log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
         return JSONResponse({"detail": "internal server error"}, 500)

@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -16,6 +15,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from digitscan.errors import Saturated
+from digitscan.json_output import strict_json
 
 API_PREFIX = "/api/"
 MULTIPART_OVERHEAD = 64 * 1024  # boundaries and part headers around the file; the file itself is checked exactly later
@@ -144,7 +144,7 @@ def _content_length(scope: Scope) -> int | None:
 
 async def send_json(send: Send, status: int, body: dict, headers: dict[str, str] | None = None) -> None:
     """A complete JSON response written straight to the ASGI `send` (for middleware, outside FastAPI's handlers)."""
-    payload = json.dumps(body).encode()
+    payload = strict_json(body).encode()
     raw_headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
     raw_headers += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in (headers or {}).items()]
     await send({"type": "http.response.start", "status": status, "headers": raw_headers})
