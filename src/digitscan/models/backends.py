@@ -6,7 +6,10 @@ either.
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -65,10 +68,11 @@ class OnnxBackend:
             options.intra_op_num_threads = threads
         if not isinstance(model, bytes) and not Path(model).is_file():
             raise CheckpointError(f"{model}: no such model file")
-        refuse_external_data(model)
+        # Read once: the bytes checked are the bytes run (a file swapped after the check cannot slip through).
+        data = model if isinstance(model, bytes) else Path(model).read_bytes()
+        refuse_external_data(data, "ONNX model" if isinstance(model, bytes) else str(model))
         try:
-            self.session = ort.InferenceSession(model if isinstance(model, bytes) else str(model), options,
-                                                providers=["CPUExecutionProvider"])
+            self.session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # noqa: BLE001  (onnxruntime raises its own types: InvalidProtobuf, Fail, ...)
             where = "ONNX model" if isinstance(model, bytes) else str(model)
             raise CheckpointError(f"{where}: not a loadable ONNX model ({one_line(exc)[:300]})") from None
@@ -94,29 +98,43 @@ class OnnxBackend:
         return meta
 
 
-def refuse_external_data(model: str | os.PathLike | bytes) -> None:
+def refuse_external_data(data: bytes, where: str) -> None:
     """Refuse, with one CheckpointError line, an ONNX model that keeps any tensor's bytes in another file.
 
     onnxruntime reads such "external data" at session creation, and releases allowed by our declared range read
     `../../../etc/passwd` or an absolute path and hand the bytes to the graph, which returns them through the
     scores. digitscan's own exports never use external data, so any is refused, wherever the tensor sits
     (initializer, sparse initializer, Constant attribute, subgraph, function, training graph), before onnxruntime
-    opens anything: the model is parsed with load_external_data=False, which reads no other file.
+    opens anything: the bytes are parsed as they are, which reads no other file.
     """
-    import onnx  # here, not at module level: only loading an .onnx model pays for it
-
-    where = "ONNX model" if isinstance(model, bytes) else str(model)
+    schema = _onnx_schema()
     try:
-        proto = (onnx.load_model_from_string(model) if isinstance(model, bytes)  # bytes never load external data
-                 else onnx.load(str(model), load_external_data=False))
+        proto = schema.ModelProto.FromString(data)
     except Exception as exc:  # noqa: BLE001  (protobuf's DecodeError, or anything a damaged file raises)
         raise CheckpointError(f"{where}: not a loadable ONNX model ({one_line(exc)[:300]})") from None
     for tensor in _all_tensors(proto):
-        if tensor.data_location == onnx.TensorProto.EXTERNAL or len(tensor.external_data):
+        if tensor.data_location == schema.TensorProto.EXTERNAL or len(tensor.external_data):
             location = next((entry.value for entry in tensor.external_data if entry.key == "location"), "?")
             raise CheckpointError(f"{where}: tensor {tensor.name[:80]!r} keeps its data in another file "
                                   f"({location[:120]!r}); digitscan runs only self-contained ONNX models, as "
                                   f"`digitscan export` writes them")
+
+
+@functools.cache
+def _onnx_schema():
+    """ONNX's protobuf classes (ModelProto, TensorProto, ...). The onnx package generates them in onnx_ml_pb2.py,
+    which needs only google.protobuf; it is loaded here without `import onnx`, which costs over a second (ml_dtypes
+    and the rest) that a prediction would pay for one parse. Falls back to the package if that file ever moves."""
+    spec = importlib.util.find_spec("onnx")  # locates the package without running its __init__
+    generated = Path(spec.origin).parent / "onnx_ml_pb2.py" if spec and spec.origin else None
+    if generated is None or not generated.is_file() or "onnx.onnx_ml_pb2" in sys.modules:
+        from onnx import onnx_ml_pb2
+
+        return onnx_ml_pb2
+    loader_spec = importlib.util.spec_from_file_location("digitscan._onnx_ml_pb2", generated)
+    module = importlib.util.module_from_spec(loader_spec)
+    loader_spec.loader.exec_module(module)
+    return module
 
 
 def _all_tensors(proto) -> Iterator:
