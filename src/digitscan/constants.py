@@ -12,6 +12,15 @@ ALLOWED_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}  # what folders are searched for
 MAX_PIXELS = 40_000_000  # default limit on width * height, checked from the header before decoding
 MAX_FILE_BYTES = 20 * 2**20
+# JPEG decoding cost, checked from the marker list before Pillow decodes (docs/security.md). libjpeg decodes every
+# scan over the whole image, so a progressive JPEG repeating one cheap scan 100,000 times costs minutes of CPU in a
+# few MB. Pillow's progressive JPEGs have 6 (grey), 10 (colour) or 18 (CMYK) scans; libtiff stops a JPEG inside a
+# TIFF at 100 by default (LIBTIFF_JPEG_MAX_ALLOWED_SCAN_NUMBER).
+MAX_JPEG_SCANS = 100
+# Scans x pixels: each scan costs about 1.5 ms per megapixel here (2 busy cores), so this bounds the scans alone
+# to ~1.5 s. It still admits 25 scans at MAX_PIXELS, more than any progressive JPEG Pillow or libjpeg writes.
+MAX_JPEG_SCAN_PIXELS = 1_000_000_000
+MAX_JPEG_MARKERS = 1000  # segments of every kind; a camera JPEG has ~10-60 (ICC and XMP split over many)
 MAX_IDX_BYTES = 64 * 2**20  # default limit on an IDX file's decompressed size (MNIST's largest is 47 MB)
 PREPROCESS_MODES = ("robust", "paper")
 WORK_SIDE = 512  # longer side of the ink finder's working copy: ~10x a digit's 20 px box; keeps 12 MP photos fast
