@@ -349,6 +349,28 @@ def test_metrics(client):
     assert metric(client, 'digitscan_http_requests_total{method="GET",route="unmatched",status="404"}') >= 1
 
 
+def test_clients_cannot_grow_the_metrics():
+    # Made-up methods and random URLs: before the labels came from fixed sets, each one added a series, and 20,000
+    # such requests made /metrics 45 MB. A fresh app has its own registry, so the series below are only these; its
+    # model is not needed (no lifespan), as no request reaches the API.
+    http = TestClient(create_app(Settings(**LIMITS)))
+    rng = np.random.default_rng(18)
+    letters = np.array(list("ABCDEFGHIJKLMNOPQRSTUVWXYZ"))
+    for _ in range(2_000):
+        method = "".join(rng.choice(letters, rng.integers(3, 12))) if rng.random() < 0.7 else "GET"
+        path = f"/{rng.integers(1 << 62):x}/{rng.integers(1 << 62):x}" if rng.random() < 0.7 else "/healthz"
+        http.request(method, path, params={"q": str(rng.integers(1 << 62))})
+    text = http.get("/metrics").text  # counted once answered, so not in its own text
+    assert len(text) < 100_000
+    series = [line for line in text.splitlines() if line.startswith("digitscan_http_requests_total{")]
+    labels = [dict(pair.split("=") for pair in line[line.index("{") + 1 : line.index("}")].split(","))
+              for line in series]
+    assert {label["method"] for label in labels} <= {'"GET"', '"other"'}
+    assert {label["route"] for label in labels} <= {'"/healthz"', '"unmatched"'}
+    assert len(series) <= 8  # 2 methods x 2 routes x a status or two each, whatever the clients sent
+    assert sum(float(line.rsplit(" ", 1)[1]) for line in series) == 2_000  # every request was still counted
+
+
 def test_page_static_files_and_docs(client):
     page = client.get("/")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
