@@ -22,6 +22,9 @@ MAX_JPEG_SCANS = 100
 MAX_JPEG_SCAN_PIXELS = 1_000_000_000
 MAX_JPEG_MARKERS = 1000  # segments of every kind; a camera JPEG has ~10-60 (ICC and XMP split over many)
 MAX_IDX_BYTES = 64 * 2**20  # default limit on an IDX file's decompressed size (MNIST's largest is 47 MB)
+# The server's connections (digitscan.serve.connections); their limits are Settings fields.
+FILE_DESCRIPTOR_RESERVE = 64  # open files the server needs besides its connections: model files, pipes, sockets
+REPEATED_LOG_INTERVAL_S = 10.0  # a log line repeated once per bad connection goes through once per this long
 PREPROCESS_MODES = ("robust", "paper")
 WORK_SIDE = 512  # longer side of the ink finder's working copy: ~10x a digit's 20 px box; keeps 12 MP photos fast
 

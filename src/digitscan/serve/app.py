@@ -90,15 +90,34 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 
 def run(settings: Settings) -> None:
-    """Serve `create_app(settings)` with uvicorn until interrupted (SIGINT/SIGTERM: graceful shutdown)."""
+    """Serve `create_app(settings)` with uvicorn until interrupted (SIGINT/SIGTERM: graceful shutdown).
+
+    Connections are guarded before any request reaches the app (serve/connections.py): a deadline for each
+    request's headers, a cap on open connections, a bound on the headers' size, and a log that a flood of bad
+    connections cannot fill.
+    """
     import uvicorn
     from uvicorn.config import LOGGING_CONFIG
 
+    from digitscan.serve.connections import RepeatedLogFilter, guarded_protocol, reserve_file_descriptors
+
     log_config = copy.deepcopy(LOGGING_CONFIG)  # digitscan's own lines (model loaded, failures) go with uvicorn's
-    log_config["loggers"]["digitscan"] = {"handlers": ["default"], "level": settings.log_level.upper(),
-                                          "propagate": False}
+    log_config["filters"] = {"repeated": {"()": RepeatedLogFilter}}
+    loggers = log_config["loggers"]
+    loggers["digitscan"] = {"handlers": ["default"], "level": settings.log_level.upper(), "propagate": False,
+                            "filters": ["repeated"]}
+    loggers["uvicorn.error"]["filters"] = ["repeated"]
+    # asyncio logs a traceback for every failed accept(); with its own handler it no longer goes to the root's.
+    loggers["asyncio"] = {"handlers": ["default"], "level": "WARNING", "propagate": False, "filters": ["repeated"]}
+    reserve_file_descriptors(settings.max_connections)
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level,
-                log_config=log_config)
+                log_config=log_config,
+                http=guarded_protocol(settings.header_timeout_s, settings.max_connections),
+                # One more than the protocol's own cap, which refuses connections before they send anything, so
+                # uvicorn's check (a 503 once a request is complete) is the second line, never the first.
+                limit_concurrency=settings.max_connections + 1,
+                timeout_keep_alive=settings.keep_alive_timeout_s,
+                h11_max_incomplete_event_size=settings.max_header_bytes)
 
 
 def add_error_handlers(app: FastAPI, metrics: Metrics) -> None:
