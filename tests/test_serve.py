@@ -25,7 +25,7 @@ from digitscan import Recognizer
 from digitscan.cli import main
 from digitscan.errors import Saturated
 from digitscan.serve import Settings, create_app, get_settings
-from digitscan.serve.connections import RepeatedLogFilter
+from digitscan.serve.connections import RepeatedLogFilter, fit_to_open_file_limit
 from digitscan.serve.limits import InferencePool
 from digitscan.serve.routes import get_recognizer
 from digitscan.synthetic.strokes import render_number, stroke_digit
@@ -424,7 +424,7 @@ def test_cli_serve_passes_flags_to_settings(monkeypatch):
     assert (settings.torch_threads, settings.preprocess, settings.ensemble) == (2, "paper", True)
     assert (kwargs["timeout_keep_alive"], kwargs["limit_concurrency"], kwargs["h11_max_incomplete_event_size"]) == (
         settings.keep_alive_timeout_s, settings.max_connections + 1, settings.max_header_bytes)
-    assert (kwargs["http"].header_timeout_s, kwargs["http"].max_connections) == (10.0, 1000)
+    assert (kwargs["http"].header_timeout_s, kwargs["http"].max_connections) == (10.0, fit_to_open_file_limit(1000))
     result = CliRunner().invoke(main, ["serve", "--header-timeout", "3", "--keep-alive-timeout", "2",
                                        "--max-connections", "50", "--max-header-bytes", "4096"])
     assert result.exit_code == 0, result.output
@@ -593,3 +593,22 @@ def test_a_flood_of_the_same_log_line_is_one_line_per_interval():
     assert bounded.filter(later) and "(4,999 more like it in the last 0.2 s not logged)" in later.getMessage()
     other = record("model dsnet loaded")
     assert all(bounded.filter(other) for _ in range(3)) and other.getMessage() == "model dsnet loaded"
+
+
+def test_the_connection_cap_fits_under_the_open_file_limit(monkeypatch, caplog):
+    import resource
+
+    limits = {"soft": 150, "hard": 150}
+
+    def set_limit(kind, values):
+        if values[0] > limits["hard"]:
+            raise ValueError("not allowed to raise the hard limit")
+        limits["soft"] = values[0]
+
+    monkeypatch.setattr(resource, "getrlimit", lambda kind: (limits["soft"], limits["hard"]))
+    monkeypatch.setattr(resource, "setrlimit", set_limit)
+    with caplog.at_level(logging.WARNING, logger="digitscan.serve"):
+        assert fit_to_open_file_limit(1000) == 150 - 64  # the hard limit allows no more: the cap comes down
+    assert "max_connections lowered from 1000 to 86" in caplog.text
+    limits.update(soft=1024, hard=4096)
+    assert fit_to_open_file_limit(1000) == 1000 and limits["soft"] == 1064  # the soft limit goes up instead

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
+import logging.config
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -99,23 +100,24 @@ def run(settings: Settings) -> None:
     import uvicorn
     from uvicorn.config import LOGGING_CONFIG
 
-    from digitscan.serve.connections import RepeatedLogFilter, guarded_protocol, reserve_file_descriptors
+    from digitscan.serve.connections import RepeatedLogFilter, fit_to_open_file_limit, guarded_protocol
 
     log_config = copy.deepcopy(LOGGING_CONFIG)  # digitscan's own lines (model loaded, failures) go with uvicorn's
+    # On the handler, not on loggers: a logger's filter does not see its children's records (digitscan.serve).
     log_config["filters"] = {"repeated": {"()": RepeatedLogFilter}}
+    log_config["handlers"]["default"]["filters"] = ["repeated"]
     loggers = log_config["loggers"]
-    loggers["digitscan"] = {"handlers": ["default"], "level": settings.log_level.upper(), "propagate": False,
-                            "filters": ["repeated"]}
-    loggers["uvicorn.error"]["filters"] = ["repeated"]
-    # asyncio logs a traceback for every failed accept(); with its own handler it no longer goes to the root's.
-    loggers["asyncio"] = {"handlers": ["default"], "level": "WARNING", "propagate": False, "filters": ["repeated"]}
-    reserve_file_descriptors(settings.max_connections)
+    loggers["digitscan"] = {"handlers": ["default"], "level": settings.log_level.upper(), "propagate": False}
+    # asyncio logs a traceback for every failed accept(); on this handler its lines are bounded like the others.
+    loggers["asyncio"] = {"handlers": ["default"], "level": "WARNING", "propagate": False}
+    logging.config.dictConfig(log_config)  # uvicorn configures the same again; this is for the line below
+    max_connections = fit_to_open_file_limit(settings.max_connections)
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level,
                 log_config=log_config,
-                http=guarded_protocol(settings.header_timeout_s, settings.max_connections),
+                http=guarded_protocol(settings.header_timeout_s, max_connections),
                 # One more than the protocol's own cap, which refuses connections before they send anything, so
                 # uvicorn's check (a 503 once a request is complete) is the second line, never the first.
-                limit_concurrency=settings.max_connections + 1,
+                limit_concurrency=max_connections + 1,
                 timeout_keep_alive=settings.keep_alive_timeout_s,
                 h11_max_incomplete_event_size=settings.max_header_bytes)
 

@@ -3,14 +3,14 @@
 uvicorn has no header timeout: a client that connects and sends half a request line keeps its connection (and a file
 descriptor) forever, and near the descriptor limit every `accept()` fails and asyncio logs a traceback per failure,
 thousands a second. `guarded_protocol(header_timeout_s, max_connections)` is uvicorn's h11 protocol with a deadline
-for the headers and an immediate 503 for connections past the cap; `RepeatedLogFilter` lets one line of each known
-flood through per interval. `app.run` wires them in.
+for the headers and an immediate 503 for connections past the cap; `fit_to_open_file_limit` keeps that cap below the
+open-file limit; `RepeatedLogFilter` lets one line of each known flood through per interval. `app.run` wires them
+in.
 """
 
 from __future__ import annotations
 
 import asyncio
-import errno
 import logging
 import resource
 import time
@@ -33,6 +33,8 @@ FLOODS = (
     "Exceeded concurrency limit.",  # uvicorn, once per request answered 503
     "Invalid HTTP request received.",  # uvicorn, once per malformed request
     "refused a connection",  # ours (REFUSED_CONNECTION), once per connection past the cap
+    # asyncio retries accept() later once per failed accept, and each retry still pending at shutdown fails
+    "Exception in callback BaseSelectorEventLoop._start_serving",
 )
 
 
@@ -125,19 +127,23 @@ class RepeatedLogFilter(logging.Filter):
         return True
 
 
-def reserve_file_descriptors(max_connections: int) -> None:
-    """Raise the soft open-file limit, if it is lower, to fit `max_connections` plus the process's own files; warn
-    when the hard limit does not allow it (accepting would then fail with EMFILE before the cap refuses anyone)."""
+def fit_to_open_file_limit(max_connections: int) -> int:
+    """The connection cap to use: `max_connections`, after raising the soft open-file limit to fit it (plus the
+    process's own files) where the hard limit allows; else lowered to fit, with a warning. Past the open-file limit
+    accept() fails, and asyncio then neither accepts nor refuses anyone, so the cap must come first."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return max_connections
     needed = max_connections + FILE_DESCRIPTOR_RESERVE
-    if soft != resource.RLIM_INFINITY and soft < needed:
+    if soft < needed:
         target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
         try:
             resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
             soft = target
         except (ValueError, OSError):
             pass
-    if soft != resource.RLIM_INFINITY and soft < needed:
-        log.warning("the open-file limit (%d) is below max_connections + %d (%d): past it, connections fail "
-                    "with %s before they can be refused", soft, FILE_DESCRIPTOR_RESERVE, needed,
-                    errno.errorcode[errno.EMFILE])
+    cap = max(1, min(max_connections, soft - FILE_DESCRIPTOR_RESERVE))
+    if cap < max_connections:
+        log.warning("max_connections lowered from %d to %d: the open-file limit is %d (%d kept for the server's "
+                    "own files)", max_connections, cap, soft, FILE_DESCRIPTOR_RESERVE)
+    return cap
