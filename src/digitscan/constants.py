@@ -17,8 +17,8 @@ MAX_FILE_BYTES = 20 * 2**20
 # few MB. Pillow's progressive JPEGs have 6 (grey), 10 (colour) or 18 (CMYK) scans; libtiff stops a JPEG inside a
 # TIFF at 100 by default (LIBTIFF_JPEG_MAX_ALLOWED_SCAN_NUMBER).
 MAX_JPEG_SCANS = 100
-# Scans x pixels: each scan costs about 1.5 ms per megapixel here (2 busy cores), so this bounds the scans alone
-# to ~1.5 s. It still admits 25 scans at MAX_PIXELS, more than any progressive JPEG Pillow or libjpeg writes.
+# Scans x pixels: each scan costs 0.8-1.8 ms per megapixel on the 2 shared cores (benchmarks/hostile_inputs.py), so
+# this bounds the scans to ~1-2 s. It still admits 25 scans at MAX_PIXELS, more than Pillow or libjpeg ever write.
 MAX_JPEG_SCAN_PIXELS = 1_000_000_000
 MAX_JPEG_MARKERS = 1000  # segments of every kind; a camera JPEG has ~10-60 (ICC and XMP split over many)
 MAX_IDX_BYTES = 64 * 2**20  # default limit on an IDX file's decompressed size (MNIST's largest is 47 MB)

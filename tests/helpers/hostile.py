@@ -70,13 +70,14 @@ def with_chunk(png: bytes, chunk: bytes) -> bytes:
     return png[:33] + chunk + png[33:]
 
 
-def jpeg_scan_bomb(side: int, repeats: int) -> bytes:
-    """A valid progressive JPEG of side x side white pixels whose last scan is repeated `repeats` more times.
+def jpeg_scan_bomb(side: int, repeats: int, height: int | None = None) -> bytes:
+    """A valid progressive JPEG of side x side (or side x height) white pixels whose last scan is repeated `repeats`
+    more times.
 
     A scan of a blank image is a few dozen bytes (its AC coefficients are one run of zeros), but libjpeg decodes
     each one over the whole image: 5000 x 5000 with 120,000 repeats is 5.2 MB and minutes of CPU.
     """
-    jpeg = encode(Image.new("L", (side, side), 255), "JPEG", progressive=True)
+    jpeg = encode(Image.new("L", (side, height or side), 255), "JPEG", progressive=True)
     eoi = len(jpeg) - 2
     assert jpeg[eoi:] == b"\xff\xd9"
     last_scan = jpeg.rindex(b"\xff\xda")  # its Huffman table, defined before it, stays in force for the copies
