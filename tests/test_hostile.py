@@ -93,16 +93,31 @@ def test_a_flood_of_jpeg_markers_is_refused_at_once():
     assert decode_image(jpeg_with_comments(digit(3), 900)).shape == (280, 240)  # many, but not absurdly many
 
 
+def test_stray_bytes_in_a_jpeg_header_are_refused_at_once():
+    jpeg = encode(digit(5), "JPEG", quality=90)
+    after_app0 = 4 + int.from_bytes(jpeg[4:6], "big")  # SOI (2), then FF E0 and the segment's length
+    start = time.perf_counter()
+    for stray in (b"\xff", b"\x00", b"\xff\x00"):  # fill bytes, garbage, and what looks like stuffed data
+        with pytest.raises(ImageTooCostlyError, match="stray bytes before its first scan; the limit is 65,536$"):
+            decode_image(jpeg[:after_app0] + stray * (5_000_000 // len(stray)) + jpeg[after_app0:])
+    assert time.perf_counter() - start < 1.0  # Pillow alone: ~1-4 s each
+    assert jpeg_structure(jpeg).stray_bytes == 0
+    assert decode_image(jpeg[:2] + b"\xff" * 1000 + jpeg[2:]).shape == (280, 240)  # a little fill is fine
+
+
 @pytest.mark.parametrize("mode", ["L", "RGB", "CMYK"])
 @pytest.mark.parametrize("progressive", [False, True])
 def test_ordinary_jpegs_still_decode(recognizer, mode, progressive):
     jpeg = encode(digit(4).convert(mode), "JPEG", quality=90, progressive=progressive)
-    assert jpeg_structure(jpeg).scans == ({"L": 6, "RGB": 10, "CMYK": 18}[mode] if progressive else 1)
+    structure = jpeg_structure(jpeg)
+    assert structure.scans == ({"L": 6, "RGB": 10, "CMYK": 18}[mode] if progressive else 1)
+    assert structure.stray_bytes == 0 and structure.complete
     assert recognizer.predict(jpeg).digit == 4
 
 
 def test_the_example_jpegs_still_decode():
     for path in sorted(EXAMPLES.rglob("*.jpg")):
+        assert jpeg_structure(path.read_bytes()).stray_bytes == 0, path
         assert decode_image(path).ndim == 2, path
 
 

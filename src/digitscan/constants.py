@@ -21,6 +21,7 @@ MAX_JPEG_SCANS = 100
 # this bounds the scans to ~1-2 s. It still admits 25 scans at MAX_PIXELS, more than Pillow or libjpeg ever write.
 MAX_JPEG_SCAN_PIXELS = 1_000_000_000
 MAX_JPEG_MARKERS = 1000  # segments of every kind; a camera JPEG has ~10-60 (ICC and XMP split over many)
+MAX_JPEG_STRAY_BYTES = 64 * 2**10  # fill or garbage bytes in the header, which Pillow walks in Python (~1 us each)
 MAX_IDX_BYTES = 64 * 2**20  # default limit on an IDX file's decompressed size (MNIST's largest is 47 MB)
 # The server's connections (digitscan.serve.connections); their limits are Settings fields.
 FILE_DESCRIPTOR_RESERVE = 64  # open files the server needs besides its connections: model files, pipes, sockets

@@ -241,6 +241,14 @@ def write_jpeg_marker_flood(path: Path) -> None:
     path.write_bytes(jpeg_with_comments(digit(3), 100_000))
 
 
+@case("jpeg-fill-bytes", "fill.jpg", 422, says="stray bytes before its first scan", raises=ImageTooCostlyError)
+def write_jpeg_fill_bytes(path: Path) -> None:
+    # 2 MB of 0xFF fill before the first marker: allowed by the standard, but Pillow's header parser would step
+    # through them one at a time in Python (~2 s) before libjpeg decoded the image.
+    jpeg = encode(digit(5), "JPEG", quality=90)
+    path.write_bytes(jpeg[:2] + b"\xff" * 2_000_000 + jpeg[2:])
+
+
 def build_corpus(folder: Path) -> list[Case]:
     """Write every case into `folder` (created) and return them, file cases first, then the file-system ones."""
     folder.mkdir(parents=True, exist_ok=True)

@@ -27,6 +27,7 @@ from digitscan.constants import (
     MAX_JPEG_MARKERS,
     MAX_JPEG_SCAN_PIXELS,
     MAX_JPEG_SCANS,
+    MAX_JPEG_STRAY_BYTES,
     MAX_PIXELS,
 )
 from digitscan.errors import (
@@ -130,6 +131,9 @@ def _check_jpeg_cost(data: bytes, max_pixels: int) -> None:
     """
     counted = jpeg_structure(data, stop_after=(MAX_JPEG_SCANS, MAX_JPEG_MARKERS))
     _check_pixels(counted.width, counted.height, max_pixels)  # a header over the limit is "too large", not costly
+    if counted.stray_bytes > MAX_JPEG_STRAY_BYTES:
+        raise ImageTooCostlyError(f"JPEG has {counted.stray_bytes:,} stray bytes before its first scan; the limit is "
+                                  f"{MAX_JPEG_STRAY_BYTES:,}")
     if counted.markers > MAX_JPEG_MARKERS:
         raise ImageTooCostlyError(f"JPEG has more than {MAX_JPEG_MARKERS:,} markers; the limit is {MAX_JPEG_MARKERS:,}")
     pixels = counted.width * counted.height

@@ -27,6 +27,9 @@ class JpegStructure:
     width: int  # from the first start-of-frame segment; 0 when there is none (yet)
     height: int
     complete: bool  # the walk reached EOI (False: truncated, or stopped early at `stop_after`)
+    # Bytes outside any segment before the first scan: fill bytes and garbage, which Pillow's header parser steps
+    # through one at a time in Python (5 MB of them take seconds); a real encoder writes none.
+    stray_bytes: int = 0
 
 
 def jpeg_structure(data: bytes, stop_after: tuple[int, int] | None = None) -> JpegStructure:
@@ -37,16 +40,18 @@ def jpeg_structure(data: bytes, stop_after: tuple[int, int] | None = None) -> Jp
     the next marker; a truncated file simply ends the walk.
     """
     max_scans, max_markers = stop_after or (len(data), len(data))
-    scans = markers = width = height = 0
+    scans = markers = width = height = stray = 0
     position = 2  # after SOI
     while scans <= max_scans and markers <= max_markers:
         found = _MARKER.search(data, position)
+        if not scans:  # in the header; inside and between scans libjpeg skips such bytes itself, in C
+            stray += (found.start() if found else len(data)) - position
         if found is None:
             break
         code, position = found[1][0], found.end()
         markers += 1
         if code == _EOI:
-            return JpegStructure(scans, markers, width, height, complete=True)
+            return JpegStructure(scans, markers, width, height, complete=True, stray_bytes=stray)
         if code in (_SOI, _TEM):  # markers without a length field
             continue
         if position + 2 > len(data):
@@ -61,4 +66,4 @@ def jpeg_structure(data: bytes, stop_after: tuple[int, int] | None = None) -> Jp
         if code == _SOS:
             scans += 1  # its entropy-coded data follows the header; the next search skips over it
         position += length
-    return JpegStructure(scans, markers, width, height, complete=False)
+    return JpegStructure(scans, markers, width, height, complete=False, stray_bytes=stray)
