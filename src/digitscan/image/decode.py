@@ -126,8 +126,10 @@ def _check_jpeg_cost(data: bytes, max_pixels: int) -> None:
     """Refuse a JPEG whose decoding would cost far more than its size suggests, from its marker list alone.
 
     libjpeg decodes every scan of a progressive JPEG over the whole image before it can go on, and a scan of a blank
-    image is a few dozen bytes: 5 MB of one repeated scan is minutes of CPU. Allowed: MAX_JPEG_SCANS scans, fewer
-    for a large image (scans x pixels <= MAX_JPEG_SCAN_PIXELS), and MAX_JPEG_MARKERS segments in all.
+    image is a few dozen bytes: 5 MB of one repeated scan is most of an hour of CPU. Allowed: MAX_JPEG_SCANS scans,
+    fewer for a large image (scans x pixels <= MAX_JPEG_SCAN_PIXELS), MAX_JPEG_MARKERS segments in all, and
+    MAX_JPEG_STRAY_BYTES outside any segment before the first scan (Pillow's header parser steps through those one
+    at a time in Python).
     """
     counted = jpeg_structure(data, stop_after=(MAX_JPEG_SCANS, MAX_JPEG_MARKERS))
     _check_pixels(counted.width, counted.height, max_pixels)  # a header over the limit is "too large", not costly
