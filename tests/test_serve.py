@@ -543,31 +543,37 @@ def test_slow_header_clients_cannot_lock_the_server_out():
         assert read_response(kept).startswith(b"HTTP/1.1 200")
         kept.sendall(b"GET /healthz HTTP/1.1\r\n")
         second_started = time.monotonic()
+        # A request answered without reading its body (405), whose body then trickles in: held to the deadline too.
+        unread = socket.create_connection(address, timeout=5)
+        unread.sendall(b"POST /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1000000000\r\n\r\n")
+        assert read_response(unread).startswith(b"HTTP/1.1 405")
         # Headers past max_header_bytes (16 KiB by default): a 400 at once.
         with socket.create_connection(address, timeout=5) as big:
             big.sendall(b"GET /healthz HTTP/1.1\r\nX-Big: " + b"a" * 20_000 + b"\r\n\r\n")
             assert big.recv(1024).startswith(b"HTTP/1.1 400")
-        # 52 open now (50 slow, trickling and kept; healthz's are closed): 8 more fill the cap of 60, and the next
-        # one is answered 503 at once, without sending anything.
-        slow += open_slowly(address, 8)
+        # 53 open now (50 slow, trickling, kept and unread; healthz's are closed): 7 more fill the cap of 60, and the
+        # next one is answered 503 at once, without sending anything.
+        slow += open_slowly(address, 7)
         time.sleep(0.3)  # the closed connections above are gone from the server's count
         assert time.monotonic() - opened < HEADER_TIMEOUT_S - 0.5, "too slow to see the cap before the deadline"
         with socket.create_connection(address, timeout=5) as refused:
             assert refused.recv(1024).startswith(b"HTTP/1.1 503")
-        # Trickling one byte at a time does not extend the deadline: it is counted from the connection's start.
+        # Trickling one byte at a time does not extend the deadline: it is counted from the connection's start (for
+        # the unread body, from the answer).
         trickled = 0
         while time.monotonic() - opened < HEADER_TIMEOUT_S + 3 and trickled < 40:
             try:
                 trickling.sendall(b"GET /healthz HTTP/1.1\r\nX-Slow: "[trickled % 10 : trickled % 10 + 1])
+                unread.sendall(b"x")
             except OSError:
-                break  # the server closed it
+                break  # the server closed one
             trickled += 1
             time.sleep(0.1)
-        assert closed_by_server(trickling, 1.0)
+        assert closed_by_server(trickling, 1.0) and closed_by_server(unread, 1.0)
         assert all(closed_by_server(connection, HEADER_TIMEOUT_S + 3) for connection in slow)
         assert HEADER_TIMEOUT_S - 0.5 < time.monotonic() - opened < HEADER_TIMEOUT_S + 5
         assert closed_by_server(kept, max(0.1, second_started + HEADER_TIMEOUT_S + 2 - time.monotonic()))
-        for connection in [*slow, trickling, kept]:
+        for connection in [*slow, trickling, kept, unread]:
             connection.close()
         time.sleep(0.3)
         assert timed_get(f"{server.url}/healthz")[0] == 200  # and new connections are welcome again

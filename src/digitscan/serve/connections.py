@@ -41,7 +41,8 @@ FLOODS = (
 class HeaderDeadlineProtocol(H11Protocol):
     """uvicorn's h11 protocol, plus: the headers of each request must be complete within `header_timeout_s` of the
     connection opening or of the request's first byte (a deadline, not an idle timer, so trickling bytes does not
-    extend it), else the connection is closed; and a connection opened while `max_connections` are already open
+    extend it), else the connection is closed, and so must the body of a request that was answered without reading
+    it; and a connection opened while `max_connections` are already open
     is answered 503 and closed at once, without reading it, so a flood of connections cannot use up the file
     descriptors (uvicorn's own limit_concurrency only answers 503 once a request is complete)."""
 
@@ -60,15 +61,19 @@ class HeaderDeadlineProtocol(H11Protocol):
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
-        self._watch_headers()
+        self._watch_deadline()
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
-        self._watch_headers()  # bytes of the next request may have come in while this one was being answered
+        self._watch_deadline()  # bytes of the next request may have come in while this one was being answered
 
-    def _watch_headers(self) -> None:
-        """Keep the deadline while a request has begun (bytes are buffered) but its headers are not complete."""
-        if self.conn.their_state is h11.IDLE and self.conn.trailing_data[0]:
+    def _watch_deadline(self) -> None:
+        """Keep the deadline while the client owes bytes that nothing waits for: the rest of a request's headers,
+        or the body of a request already answered (a 413, a 405): uvicorn discards those bytes, and each one would
+        otherwise restart its keep-alive timer, so trickling them held the connection forever."""
+        headers_pending = self.conn.their_state is h11.IDLE and bool(self.conn.trailing_data[0])
+        unread_body = self.conn.our_state in (h11.DONE, h11.MUST_CLOSE) and self.conn.their_state is h11.SEND_BODY
+        if headers_pending or unread_body:
             self._arm_header_deadline()
         else:
             self._cancel_header_deadline()  # headers complete, or idle between requests (timeout_keep_alive's turn)
