@@ -3,9 +3,9 @@
 uvicorn has no header timeout: a client that connects and sends half a request line keeps its connection (and a file
 descriptor) forever, and near the descriptor limit every `accept()` fails and asyncio logs a traceback per failure,
 thousands a second. `guarded_protocol(header_timeout_s, max_connections)` is uvicorn's h11 protocol with a deadline
-for the headers and an immediate 503 for connections past the cap; `fit_to_open_file_limit` keeps that cap below the
-open-file limit; `RepeatedLogFilter` lets one line of each known flood through per interval. `app.run` wires them
-in.
+for the headers (and for a body nobody reads) and an immediate 503 for connections past the cap;
+`fit_to_open_file_limit` keeps that cap below the open-file limit; `RepeatedLogFilter` lets one line of each known
+flood through per interval. `app.run` wires them in.
 """
 
 from __future__ import annotations
@@ -42,9 +42,9 @@ class HeaderDeadlineProtocol(H11Protocol):
     """uvicorn's h11 protocol, plus: the headers of each request must be complete within `header_timeout_s` of the
     connection opening or of the request's first byte (a deadline, not an idle timer, so trickling bytes does not
     extend it), else the connection is closed, and so must the body of a request that was answered without reading
-    it; and a connection opened while `max_connections` are already open
-    is answered 503 and closed at once, without reading it, so a flood of connections cannot use up the file
-    descriptors (uvicorn's own limit_concurrency only answers 503 once a request is complete)."""
+    it; and a connection opened while `max_connections` are already open is answered 503 and closed at once,
+    without reading it, so a flood of connections cannot use up the file descriptors (uvicorn's own
+    limit_concurrency only answers 503 once a request is complete)."""
 
     header_timeout_s: float = 10.0  # both set per server by guarded_protocol
     max_connections: int = 1000
