@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -20,13 +21,14 @@ from fastapi.testclient import TestClient
 
 from digitscan import Recognizer
 from digitscan.cli import main
-from digitscan.constants import MAX_FILE_BYTES, MAX_PIXELS
-from digitscan.errors import ImageError
+from digitscan.constants import MAX_FILE_BYTES, MAX_JPEG_SCAN_PIXELS, MAX_JPEG_SCANS, MAX_PIXELS
+from digitscan.errors import ImageError, ImageTooCostlyError
 from digitscan.image.decode import decode_image
+from digitscan.image.jpeg import jpeg_structure
 from digitscan.serve import Settings, create_app
 
 from helpers import EXAMPLES
-from helpers.hostile import UPLOADS, Case, build_corpus, digit, unlock
+from helpers.hostile import UPLOADS, Case, build_corpus, digit, encode, jpeg_scan_bomb, jpeg_with_comments, unlock
 
 GOOD = EXAMPLES / "seven_ink_on_paper.png"  # a 7, read as "7"
 CLI_TIMEOUT_S = 180  # the whole corpus takes ~5 s; a hang must fail the test, not stall CI
@@ -57,6 +59,66 @@ def test_every_case_decodes_or_raises_its_documented_error(corpus, recognizer):
             decode_image(item.path)
         assert type(raised.value) is item.error, item.name  # the exact class decides the HTTP status
         assert "\n" not in str(raised.value)
+
+
+# ---- JPEG decoding cost: scans and markers counted before Pillow decodes -------------------------------------------
+
+
+def test_a_jpeg_scan_bomb_is_refused_at_once():
+    # 5000 x 5000 white pixels, one scan repeated 120,000 times: 5.2 MB, minutes of CPU if decoded.
+    bomb = jpeg_scan_bomb(5000, 120_000)
+    assert len(bomb) < 5 * 2**20  # fits the server's default upload limit
+    start = time.perf_counter()
+    with pytest.raises(ImageTooCostlyError, match=r"^JPEG has more than 100 scans; the limit is 40 at 5000x5000"):
+        decode_image(bomb)
+    assert time.perf_counter() - start < 1.0  # ~5 ms: the marker walk stops at the 101st scan
+
+
+def test_the_scan_limit_is_exact_and_shrinks_for_large_images():
+    assert jpeg_structure(jpeg_scan_bomb(64, 0)).scans == 6  # Pillow's greyscale progression
+    assert decode_image(jpeg_scan_bomb(64, MAX_JPEG_SCANS - 6)).shape == (64, 64)  # exactly the limit: decoded
+    with pytest.raises(ImageTooCostlyError, match="^JPEG has more than 100 scans; the limit is 100$"):
+        decode_image(jpeg_scan_bomb(64, MAX_JPEG_SCANS - 5))
+    allowed = MAX_JPEG_SCAN_PIXELS // 5000**2  # 40 full scans of 25 megapixels
+    message = f"^JPEG has {allowed + 1} scans; the limit is {allowed} at 5000x5000 pixels$"
+    with pytest.raises(ImageTooCostlyError, match=message):
+        decode_image(jpeg_scan_bomb(5000, allowed + 1 - 6))
+
+
+def test_a_flood_of_jpeg_markers_is_refused_at_once():
+    start = time.perf_counter()
+    with pytest.raises(ImageTooCostlyError, match="^JPEG has more than 1,000 markers; the limit is 1,000$"):
+        decode_image(jpeg_with_comments(digit(3), 1_000_000))  # 6 MB of empty comments
+    assert time.perf_counter() - start < 1.0
+    assert decode_image(jpeg_with_comments(digit(3), 900)).shape == (280, 240)  # many, but not absurdly many
+
+
+def test_stray_bytes_in_a_jpeg_header_are_refused_at_once():
+    jpeg = encode(digit(5), "JPEG", quality=90)
+    after_app0 = 4 + int.from_bytes(jpeg[4:6], "big")  # SOI (2), then FF E0 and the segment's length
+    start = time.perf_counter()
+    for stray in (b"\xff", b"\x00", b"\xff\x00"):  # fill bytes, garbage, and what looks like stuffed data
+        with pytest.raises(ImageTooCostlyError, match="stray bytes before its first scan; the limit is 65,536$"):
+            decode_image(jpeg[:after_app0] + stray * (5_000_000 // len(stray)) + jpeg[after_app0:])
+    assert time.perf_counter() - start < 1.0  # Pillow alone: ~1-4 s each
+    assert jpeg_structure(jpeg).stray_bytes == 0
+    assert decode_image(jpeg[:2] + b"\xff" * 1000 + jpeg[2:]).shape == (280, 240)  # a little fill is fine
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB", "CMYK"])
+@pytest.mark.parametrize("progressive", [False, True])
+def test_ordinary_jpegs_still_decode(recognizer, mode, progressive):
+    jpeg = encode(digit(4).convert(mode), "JPEG", quality=90, progressive=progressive)
+    structure = jpeg_structure(jpeg)
+    assert structure.scans == ({"L": 6, "RGB": 10, "CMYK": 18}[mode] if progressive else 1)
+    assert structure.stray_bytes == 0 and structure.complete
+    assert recognizer.predict(jpeg).digit == 4
+
+
+def test_the_example_jpegs_still_decode():
+    for path in sorted(EXAMPLES.rglob("*.jpg")):
+        assert jpeg_structure(path.read_bytes()).stray_bytes == 0, path
+        assert decode_image(path).ndim == 2, path
 
 
 # ---- the CLI, as a user runs it -------------------------------------------------------------------------------

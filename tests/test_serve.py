@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import logging
+import socket
 import struct
 import threading
 import time
@@ -23,6 +25,7 @@ from digitscan import Recognizer
 from digitscan.cli import main
 from digitscan.errors import Saturated
 from digitscan.serve import Settings, create_app, get_settings
+from digitscan.serve.connections import RepeatedLogFilter, fit_to_open_file_limit
 from digitscan.serve.limits import InferencePool
 from digitscan.serve.routes import get_recognizer
 from digitscan.synthetic.strokes import render_number, stroke_digit
@@ -349,6 +352,28 @@ def test_metrics(client):
     assert metric(client, 'digitscan_http_requests_total{method="GET",route="unmatched",status="404"}') >= 1
 
 
+def test_clients_cannot_grow_the_metrics():
+    # Made-up methods and random URLs: before the labels came from fixed sets, each one added a series, and 20,000
+    # such requests made /metrics 45 MB. A fresh app has its own registry, so the series below are only these; its
+    # model is not needed (no lifespan), as no request reaches the API.
+    http = TestClient(create_app(Settings(**LIMITS)))
+    rng = np.random.default_rng(18)
+    letters = np.array(list("ABCDEFGHIJKLMNOPQRSTUVWXYZ"))
+    for _ in range(2_000):
+        method = "".join(rng.choice(letters, rng.integers(3, 12))) if rng.random() < 0.7 else "GET"
+        path = f"/{rng.integers(1 << 62):x}/{rng.integers(1 << 62):x}" if rng.random() < 0.7 else "/healthz"
+        http.request(method, path, params={"q": str(rng.integers(1 << 62))})
+    text = http.get("/metrics").text  # counted once answered, so not in its own text
+    assert len(text) < 100_000
+    series = [line for line in text.splitlines() if line.startswith("digitscan_http_requests_total{")]
+    labels = [dict(pair.split("=") for pair in line[line.index("{") + 1 : line.index("}")].split(","))
+              for line in series]
+    assert {label["method"] for label in labels} <= {'"GET"', '"other"'}
+    assert {label["route"] for label in labels} <= {'"/healthz"', '"unmatched"'}
+    assert len(series) <= 8  # 2 methods x 2 routes x a status or two each, whatever the clients sent
+    assert sum(float(line.rsplit(" ", 1)[1]) for line in series) == 2_000  # every request was still counted
+
+
 def test_page_static_files_and_docs(client):
     page = client.get("/")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
@@ -397,8 +422,19 @@ def test_cli_serve_passes_flags_to_settings(monkeypatch):
     assert settings.max_upload_bytes == 1_572_864 and settings.max_pixels == 1_000_000
     assert (settings.max_concurrency, settings.max_queue, settings.request_timeout_s) == (3, 5, 2.5)
     assert (settings.torch_threads, settings.preprocess, settings.ensemble) == (2, "paper", True)
+    assert (kwargs["timeout_keep_alive"], kwargs["limit_concurrency"], kwargs["h11_max_incomplete_event_size"]) == (
+        settings.keep_alive_timeout_s, settings.max_connections + 1, settings.max_header_bytes)
+    assert (kwargs["http"].header_timeout_s, kwargs["http"].max_connections) == (10.0, fit_to_open_file_limit(1000))
+    result = CliRunner().invoke(main, ["serve", "--header-timeout", "3", "--keep-alive-timeout", "2",
+                                       "--max-connections", "50", "--max-header-bytes", "4096"])
+    assert result.exit_code == 0, result.output
+    app, kwargs = calls[1]
+    assert (kwargs["http"].header_timeout_s, kwargs["http"].max_connections) == (3.0, 50)
+    assert (kwargs["timeout_keep_alive"], kwargs["limit_concurrency"], kwargs["h11_max_incomplete_event_size"]) == (
+        2.0, 51, 4096)
+    calls.clear()
     CliRunner().invoke(main, ["serve"])
-    assert calls[1][0].state.settings == Settings()  # no flags: the environment's (here the default) settings
+    assert calls[0][0].state.settings == Settings()  # no flags: the environment's (here the default) settings
 
 
 def test_cli_serve_rejects_bad_settings():
@@ -447,3 +483,138 @@ def test_real_server():
             metrics = http.get("/metrics").text
             assert 'digitscan_http_requests_total{method="POST",route="/api/predict",status="200"} 37.0' in metrics
     assert server.process.returncode == 0  # SIGINT: graceful shutdown through the lifespan
+
+
+HEADER_TIMEOUT_S = 3.0  # short, so the slow connections' end is seen within the test
+
+
+def open_slowly(address: tuple[str, int], count: int) -> list[socket.socket]:
+    """`count` connections that each send the start of a request and never finish its headers."""
+    connections = []
+    for _ in range(count):
+        connection = socket.create_connection(address, timeout=5)
+        connection.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+        connections.append(connection)
+    return connections
+
+
+def read_response(connection: socket.socket) -> bytes:
+    """One whole response with a Content-Length body (what /healthz sends), read from a raw socket."""
+    data = b""
+    deadline = time.monotonic() + 5
+    while b"\r\n\r\n" not in data and time.monotonic() < deadline and len(data) < 65536:
+        data += connection.recv(1024)
+    head, _, body = data.partition(b"\r\n\r\n")
+    fields = dict(line.lower().split(b": ", 1) for line in head.split(b"\r\n")[1:])
+    length = int(fields[b"content-length"])
+    while len(body) < length and time.monotonic() < deadline:
+        body += connection.recv(1024)
+    return head + b"\r\n\r\n" + body
+
+
+def closed_by_server(connection: socket.socket, within_s: float) -> bool:
+    connection.settimeout(within_s)
+    try:
+        return connection.recv(1024) == b""
+    except TimeoutError:
+        return False
+
+
+def timed_get(url: str) -> tuple[int, float]:
+    start = time.perf_counter()
+    status = httpx.get(url, timeout=5).status_code
+    return status, time.perf_counter() - start
+
+
+def test_slow_header_clients_cannot_lock_the_server_out():
+    flags = ("--header-timeout", str(HEADER_TIMEOUT_S), "--max-connections", "60", "--keep-alive-timeout", "30")
+    with live_server(*flags) as server:
+        host, port = server.url.removeprefix("http://").split(":")
+        address = (host, int(port))
+        opened = time.monotonic()
+        slow = open_slowly(address, 50)
+        trickling = socket.create_connection(address, timeout=5)
+        for _ in range(3):  # healthy while 50 connections hang, each answered quickly
+            status, seconds = timed_get(f"{server.url}/healthz")
+            assert status == 200 and seconds < 1.0
+        # A connection whose first request was answered, then sends half of a second one: held to the deadline too.
+        kept = socket.create_connection(address, timeout=5)
+        kept.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        assert read_response(kept).startswith(b"HTTP/1.1 200")
+        kept.sendall(b"GET /healthz HTTP/1.1\r\n")
+        second_started = time.monotonic()
+        # A request answered without reading its body (405), whose body then trickles in: held to the deadline too.
+        unread = socket.create_connection(address, timeout=5)
+        unread.sendall(b"POST /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1000000000\r\n\r\n")
+        assert read_response(unread).startswith(b"HTTP/1.1 405")
+        # Headers past max_header_bytes (16 KiB by default): a 400 at once.
+        with socket.create_connection(address, timeout=5) as big:
+            big.sendall(b"GET /healthz HTTP/1.1\r\nX-Big: " + b"a" * 20_000 + b"\r\n\r\n")
+            assert big.recv(1024).startswith(b"HTTP/1.1 400")
+        # 53 open now (50 slow, trickling, kept and unread; healthz's are closed): 7 more fill the cap of 60, and the
+        # next one is answered 503 at once, without sending anything.
+        slow += open_slowly(address, 7)
+        time.sleep(0.3)  # the closed connections above are gone from the server's count
+        assert time.monotonic() - opened < HEADER_TIMEOUT_S - 0.5, "too slow to see the cap before the deadline"
+        with socket.create_connection(address, timeout=5) as refused:
+            assert refused.recv(1024).startswith(b"HTTP/1.1 503")
+        # Trickling one byte at a time does not extend the deadline: it is counted from the connection's start (for
+        # the unread body, from the answer).
+        trickled = 0
+        while time.monotonic() - opened < HEADER_TIMEOUT_S + 3 and trickled < 40:
+            try:
+                trickling.sendall(b"GET /healthz HTTP/1.1\r\nX-Slow: "[trickled % 10 : trickled % 10 + 1])
+                unread.sendall(b"x")
+            except OSError:
+                break  # the server closed one
+            trickled += 1
+            time.sleep(0.1)
+        assert closed_by_server(trickling, 1.0) and closed_by_server(unread, 1.0)
+        assert all(closed_by_server(connection, HEADER_TIMEOUT_S + 3) for connection in slow)
+        assert HEADER_TIMEOUT_S - 0.5 < time.monotonic() - opened < HEADER_TIMEOUT_S + 5
+        assert closed_by_server(kept, max(0.1, second_started + HEADER_TIMEOUT_S + 2 - time.monotonic()))
+        for connection in [*slow, trickling, kept, unread]:
+            connection.close()
+        time.sleep(0.3)
+        assert timed_get(f"{server.url}/healthz")[0] == 200  # and new connections are welcome again
+        metrics = httpx.get(f"{server.url}/metrics").text
+        assert 'route="/healthz",status="200"' in metrics
+    assert server.process.returncode == 0
+
+
+def test_a_flood_of_the_same_log_line_is_one_line_per_interval():
+    bounded = RepeatedLogFilter(interval_s=0.2)
+    error = OSError(24, "Too many open files")
+
+    def record(message: str, exc: BaseException | None = None) -> logging.LogRecord:
+        return logging.LogRecord("asyncio", logging.ERROR, __file__, 1, message, (),
+                                 (type(exc), exc, None) if exc else None)
+
+    flood = [record("socket.accept() out of system resource\nsocket: <socket fd=9>", error) for _ in range(5_000)]
+    passed = [item for item in flood if bounded.filter(item)]
+    assert len(passed) == 1 and passed[0].exc_info is None  # one line, without its traceback
+    assert passed[0].getMessage() == "socket.accept() out of system resource: [Errno 24] Too many open files"
+    time.sleep(0.25)
+    later = record("socket.accept() out of system resource", error)
+    assert bounded.filter(later) and "(4,999 more like it in the last 0.2 s not logged)" in later.getMessage()
+    other = record("model dsnet loaded")
+    assert all(bounded.filter(other) for _ in range(3)) and other.getMessage() == "model dsnet loaded"
+
+
+def test_the_connection_cap_fits_under_the_open_file_limit(monkeypatch, caplog):
+    import resource
+
+    limits = {"soft": 150, "hard": 150}
+
+    def set_limit(kind, values):
+        if values[0] > limits["hard"]:
+            raise ValueError("not allowed to raise the hard limit")
+        limits["soft"] = values[0]
+
+    monkeypatch.setattr(resource, "getrlimit", lambda kind: (limits["soft"], limits["hard"]))
+    monkeypatch.setattr(resource, "setrlimit", set_limit)
+    with caplog.at_level(logging.WARNING, logger="digitscan.serve"):
+        assert fit_to_open_file_limit(1000) == 150 - 64  # the hard limit allows no more: the cap comes down
+    assert "max_connections lowered from 1000 to 86" in caplog.text
+    limits.update(soft=1024, hard=4096)
+    assert fit_to_open_file_limit(1000) == 1000 and limits["soft"] == 1064  # the soft limit goes up instead

@@ -725,6 +725,13 @@ def data_fetch(cache: str | None) -> None:
               help="Seconds allowed per API request, upload included; 503 beyond (default: 10).")
 @click.option("--read-time-limit", "read_time_limit_s", type=float, metavar="SECONDS",
               help="Seconds /api/read may spend on one image; 422 beyond (default: 5).")
+@click.option("--header-timeout", "header_timeout_s", type=float, metavar="SECONDS",
+              help="Seconds a client has to send a request's headers; then the connection is closed (default: 10).")
+@click.option("--keep-alive-timeout", "keep_alive_timeout_s", type=float, metavar="SECONDS",
+              help="Idle seconds between requests on one connection (default: 5).")
+@click.option("--max-connections", type=int,
+              help="Connections open at once; a new one beyond is answered 503 and closed (default: 1000).")
+@click.option("--max-header-bytes", type=int, help="Largest request line plus headers; 400 beyond (default: 16384).")
 @click.option("--torch-threads", type=int, help="PyTorch threads per inference (default: 1).")
 @click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]),
               help="Server log level (default: info).")

@@ -12,7 +12,20 @@ ALLOWED_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}  # what folders are searched for
 MAX_PIXELS = 40_000_000  # default limit on width * height, checked from the header before decoding
 MAX_FILE_BYTES = 20 * 2**20
+# JPEG decoding cost, checked from the marker list before Pillow decodes (docs/security.md). libjpeg decodes every
+# scan over the whole image, so a progressive JPEG repeating one cheap scan 100,000 times costs minutes of CPU in a
+# few MB. Pillow's progressive JPEGs have 6 (grey), 10 (colour) or 18 (CMYK) scans; libtiff stops a JPEG inside a
+# TIFF at 100 by default (LIBTIFF_JPEG_MAX_ALLOWED_SCAN_NUMBER).
+MAX_JPEG_SCANS = 100
+# Scans x pixels: each scan costs 0.8-1.8 ms per megapixel on the 2 shared cores (benchmarks/hostile_inputs.py), so
+# this bounds the scans to ~1-2 s. It still admits 25 scans at MAX_PIXELS, more than Pillow or libjpeg ever write.
+MAX_JPEG_SCAN_PIXELS = 1_000_000_000
+MAX_JPEG_MARKERS = 1000  # segments of every kind; a camera JPEG has ~10-60 (ICC and XMP split over many)
+MAX_JPEG_STRAY_BYTES = 64 * 2**10  # fill or garbage bytes in the header, which Pillow walks in Python (~1 us each)
 MAX_IDX_BYTES = 64 * 2**20  # default limit on an IDX file's decompressed size (MNIST's largest is 47 MB)
+# The server's connections (digitscan.serve.connections); their limits are Settings fields.
+FILE_DESCRIPTOR_RESERVE = 64  # open files the server needs besides its connections: model files, pipes, sockets
+REPEATED_LOG_INTERVAL_S = 10.0  # a log line repeated once per bad connection goes through once per this long
 PREPROCESS_MODES = ("robust", "paper")
 WORK_SIDE = 512  # longer side of the ink finder's working copy: ~10x a digit's 20 px box; keeps 12 MP photos fast
 

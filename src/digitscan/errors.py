@@ -44,6 +44,13 @@ class ImageTooComplexError(ImageError):
     """Reading the image took longer than its time limit: thousands of strokes, not a number (HTTP 422)."""
 
 
+class ImageTooCostlyError(ImageError):
+    """An encoding that would cost far more CPU to decode than any real picture, such as a JPEG with thousands of
+    scans: refused from its structure, before any pixel is decoded (HTTP 422)."""
+
+    reason = "too_costly"
+
+
 class NoImagesError(ImageError):
     """A folder named on the command line holds no image file (nothing to do is an error, not silence)."""
 

@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from digitscan.errors import ImageTooLargeError, UnreadableImageError, UnsupportedImageError
+from digitscan.errors import ImageTooCostlyError, ImageTooLargeError, UnreadableImageError, UnsupportedImageError
+from digitscan.image.jpeg import jpeg_structure
 from digitscan.synthetic.strokes import render_digit
 
 # The documented outcome of an input is an HTTP status; the CLI and the library raise the matching error.
@@ -35,10 +36,11 @@ class Case:
     says: str = ""  # errors: what the one-line message must mention
     digit: int | None = None  # 200 only: the digit it shows (read finds exactly it); None: not a digit, no digits
     reported: Path | None = None  # the path the CLI names in its output, when it is not `path` (a folder's file)
+    raises: type[Exception] | None = None  # the error class, when it is not the status's usual one (ERRORS)
 
     @property
     def error(self) -> type[Exception] | None:
-        return ERRORS.get(self.status)
+        return self.raises or ERRORS.get(self.status)
 
     @property
     def shown_as(self) -> Path:
@@ -68,16 +70,38 @@ def with_chunk(png: bytes, chunk: bytes) -> bytes:
     return png[:33] + chunk + png[33:]
 
 
+def jpeg_scan_bomb(side: int, repeats: int, height: int | None = None) -> bytes:
+    """A valid progressive JPEG of side x side (or side x height) white pixels whose last scan is repeated `repeats`
+    more times.
+
+    A scan of a blank image is a few dozen bytes (its AC coefficients are one run of zeros), but libjpeg decodes
+    each one over the whole image: 5000 x 5000 with 120,000 repeats is 5.2 MB and minutes of CPU.
+    """
+    jpeg = encode(Image.new("L", (side, height or side), 255), "JPEG", progressive=True)
+    eoi = len(jpeg) - 2
+    assert jpeg[eoi:] == b"\xff\xd9"
+    last_scan = jpeg.rindex(b"\xff\xda")  # its Huffman table, defined before it, stays in force for the copies
+    assert jpeg_structure(jpeg[:last_scan] + jpeg[eoi:]).scans == jpeg_structure(jpeg).scans - 1
+    return jpeg[:eoi] + jpeg[last_scan:eoi] * repeats + jpeg[eoi:]
+
+
+def jpeg_with_comments(image: Image.Image, count: int) -> bytes:
+    """A baseline JPEG with `count` small COM segments right after SOI: cheap bytes, one marker each."""
+    jpeg = encode(image, "JPEG", quality=90)
+    return jpeg[:2] + b"\xff\xfe\x00\x04hi" * count + jpeg[2:]
+
+
 # ---- the cases -----------------------------------------------------------------------------------------------------
 
 _WRITERS: list[tuple[Case, Callable[[Path], None]]] = []  # cases with a relative path, and their writers
 
 
-def case(name: str, file: str, status: int, says: str = "", shows: int | None = None):
+def case(name: str, file: str, status: int, says: str = "", shows: int | None = None,
+         raises: type[Exception] | None = None):
     """Register a writer of one corpus file: test id, file name, outcome, and what its error says or its digit."""
 
     def register(write: Callable[[Path], None]) -> Callable[[Path], None]:
-        _WRITERS.append((Case(name, Path(file), status, says, shows), write))
+        _WRITERS.append((Case(name, Path(file), status, says, shows, raises=raises), write))
         return write
 
     return register
@@ -203,6 +227,26 @@ def write_compressed_text_bomb(path: Path) -> None:
     # 100 kB of zTXt that inflates to 100 MB: Pillow refuses text chunks over 1 MB decompressed.
     bomb = png_chunk(b"zTXt", b"Comment\x00\x00" + zlib.compress(bytes(100_000_000), 9))
     path.write_bytes(with_chunk(encode(digit(9), "PNG"), bomb))
+
+
+@case("jpeg-scan-bomb", "scans.jpg", 422, says="JPEG has more than 100 scans", raises=ImageTooCostlyError)
+def write_jpeg_scan_bomb(path: Path) -> None:
+    # 2000 x 2000 white pixels with 20,000 copies of one scan: 0.3 MB that would take ~2 minutes to decode.
+    path.write_bytes(jpeg_scan_bomb(2000, 20_000))
+
+
+@case("jpeg-marker-flood", "comments.jpg", 422, says="more than 1,000 markers", raises=ImageTooCostlyError)
+def write_jpeg_marker_flood(path: Path) -> None:
+    # 100,000 empty comments before the image: Pillow would walk each one in Python before decoding.
+    path.write_bytes(jpeg_with_comments(digit(3), 100_000))
+
+
+@case("jpeg-fill-bytes", "fill.jpg", 422, says="stray bytes before its first scan", raises=ImageTooCostlyError)
+def write_jpeg_fill_bytes(path: Path) -> None:
+    # 2 MB of 0xFF fill before the first marker: allowed by the standard, but Pillow's header parser would step
+    # through them one at a time in Python (~2 s) before libjpeg decoded the image.
+    jpeg = encode(digit(5), "JPEG", quality=90)
+    path.write_bytes(jpeg[:2] + b"\xff" * 2_000_000 + jpeg[2:])
 
 
 def build_corpus(folder: Path) -> list[Case]:

@@ -1,8 +1,9 @@
 """The security boundary: any user image (path, bytes, PIL image, numpy array) -> (H, W) float32 grey in [0, 1].
 
 `decode_image(source)` is the only place a user's bytes meet Pillow: a format allow-list, a pixel limit checked
-from the header before decoding, a byte limit on files, and one ImageError subclass (digitscan.errors) for every
-way an input can be bad. 1.0 = white, native resolution.
+from the header before decoding, a byte limit on files, a bound on a JPEG's scans and markers (its decoding cost)
+checked before Pillow reads it, and one ImageError subclass (digitscan.errors) for every way an input can be bad.
+1.0 = white, native resolution.
 """
 
 from __future__ import annotations
@@ -19,15 +20,27 @@ from pathlib import Path
 import numpy as np
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
-from digitscan.constants import ALLOWED_FORMATS, IMAGE_SUFFIXES, MAX_FILE_BYTES, MAX_PIXELS
+from digitscan.constants import (
+    ALLOWED_FORMATS,
+    IMAGE_SUFFIXES,
+    MAX_FILE_BYTES,
+    MAX_JPEG_MARKERS,
+    MAX_JPEG_SCAN_PIXELS,
+    MAX_JPEG_SCANS,
+    MAX_JPEG_STRAY_BYTES,
+    MAX_PIXELS,
+)
 from digitscan.errors import (
     ImageError,
+    ImageTooCostlyError,
     ImageTooLargeError,
     NoImagesError,
     UnreadableImageError,
     UnsupportedImageError,
     one_line,
 )
+from digitscan.image.jpeg import SIGNATURE as JPEG_SIGNATURE
+from digitscan.image.jpeg import jpeg_structure
 
 NO_PIXEL_LIMIT = 2**62  # arrays handed to to_model_input / ink_map are already in memory
 _STRIP_PIXELS = 2**20  # decoded images become float a strip of about this many pixels at a time
@@ -109,6 +122,31 @@ def _check_pixels(width: int, height: int, max_pixels: int) -> None:
         )
 
 
+def _check_jpeg_cost(data: bytes, max_pixels: int) -> None:
+    """Refuse a JPEG whose decoding would cost far more than its size suggests, from its marker list alone.
+
+    libjpeg decodes every scan of a progressive JPEG over the whole image before it can go on, and a scan of a blank
+    image is a few dozen bytes: 5 MB of one repeated scan is most of an hour of CPU. Allowed: MAX_JPEG_SCANS scans,
+    fewer for a large image (scans x pixels <= MAX_JPEG_SCAN_PIXELS), MAX_JPEG_MARKERS segments in all, and
+    MAX_JPEG_STRAY_BYTES outside any segment before the first scan (Pillow's header parser steps through those one
+    at a time in Python).
+    """
+    counted = jpeg_structure(data, stop_after=(MAX_JPEG_SCANS, MAX_JPEG_MARKERS))
+    _check_pixels(counted.width, counted.height, max_pixels)  # a header over the limit is "too large", not costly
+    if counted.stray_bytes > MAX_JPEG_STRAY_BYTES:
+        raise ImageTooCostlyError(f"JPEG has {counted.stray_bytes:,} stray bytes before its first scan; the limit is "
+                                  f"{MAX_JPEG_STRAY_BYTES:,}")
+    if counted.markers > MAX_JPEG_MARKERS:
+        raise ImageTooCostlyError(f"JPEG has more than {MAX_JPEG_MARKERS:,} markers; the limit is {MAX_JPEG_MARKERS:,}")
+    pixels = counted.width * counted.height
+    allowed = min(MAX_JPEG_SCANS, max(1, MAX_JPEG_SCAN_PIXELS // pixels)) if pixels else MAX_JPEG_SCANS
+    if counted.scans > allowed:
+        # The walk stops counting past MAX_JPEG_SCANS, so beyond it the message cannot name the full count.
+        found = f"{counted.scans:,}" if counted.scans <= MAX_JPEG_SCANS else f"more than {MAX_JPEG_SCANS:,}"
+        size = f" at {counted.width}x{counted.height} pixels" if allowed < MAX_JPEG_SCANS else ""
+        raise ImageTooCostlyError(f"JPEG has {found} scans; the limit is {allowed:,}{size}")
+
+
 def _bomb_error(err: Exception, max_pixels: int) -> ImageTooLargeError:
     """Pillow's decompression-bomb guard refused a header: say how large, like _check_pixels does."""
     found = re.search(r"\((\d+) pixels\)", str(err))
@@ -123,6 +161,8 @@ def _decode_bytes(data: bytes, max_pixels: int, max_bytes: int) -> np.ndarray:
         raise UnreadableImageError("empty file (0 bytes)")
     if len(data) > max_bytes:
         raise ImageTooLargeError(f"file is too large: {len(data):,} bytes; limit is {max_bytes:,}")
+    if data.startswith(JPEG_SIGNATURE):  # before Image.open: Pillow walks the markers up to the first scan in Python
+        _check_jpeg_cost(data, max_pixels)
     try:
         image = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)  # reads the header only
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
+import logging.config
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -100,15 +101,35 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 
 def run(settings: Settings) -> None:
-    """Serve `create_app(settings)` with uvicorn until interrupted (SIGINT/SIGTERM: graceful shutdown)."""
+    """Serve `create_app(settings)` with uvicorn until interrupted (SIGINT/SIGTERM: graceful shutdown).
+
+    Connections are guarded before any request reaches the app (serve/connections.py): a deadline for each
+    request's headers, a cap on open connections, a bound on the headers' size, and a log that a flood of bad
+    connections cannot fill.
+    """
     import uvicorn
     from uvicorn.config import LOGGING_CONFIG
 
+    from digitscan.serve.connections import RepeatedLogFilter, fit_to_open_file_limit, guarded_protocol
+
     log_config = copy.deepcopy(LOGGING_CONFIG)  # digitscan's own lines (model loaded, failures) go with uvicorn's
-    log_config["loggers"]["digitscan"] = {"handlers": ["default"], "level": settings.log_level.upper(),
-                                          "propagate": False}
+    # On the handler, not on loggers: a logger's filter does not see its children's records (digitscan.serve).
+    log_config["filters"] = {"repeated": {"()": RepeatedLogFilter}}
+    log_config["handlers"]["default"]["filters"] = ["repeated"]
+    loggers = log_config["loggers"]
+    loggers["digitscan"] = {"handlers": ["default"], "level": settings.log_level.upper(), "propagate": False}
+    # asyncio logs a traceback for every failed accept(); on this handler its lines are bounded like the others.
+    loggers["asyncio"] = {"handlers": ["default"], "level": "WARNING", "propagate": False}
+    logging.config.dictConfig(log_config)  # uvicorn configures the same again; this is for the line below
+    max_connections = fit_to_open_file_limit(settings.max_connections)
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level,
-                log_config=log_config)
+                log_config=log_config,
+                http=guarded_protocol(settings.header_timeout_s, max_connections),
+                # One more than the protocol's own cap, which refuses connections before they send anything, so
+                # uvicorn's check (a 503 once a request is complete) is the second line, never the first.
+                limit_concurrency=max_connections + 1,
+                timeout_keep_alive=settings.keep_alive_timeout_s,
+                h11_max_incomplete_event_size=settings.max_header_bytes)
 
 
 def add_error_handlers(app: FastAPI, metrics: Metrics) -> None:

@@ -39,6 +39,16 @@ class Settings(BaseSettings):
     request_timeout_s: float = Field(10.0, gt=0, le=600, description="Whole request, upload included; then 503.")
     # /api/read on a page of clutter stops after this long with a 422; keep it below request_timeout_s.
     read_time_limit_s: float = Field(READ_TIME_LIMIT_S, gt=0, le=600, description="Per image for /api/read; then 422.")
+    # Connections, before any request reaches the app (serve/connections.py). A client gets header_timeout_s for the
+    # headers of each request, from connecting or from its first byte; then the connection is closed.
+    header_timeout_s: float = Field(10.0, gt=0, le=600, description="Seconds to send a request's headers.")
+    max_header_bytes: int = Field(16 * 1024, ge=1024, le=MIB, description="Largest request line + headers; "
+                                                                           "then 400 (h11's limit).")
+    keep_alive_timeout_s: float = Field(5.0, gt=0, le=600, description="Idle seconds between requests on one "
+                                                                       "connection before it is closed.")
+    # Past this many open connections a new one is answered 503 at once and closed; keep it well below the open-file
+    # limit (the server raises its soft limit to fit it when the hard limit allows).
+    max_connections: int = Field(1000, ge=1, le=100_000)
     torch_threads: int | None = Field(1, ge=1, le=256, description="Intra-op threads per inference; None = torch's.")
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
 
