@@ -28,9 +28,11 @@ _LIGHT_GROUND = 0.35  # light ink is only looked for on a ground darker than thi
 # like a desk. Such an image is padded with its own ground first, as MNIST frames a digit in a margin.
 _CROP_MARGIN = 0.3  # padding on every side, as a fraction of the longer side: 40 % ink becomes about 16 %
 _CROP_CONTRAST = 0.25  # the ink differs from the ground by at least this much
-_CROP_SIDE_TOL = 0.06  # the ink "reaches" a side when it comes this close (a fraction of that dimension, + 1 px)
-_CROP_SIDE_COVER = 0.9  # ...but covers no side for more than this share (a desk band runs along a whole side)
+_CROP_SIDE_COVER = 0.9  # the ink covers no side for more than this share (a desk band runs along a whole side)
 _CROP_FLAT = 0.25  # at least this share of the pixels sit at the ground level: one flat ground, no light falloff
+_CROP_FLAT_OUTLINE = 0.9  # ...and this share of the outline's pixels too (within a tenth of the contrast),
+_CROP_EDGE = 0.08  # ...counting only pixels this far (a share of the longer side) from the ink
+_CROP_MAX_ASPECT = 2.0  # one digit is at most about as wide as tall: a wider frame is a number, not a crop
 _CROP_STROKE = 0.2  # the ink is pen-wide: stroke width at most this share of the longer side (not a sheet or desk)
 
 
@@ -61,14 +63,15 @@ def _tight_crop_ground(work: np.ndarray) -> float | None:
     """The ground level of a digit whose ink fills the frame (cropped to it, or size-normalised like USPS and
     optdigits), None for anything else: a photo or a page is left to the background fit and the desk rule.
 
-    Evidence from the image, not from the border alone: the ground is the level of most of the frame's outline
-    (split from the ink by Otsu); the ink lies on one side of it and is pen-wide; its largest piece reaches two or
-    more sides of the frame without covering any of them (a desk band does) and every other piece touches the
-    frame or lies within that piece's box (a digit in the middle of a sheet beside a strip of desk does not); most
-    other pixels sit flat at the ground level (uneven light or a shadow would not).
+    Evidence from the image, not from the border alone: the frame is not much wider than tall (one digit); the
+    ground is the level of most of the frame's outline (split from the ink by Otsu); the ink lies on one side of it
+    and is pen-wide; its largest piece reaches two or more sides of the frame without covering any of them (a desk
+    band does) and every other piece touches the frame or lies within that piece's box (a digit in the middle of a
+    sheet beside a strip of desk does not); most pixels, and the outline away from the ink, sit flat at the ground
+    level (uneven light or a shadow would not).
     """
     height, width = work.shape
-    if min(height, width) < 3:
+    if min(height, width) < 3 or width > _CROP_MAX_ASPECT * height:  # a line of digits is read by its own path
         return None
     ring = np.concatenate([work[0], work[-1], work[1:-1, 0], work[1:-1, -1]])
     split = _otsu(np.clip(work, 0, 1))
@@ -83,35 +86,31 @@ def _tight_crop_ground(work: np.ndarray) -> float | None:
     lighter = float((deviation[ink] > 0).mean())
     if min(lighter, 1 - lighter) > 0.02 or (np.abs(deviation) <= 0.1 * contrast).mean() < _CROP_FLAT:
         return None
-    if sum(_sides_reached(ink, ink)) < 2:
-        return None
-    # One digit, not a desk beside a digit: the largest piece of ink reaches two sides, and every other piece
-    # touches the frame too or lies within the largest one's box (a broken stroke, a detached bar).
-    _, labels, stats, _ = cv2.connectedComponentsWithStats(ink.astype(np.uint8), connectivity=8)
-    left, top, box_w, box_h, area = stats[1:].T  # (n,) each
+    # One digit, not a digit near the frame or beside a desk: the largest piece of ink (faint edges included: a
+    # crop ends where the ink ends) touches two sides, and every other piece touches the frame too or lies within
+    # the largest one's box (a broken stroke, a detached bar).
+    faint = (np.abs(deviation) > contrast / 4).astype(np.uint8)
+    left, top, box_w, box_h, area = cv2.connectedComponentsWithStats(faint, connectivity=8)[2][1:].T  # (n,) each
+    right, bottom = left + box_w, top + box_h  # exclusive
+    touch = np.stack([top <= 1, bottom >= height - 1, left <= 1, right >= width - 1])  # (4, n)
     largest = int(np.argmax(area))
-    if sum(_sides_reached(labels == largest + 1, ink)) < 2:
+    if touch[:, largest].sum() < 2:
         return None
-    near_rows, near_cols = _CROP_SIDE_TOL * height + 1, _CROP_SIDE_TOL * width + 1
-    touches = ((left < near_cols) | (top < near_rows) | (left + box_w > width - near_cols)
-               | (top + box_h > height - near_rows))
-    inside = ((left >= left[largest]) & (top >= top[largest]) & (left + box_w <= left[largest] + box_w[largest])
-              & (top + box_h <= top[largest] + box_h[largest]))
-    if not (touches | inside | (area < _SPECK_FRACTION * area[largest])).all():
+    inside = ((left >= left[largest]) & (top >= top[largest]) & (right <= right[largest])
+              & (bottom <= bottom[largest]))
+    if not (touch.any(axis=0) | inside | (area < _SPECK_FRACTION * area[largest])).all():
+        return None
+    # The outline is the ground away from the ink (and its antialiased edges, wider in an upscaled crop): a light
+    # gradient or a shadow reaching the frame is not.
+    side = 2 * round(_CROP_EDGE * max(height, width)) + 3
+    near_ink = cv2.dilate(ink.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (side, side))) > 0
+    away = ~np.concatenate([near_ink[0], near_ink[-1], near_ink[1:-1, 0], near_ink[1:-1, -1]])
+    if away.any() and float(np.quantile(np.abs(ring[away] - ground), _CROP_FLAT_OUTLINE)) > 0.1 * contrast:
         return None
     cover = max(ink[0].mean(), ink[-1].mean(), ink[:, 0].mean(), ink[:, -1].mean())
     if cover > _CROP_SIDE_COVER or stroke_width(ink) > _CROP_STROKE * max(height, width):
         return None
     return ground
-
-
-def _sides_reached(piece: np.ndarray, frame: np.ndarray) -> list[bool]:
-    """[top, bottom, left, right]: whether the piece's pixels come within _CROP_SIDE_TOL of each side of the frame."""
-    height, width = frame.shape
-    rows, cols = np.nonzero(piece)
-    near_rows, near_cols = _CROP_SIDE_TOL * height + 1, _CROP_SIDE_TOL * width + 1
-    return [rows.min() < near_rows, rows.max() >= height - near_rows, cols.min() < near_cols,
-            cols.max() >= width - near_cols]
 
 
 def _find_ink(work: np.ndarray, speck_fraction: float) -> np.ndarray:
