@@ -23,6 +23,17 @@ _MIN_INK_EXTENT = 0.02  # a component spanning less than this fraction of the im
 _MAD_TO_SIGMA = 1.4826  # median absolute deviation -> standard deviation for Gaussian noise
 _MIN_PAPER_LEVEL = 0.1  # paper darker than this is not divided out (it would only amplify noise)
 _LIGHT_GROUND = 0.35  # light ink is only looked for on a ground darker than this (median of the image)
+# A digit cropped to its ink (a tight crop, a size-normalised scan): ink is 20-60 % of the pixels, so the robust
+# background fit and noise estimate, which take the ink for a minority, fail, and strokes touching the frame look
+# like a desk. Such an image is padded with its own ground first, as MNIST frames a digit in a margin.
+_CROP_MARGIN = 0.3  # padding on every side, as a fraction of the longer side: 40 % ink becomes about 16 %
+_CROP_CONTRAST = 0.25  # the ink differs from the ground by at least this much
+_CROP_SIDE_COVER = 0.9  # the ink covers no side for more than this share (a desk band runs along a whole side)
+_CROP_FLAT = 0.25  # at least this share of the pixels sit at the ground level: one flat ground, no light falloff
+_CROP_FLAT_OUTLINE = 0.9  # ...and this share of the outline's pixels too (within a tenth of the contrast),
+_CROP_EDGE = 0.08  # ...counting only pixels this far (a share of the longer side) from the ink
+_CROP_MAX_ASPECT = 2.0  # one digit is at most about as wide as tall: a wider frame is a number, not a crop
+_CROP_STROKE = 0.2  # the ink is pen-wide: stroke width at most this share of the longer side (not a sheet or desk)
 
 
 def ink_map(gray: np.ndarray, *, speck_fraction: float = _SPECK_FRACTION) -> tuple[np.ndarray, float]:
@@ -40,7 +51,70 @@ def ink_map(gray: np.ndarray, *, speck_fraction: float = _SPECK_FRACTION) -> tup
 def _ink_map(gray: np.ndarray, speck_fraction: float = _SPECK_FRACTION) -> tuple[np.ndarray, float]:
     """ink_map for an already validated (H, W) float32 array in [0, 1]."""
     work, scale = _downscale(gray, WORK_SIDE)
+    ground = _tight_crop_ground(work)
+    if ground is None:
+        return _find_ink(work, speck_fraction), scale
+    pad = max(2, round(_CROP_MARGIN * max(work.shape)))
+    framed = cv2.copyMakeBorder(work, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=ground)
+    return _find_ink(framed, speck_fraction)[pad:-pad, pad:-pad], scale
 
+
+def _tight_crop_ground(work: np.ndarray) -> float | None:
+    """The ground level of a digit whose ink fills the frame (cropped to it, or size-normalised like USPS and
+    optdigits), None for anything else: a photo or a page is left to the background fit and the desk rule.
+
+    Evidence from the image, not from the border alone: the frame is not much wider than tall (one digit); the
+    ground is the level of most of the frame's outline (split from the ink by Otsu); the ink lies on one side of it
+    and is pen-wide; its largest piece reaches two or more sides of the frame without covering any of them (a desk
+    band does) and every other piece touches the frame or lies within that piece's box (a digit in the middle of a
+    sheet beside a strip of desk does not); most pixels, and the outline away from the ink, sit flat at the ground
+    level (uneven light or a shadow would not).
+    """
+    height, width = work.shape
+    if min(height, width) < 3 or width > _CROP_MAX_ASPECT * height:  # a line of digits is read by its own path
+        return None
+    ring = np.concatenate([work[0], work[-1], work[1:-1, 0], work[1:-1, -1]])
+    split = _otsu(np.clip(work, 0, 1))
+    ring_dark = ring <= split
+    ground_pixels = ring[ring_dark] if ring_dark.mean() >= 0.5 else ring[~ring_dark]
+    ground = float(np.median(ground_pixels))
+    deviation = work - ground  # (h, w)
+    contrast = float(np.abs(deviation).max())
+    if contrast < _CROP_CONTRAST:
+        return None
+    ink = np.abs(deviation) > contrast / 2
+    lighter = float((deviation[ink] > 0).mean())
+    if min(lighter, 1 - lighter) > 0.02 or (np.abs(deviation) <= 0.1 * contrast).mean() < _CROP_FLAT:
+        return None
+    # One digit, not a digit near the frame or beside a desk: the largest piece of ink (faint edges included: a
+    # crop ends where the ink ends) touches two sides, and every other piece touches the frame too or lies within
+    # the largest one's box (a broken stroke, a detached bar).
+    faint = (np.abs(deviation) > contrast / 4).astype(np.uint8)
+    left, top, box_w, box_h, area = cv2.connectedComponentsWithStats(faint, connectivity=8)[2][1:].T  # (n,) each
+    right, bottom = left + box_w, top + box_h  # exclusive
+    touch = np.stack([top <= 1, bottom >= height - 1, left <= 1, right >= width - 1])  # (4, n)
+    largest = int(np.argmax(area))
+    if touch[:, largest].sum() < 2:
+        return None
+    inside = ((left >= left[largest]) & (top >= top[largest]) & (right <= right[largest])
+              & (bottom <= bottom[largest]))
+    if not (touch.any(axis=0) | inside | (area < _SPECK_FRACTION * area[largest])).all():
+        return None
+    # The outline is the ground away from the ink (and its antialiased edges, wider in an upscaled crop): a light
+    # gradient or a shadow reaching the frame is not.
+    side = 2 * round(_CROP_EDGE * max(height, width)) + 3
+    near_ink = cv2.dilate(ink.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (side, side))) > 0
+    away = ~np.concatenate([near_ink[0], near_ink[-1], near_ink[1:-1, 0], near_ink[1:-1, -1]])
+    if away.any() and float(np.quantile(np.abs(ring[away] - ground), _CROP_FLAT_OUTLINE)) > 0.1 * contrast:
+        return None
+    cover = max(ink[0].mean(), ink[-1].mean(), ink[:, 0].mean(), ink[:, -1].mean())
+    if cover > _CROP_SIDE_COVER or stroke_width(ink) > _CROP_STROKE * max(height, width):
+        return None
+    return ground
+
+
+def _find_ink(work: np.ndarray, speck_fraction: float) -> np.ndarray:
+    """The ink map of a working-size image (see ink_map)."""
     # Background without knowing the polarity yet: a robust fit ignores the ink, which is a minority of the pixels.
     background = _background(work)
     residual = work - background  # (h, w), ink is far from 0 on one side
@@ -56,7 +130,7 @@ def _ink_map(gray: np.ndarray, speck_fraction: float = _SPECK_FRACTION) -> tuple
     if dark_mass <= light_mass and (dark_mass == 0 or float(np.median(work)) < _LIGHT_GROUND):
         # Light ink on a dark ground (MNIST itself, chalkboards, canvases): the ground is ~0, no division. On a
         # light ground, "light ink" is a bright patch of a photographed sheet (a lamp's spot beside a shadow).
-        return _strokes_from(residual, speck_fraction, work.shape), scale
+        return _strokes_from(residual, speck_fraction, work.shape)
     # Dark ink on paper: what we see is reflectance x illumination, so dividing by the paper level makes a stroke
     # in a shadow as strong as one in full light. A first look with the smooth paper level measures the pen;
     # the second measures the paper level locally, wider than the pen, which follows a sharp shadow edge too.
@@ -64,7 +138,7 @@ def _ink_map(gray: np.ndarray, speck_fraction: float = _SPECK_FRACTION) -> tuple
     pen = stroke_width(first > 0) if first.any() else max(work.shape) / 50  # > 0: blurred edges count too
     paper = _local_paper_level(work, pen)
     ink = _strokes_from((paper - work) / np.maximum(paper, _MIN_PAPER_LEVEL), speck_fraction, work.shape)
-    return (ink if ink.any() else first), scale
+    return ink if ink.any() else first
 
 
 def _local_paper_level(work: np.ndarray, pen: float) -> np.ndarray:

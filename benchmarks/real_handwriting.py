@@ -1,0 +1,164 @@
+"""Real handwriting by other people: scanned digits that nobody on this project wrote, and MNIST digits cropped tight.
+
+Per source, the shipped model (Recognizer.load()) through the robust preprocessing and, beside it, through the
+paper's pipeline (preprocess="paper"): exact accuracy (a rejection counts as an error), the share accepted as a
+digit, accuracy among the accepted, balanced exact accuracy (the mean over the ten classes; USPS is imbalanced),
+and n. Sources:
+- the VALIDATION split of each realdev set (digitscan.data.realdev: writer-disjoint; the training split is never
+  reported as a test): USPS 16x16 grey, CVL 28x28 dark on light, optdigits 32x32 binary;
+- tight crops of MNIST *test* digits: each digit cropped to its ink's bounding box, scaled 1-6x (nearest or area
+  resize), light on dark or dark on light, grey or binarized, one variant per digit drawn with the seed;
+- scikit-learn's bundled `load_digits` (8x8, 0..16): EVALUATION ONLY, never tune on it.
+Photos (synthetic nuisances, desks, non-digits) are benchmarks/realworld.py's job and are not repeated here.
+
+Run: `.venv/bin/python benchmarks/real_handwriting.py` (about a minute on 2 CPU cores with the default --n 1000 per
+source, subsampled with --seed). Needs MNIST ($DIGITSCAN_DATA) and realdev ($DIGITSCAN_REALDEV or
+../shared/data/realdev). Writes benchmarks/results/real_handwriting.{json,md}; `--failures K` prints K rejected or
+misread tight crops per variant (for diagnosis).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import machine, machine_line, markdown_table, write_results  # noqa: E402
+from digitscan.data.mnist import load_mnist  # noqa: E402
+from digitscan.data.realdev import REALDEV_SETS, load_realdev  # noqa: E402
+from digitscan.image.prepare import to_model_input  # noqa: E402
+from digitscan.recognize import Recognizer  # noqa: E402
+
+SCALES = (1, 2, 3, 4, 5, 6)
+POLARITIES = ("light on dark", "dark on light")
+INKS = ("grey", "binarized")
+
+
+def tight_crop(image: np.ndarray, scale: int, polarity: str, ink: str, resize: int) -> np.ndarray:
+    """An MNIST digit (uint8, ink bright) cropped to its ink, scaled, maybe inverted and binarized: uint8 (h, w)."""
+    rows, cols = np.nonzero(image)
+    crop = image[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
+    if scale > 1:
+        crop = cv2.resize(crop, (crop.shape[1] * scale, crop.shape[0] * scale), interpolation=resize)
+    if ink == "binarized":
+        crop = np.where(crop >= 128, 255, 0).astype(np.uint8)
+    return 255 - crop if polarity == "dark on light" else crop
+
+
+def tight_crops(n: int, seed: int) -> tuple[list[np.ndarray], np.ndarray, list[tuple]]:
+    """(images, labels, variants): n MNIST test digits, each in one variant (scale, polarity, ink) drawn with seed."""
+    images, labels = load_mnist("test")
+    rng = np.random.default_rng([seed, 15])
+    chosen = rng.choice(len(images), n, replace=False)
+    crops, variants = [], []
+    for i in chosen:
+        scale, polarity, ink = int(rng.choice(SCALES)), str(rng.choice(POLARITIES)), str(rng.choice(INKS))
+        resize = cv2.INTER_NEAREST if rng.random() < 0.5 else cv2.INTER_AREA
+        crops.append(tight_crop(images[i], scale, polarity, ink, resize))
+        variants.append((scale, polarity, ink))
+    return crops, labels[chosen], variants
+
+
+def sklearn_digits() -> tuple[list[np.ndarray], np.ndarray]:
+    """scikit-learn's bundled 8x8 digits, 0..16 with ink high: float32 in [0, 1], ink bright (evaluation only)."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    return [(image / 16).astype(np.float32) for image in digits.images], digits.target.astype(np.int64)
+
+
+def subsample(images: list, labels: np.ndarray, n: int, seed: int, salt: int) -> tuple[list, np.ndarray]:
+    if len(images) <= n:
+        return images, labels
+    chosen = np.sort(np.random.default_rng([seed, salt]).choice(len(images), n, replace=False))
+    return [images[i] for i in chosen], labels[chosen]
+
+
+def outcomes(recognizer: Recognizer, images: list, mode: str) -> tuple[np.ndarray, np.ndarray]:
+    """(top digit, accepted) per image, through preprocessing `mode`."""
+    inputs = np.stack([to_model_input(image, mode) for image in images])
+    predictions = recognizer.predict_inputs(inputs)
+    return (np.array([int(np.argmax(p.probabilities)) for p in predictions]),
+            np.array([p.is_digit for p in predictions]))
+
+
+def scores(top: np.ndarray, accepted: np.ndarray, labels: np.ndarray) -> dict:
+    exact = (top == labels) & accepted
+    return {"n": int(len(labels)), "exact": float(exact.mean()), "accepted": float(accepted.mean()),
+            "accuracy_accepted": float((top == labels)[accepted].mean()) if accepted.any() else 0.0,
+            "balanced_exact": float(np.mean([exact[labels == d].mean() for d in np.unique(labels)]))}
+
+
+def row(name: str, robust: dict, paper: dict) -> list:
+    return [name, robust["n"], f"{robust['exact']:.3f}", f"{robust['accepted']:.3f}",
+            f"{robust['accuracy_accepted']:.3f}", f"{robust['balanced_exact']:.3f}", f"{paper['exact']:.3f}",
+            f"{paper['accepted']:.3f}"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, default=1000, help="samples per source (default 1000; fixed seed)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--realdev", help="realdev folder (default $DIGITSCAN_REALDEV or ../shared/data/realdev)")
+    parser.add_argument("--failures", type=int, default=0, help="print this many failed tight crops per variant")
+    args = parser.parse_args()
+
+    robust_model = Recognizer.load()
+    paper_model = Recognizer.load(preprocess="paper")
+    start = time.perf_counter()
+    sources = {}
+    for salt, name in enumerate(REALDEV_SETS):
+        data = load_realdev(name, "validation", args.realdev)
+        sources[f"{name} (validation)"] = subsample(data.images, data.labels, args.n, args.seed, salt)
+    crops, crop_labels, variants = tight_crops(args.n, args.seed)
+    sources["MNIST test, tight crops"] = (crops, crop_labels)
+    sources["sklearn load_digits 8x8"] = subsample(*sklearn_digits(), args.n, args.seed, 10)
+
+    rows, results, crop_outcomes = [], {}, None
+    for name, (images, labels) in sources.items():
+        robust = outcomes(robust_model, images, "robust")
+        paper = outcomes(paper_model, images, "paper")
+        results[name] = {"robust": scores(*robust, labels), "paper": scores(*paper, labels)}
+        rows.append(row(name, results[name]["robust"], results[name]["paper"]))
+        print(rows[-1], flush=True)
+        if name.startswith("MNIST"):
+            crop_outcomes = robust
+
+    # Tight crops by variant: which scales, polarities and inks lose digits.
+    top, accepted = crop_outcomes
+    variant_rows, by_variant = [], {}
+    for key, pick in [*((p, [v[1] == p for v in variants]) for p in POLARITIES),
+                      *((k, [v[2] == k for v in variants]) for k in INKS),
+                      *((f"scale {s}x", [v[0] == s for v in variants]) for s in SCALES)]:
+        pick = np.array(pick)
+        by_variant[key] = scores(top[pick], accepted[pick], crop_labels[pick])
+        variant_rows.append([key, by_variant[key]["n"], f"{by_variant[key]['exact']:.3f}",
+                             f"{by_variant[key]['accepted']:.3f}", f"{by_variant[key]['accuracy_accepted']:.3f}"])
+    if args.failures:
+        for variant in sorted(set(variants)):
+            failed = [i for i, v in enumerate(variants) if v == variant
+                      and not (accepted[i] and top[i] == crop_labels[i])][: args.failures]
+            for i in failed:
+                print(f"{variant}: digit {crop_labels[i]} shape {crops[i].shape} -> top {top[i]}, "
+                      f"accepted {accepted[i]}")
+
+    info = machine()
+    markdown = "\n\n".join([
+        f"Real handwriting, seed {args.seed}, at most {args.n} per source; model: {robust_model.name}. "
+        f"{machine_line(info)}. Total {time.perf_counter() - start:.0f} s.",
+        markdown_table(["source", "n", "exact (robust)", "accepted", "accuracy among accepted", "balanced exact",
+                        "exact (paper pipeline)", "accepted (paper)"], rows),
+        markdown_table(["tight crops by variant (robust)", "n", "exact", "accepted", "accuracy among accepted"],
+                       variant_rows),
+    ])
+    write_results("real_handwriting", {"machine": info, "args": vars(args), "sources": results,
+                                       "tight_crop_variants": by_variant}, markdown)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,97 @@
+"""Ink that fills the frame is a digit: tight crops (any scale, either polarity, grey or binarized) and size-normalised
+scans are read like the same digit with a margin, while a photographed sheet's desk is still dropped."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from digitscan.image.prepare import preprocess
+from digitscan.synthetic.strokes import render_digit, stroke_digit
+
+
+def tight(digit: int, scale: int, *, light_on_dark: bool, binarized: bool, seed: int = 0) -> np.ndarray:
+    """A synthetic pen digit (28 px frame, ink bright) cropped to its ink, scaled, maybe binarized and inverted."""
+    image = stroke_digit(digit, seed=seed, size=28, thickness=0.12)
+    rows, cols = np.nonzero(image)
+    crop = image[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
+    if scale > 1:
+        crop = cv2.resize(crop, (crop.shape[1] * scale, crop.shape[0] * scale), interpolation=cv2.INTER_NEAREST)
+    if binarized:
+        crop = np.where(crop >= 128, 255, 0).astype(np.uint8)
+    return crop if light_on_dark else 255 - crop
+
+
+def with_margin(crop: np.ndarray, light_on_dark: bool) -> np.ndarray:
+    side = max(crop.shape) // 2
+    return cv2.copyMakeBorder(crop, side, side, side, side, cv2.BORDER_CONSTANT, value=0 if light_on_dark else 255)
+
+
+def correlation(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.corrcoef(a.ravel(), b.ravel())[0, 1])
+
+
+@pytest.mark.parametrize("scale", [1, 3, 6])
+@pytest.mark.parametrize("light_on_dark", [True, False], ids=["light-on-dark", "dark-on-light"])
+@pytest.mark.parametrize("binarized", [False, True], ids=["grey", "binarized"])
+def test_a_tight_crop_reads_like_the_digit_with_a_margin(scale, light_on_dark, binarized):
+    for digit in range(10):
+        crop = tight(digit, scale, light_on_dark=light_on_dark, binarized=binarized, seed=digit)
+        framed = preprocess(with_margin(crop, light_on_dark))
+        x = preprocess(crop)
+        assert x.any(), f"digit {digit}: the ink was not found"
+        assert correlation(framed, x) > 0.9, f"digit {digit}: {correlation(framed, x):.2f}"
+
+
+def test_tight_crops_are_read_by_the_model(recognizer):
+    variants = [(digit, scale, light) for digit in range(10) for scale in (1, 4) for light in (True, False)]
+    crops = [(tight(digit, scale, light_on_dark=light, binarized=False, seed=digit), light)
+             for digit, scale, light in variants]
+    hits = [recognizer.predict(crop) for crop, _ in crops]
+    framed = [recognizer.predict(with_margin(crop, light)) for crop, light in crops]
+    # Whatever the model makes of a synthetic pen digit with a margin, it makes of the tight crop too.
+    assert [(p.digit, p.is_digit) for p in hits] == [(p.digit, p.is_digit) for p in framed]
+
+
+def test_a_size_normalised_scan_touching_top_and_bottom():
+    """USPS and optdigits digits fill their box's height: ink touching two sides of a 16 px frame."""
+    image = stroke_digit(3, seed=1, size=64, thickness=0.12)
+    rows, cols = np.nonzero(image)
+    crop = image[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
+    box = np.zeros((max(crop.shape),) * 2, np.uint8)
+    left = (box.shape[1] - crop.shape[1]) // 2
+    box[:, left : left + crop.shape[1]] = crop
+    small = cv2.resize(box, (16, 16), interpolation=cv2.INTER_AREA)
+    assert correlation(preprocess(with_margin(small, True)), preprocess(small)) > 0.9
+
+
+def test_a_digit_touching_one_side_of_a_photo():
+    page = np.asarray(render_digit(7, (200, 240), seed=2, box_fraction=0.7, offset=(-0.33, 0.0), noise=3).convert("L"))
+    assert (page[:, 0] < 128).any()  # the digit runs off the left edge of the frame
+    centred = np.asarray(render_digit(7, (200, 240), seed=2, box_fraction=0.7, noise=3).convert("L"))
+    assert correlation(preprocess(centred), preprocess(page)) > 0.8
+
+
+@pytest.mark.parametrize("side", ["bottom", "left"])
+def test_a_desk_band_along_one_side_is_still_dropped(side):
+    rng = np.random.default_rng(4)
+    sheet = np.asarray(render_digit(4, (300, 360), seed=3, box_fraction=0.5).convert("L"), np.float32)
+    photo = sheet.copy()
+    if side == "bottom":
+        photo[-40:, :] = 70  # the desk between the sheet's edge and the frame
+    else:
+        photo[:, :35] = 70
+    photo = np.clip(photo + rng.normal(0, 4, photo.shape), 0, 255).astype(np.uint8)
+    assert correlation(preprocess(sheet.astype(np.uint8)), preprocess(photo)) > 0.9
+
+
+@pytest.mark.xfail(strict=True, reason="seen and not solved, before the tight-crop rule too: a desk strip that widens "
+                   "down one side is not dropped by the desk rule (the tight-crop rule leaves it alone)")
+def test_a_desk_wedge_beside_a_slightly_rotated_sheet_is_still_dropped():
+    rng = np.random.default_rng(6)
+    sheet = np.asarray(render_digit(2, (300, 360), seed=5, box_fraction=0.5).convert("L"), np.float32)
+    rows, cols = np.mgrid[0:360, 0:300]
+    photo = np.where(cols < 40 * rows / 360 * 0.75 + 2, 70, sheet)  # desk widening from 2 to 32 px down the left
+    photo = np.clip(photo + rng.normal(0, 4, photo.shape), 0, 255).astype(np.uint8)
+    assert correlation(preprocess(sheet.astype(np.uint8)), preprocess(photo)) > 0.9
