@@ -4,8 +4,9 @@ Per source, the shipped model (Recognizer.load()) through the robust preprocessi
 paper's pipeline (preprocess="paper"): exact accuracy (a rejection counts as an error), the share accepted as a
 digit, accuracy among the accepted, balanced exact accuracy (the mean over the ten classes; USPS is imbalanced),
 and n. Sources:
-- the VALIDATION split of each realdev set (digitscan.data.realdev: writer-disjoint; the training split is never
-  reported as a test): USPS 16x16 grey, CVL 28x28 dark on light, optdigits 32x32 binary;
+- the TEST split of each realdev set (digitscan.data.realdev: writer-disjoint; fine-tuning learns from the train
+  split and chooses its not-a-digit threshold on the validation split, never on this one): USPS 16x16 grey, CVL
+  28x28 dark on light, optdigits 32x32 binary;
 - tight crops of MNIST *test* digits: each digit cropped to its ink's bounding box, scaled 1-6x (nearest or area
   resize), light on dark or dark on light, grey or binarized, one variant per digit drawn with the seed;
 - scikit-learn's bundled `load_digits` (8x8, 0..16): EVALUATION ONLY, never tune on it.
@@ -105,16 +106,17 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=1000, help="samples per source (default 1000; fixed seed)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--realdev", help="realdev folder (default $DIGITSCAN_REALDEV or ../shared/data/realdev)")
+    parser.add_argument("--model", help="checkpoint to measure (default: the shipped model)")
     parser.add_argument("--failures", type=int, default=0, help="print this many failed tight crops per variant")
     args = parser.parse_args()
 
-    robust_model = Recognizer.load()
-    paper_model = Recognizer.load(preprocess="paper")
+    robust_model = Recognizer.load(args.model)
+    paper_model = Recognizer.load(args.model, preprocess="paper")
     start = time.perf_counter()
     sources = {}
     for salt, name in enumerate(REALDEV_SETS):
-        data = load_realdev(name, "validation", args.realdev)
-        sources[f"{name} (validation)"] = subsample(data.images, data.labels, args.n, args.seed, salt)
+        data = load_realdev(name, "test", args.realdev)
+        sources[f"{name} (test writers)"] = subsample(data.images, data.labels, args.n, args.seed, salt)
     crops, crop_labels, variants = tight_crops(args.n, args.seed)
     sources["MNIST test, tight crops"] = (crops, crop_labels)
     sources["sklearn load_digits 8x8"] = subsample(*sklearn_digits(), args.n, args.seed, 10)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from digitscan.data.realdev import BLOCK, VALIDATION_EVERY, load_realdev, read_manifest, realdev_dir
+from digitscan.data.realdev import BLOCK, SPLIT_EVERY, load_realdev, read_manifest, realdev_dir
 from digitscan.errors import DatasetError
 
 from helpers import REPO
@@ -35,24 +35,30 @@ def test_cvl_split_keeps_each_writer_on_one_side(tmp_path):
     everything = load_realdev("cvl_train", root=tmp_path)
     train = load_realdev("cvl_train", "train", root=tmp_path)
     validation = load_realdev("cvl_train", "validation", root=tmp_path)
+    test = load_realdev("cvl_train", "test", root=tmp_path)
     assert len(everything.images) == 60 and everything.images[0].shape == (28, 28)
     assert everything.images[0].dtype == np.float32 and everything.images[0].max() <= 1.0
-    assert set(validation.groups) == {"0004", "0009"}  # every 5th writer, sorted
-    assert not set(train.groups) & set(validation.groups)
-    assert len(train.labels) + len(validation.labels) == 60
-    assert list(validation.labels) == [0, 0, 1, 1, 2, 2] * 2
+    assert set(test.groups) == {"0004", "0009"}  # every 5th writer, sorted
+    assert set(validation.groups) == {"0003", "0008"}  # the one before each
+    assert not set(train.groups) & (set(validation.groups) | set(test.groups))
+    assert len(train.labels) + len(validation.labels) + len(test.labels) == 60
+    assert list(test.labels) == [0, 0, 1, 1, 2, 2] * 2
 
 
 def test_blocks_split_contiguous_indices(tmp_path):
     count = 7 * BLOCK + 3
     files = [f"usps_train_{i:04d}.png" for i in range(count)]
     write_set(tmp_path, "usps_train", files, [i % 10 for i in range(count)])
+    test = load_realdev("usps_train", "test", root=tmp_path)
+    indices = [int(f[11:15]) for f in test.files]
+    assert indices == list(range((SPLIT_EVERY - 1) * BLOCK, SPLIT_EVERY * BLOCK))
+    assert list(test.labels) == [i % 10 for i in indices]
     validation = load_realdev("usps_train", "validation", root=tmp_path)
-    indices = [int(f[11:15]) for f in validation.files]
-    assert indices == list(range((VALIDATION_EVERY - 1) * BLOCK, VALIDATION_EVERY * BLOCK))
-    assert list(validation.labels) == [i % 10 for i in indices]
+    start = (SPLIT_EVERY - 2) * BLOCK
+    assert [int(f[11:15]) for f in validation.files] == list(range(start, start + BLOCK))
     train = load_realdev("usps_train", "train", root=tmp_path)
-    assert len(train.files) == count - BLOCK and not set(train.files) & set(validation.files)
+    assert len(train.files) == count - 2 * BLOCK
+    assert not set(train.files) & (set(validation.files) | set(test.files))
 
 
 def test_location_from_environment(tmp_path, monkeypatch):
@@ -83,15 +89,16 @@ def test_missing_folder_and_bad_names(tmp_path):
     with pytest.raises(ValueError, match="unknown realdev set"):
         load_realdev("mnist", root=tmp_path)
     with pytest.raises(ValueError, match="split"):
-        load_realdev("cvl_train", "test", root=tmp_path)
+        load_realdev("cvl_train", "held-out", root=tmp_path)
 
 
 def test_shared_realdev_counts():
-    """The real folders (CI has ../shared/data/realdev): sizes, labels, and a validation split of about 20 %."""
+    """The real folders (CI has ../shared/data/realdev): sizes, labels, and validation and test splits of about 20 %."""
     root = REPO.parent / "shared" / "data" / "realdev"
     for name, count in {"usps_train": 7291, "cvl_train": 5000, "optdigits_train": 1934}.items():
-        validation = load_realdev(name, "validation", root=root)
         files, labels = read_manifest(root / name)
         assert len(files) == count and set(labels.tolist()) == set(range(10))
-        assert 0.15 < len(validation.labels) / count < 0.25
-        assert set(np.unique(validation.labels)) == set(range(10))
+        for split in ("validation", "test"):
+            part = load_realdev(name, split, root=root)
+            assert 0.15 < len(part.labels) / count < 0.25
+            assert set(np.unique(part.labels)) == set(range(10))

@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from digitscan.data.realdev import REALDEV_SETS
 from digitscan.synthetic.nondigits import BLANK_PAGES, blank_glyph, letter_glyph, scribble_glyph
 from digitscan.synthetic.photos import CONDITIONS, EXIF_ORIENTATION, font_split, glyph_from_mnist, photograph
-from digitscan.training.finetune import NEGATIVE, PoolSizes, _iou, _number_pieces, build_pools
+from digitscan.training.finetune import NEGATIVE, SOURCES, PoolSizes, _iou, _number_pieces, build_pools
 
 PER_CONDITION = {"huge-image": 1}  # 3000-4000 px photos take seconds each
 
@@ -107,12 +108,18 @@ def test_fine_tuning_pools(mnist_test, tmp_path, monkeypatch):
     monkeypatch.setenv("DIGITSCAN_CACHE", str(tmp_path / "mnist"))
     images, labels = mnist_test  # any digits do for a code-path test; training uses the training split
     sizes = PoolSizes(photo_digits=12, font_digits=4, numbers=3, fashion_files=5, fashion_photos=3, letters=4,
-                      scribbles=4, pages=4)
+                      scribbles=4, pages=4, scans=8, scanned_letters=4, realdev_stored=9, realdev_scans=6)
     pools = build_pools(images[:100], labels[:100], sizes, workers=1, progress=False)
     assert pools.digits.dtype == np.uint8 and pools.digits.shape[1:] == (28, 28)
     assert len(pools.digits) == len(pools.labels) >= 16 and set(pools.labels.tolist()) <= set(range(10))
     assert len(pools.negatives) >= 12
     assert (pools.digits.reshape(len(pools.digits), -1).max(axis=1) > 0).all()
+    # Every example says where it came from: the realdev train split as stored, scans, photos, letters...
+    digit_sources = {SOURCES[i] for i in pools.digit_sources.tolist()}
+    assert {"photo digits", "scanned digits", "realdev rescanned"} <= digit_sources
+    assert digit_sources & set(REALDEV_SETS)
+    assert {"letters", "fashion files"} <= {SOURCES[i] for i in pools.negative_sources.tolist()}
     again = build_pools(images[:100], labels[:100], sizes, workers=1, progress=False)  # from the cache
     assert np.array_equal(again.negatives, pools.negatives)
+    assert np.array_equal(again.digit_sources, pools.digit_sources)
     assert list((tmp_path / "pools").glob("*.safetensors"))

@@ -95,3 +95,47 @@ def test_a_desk_wedge_beside_a_slightly_rotated_sheet_is_still_dropped():
     photo = np.where(cols < 40 * rows / 360 * 0.75 + 2, 70, sheet)  # desk widening from 2 to 32 px down the left
     photo = np.clip(photo + rng.normal(0, 4, photo.shape), 0, 255).astype(np.uint8)
     assert correlation(preprocess(sheet.astype(np.uint8)), preprocess(photo)) > 0.9
+
+
+@pytest.mark.parametrize("side, margin", [(12, 0), (16, 0), (6, 1), (8, 1)])
+@pytest.mark.parametrize("binarized", [False, True], ids=["grey", "binarized"])
+def test_a_tiny_scan_reads_like_the_digit_with_a_margin(side, margin, binarized):
+    """6-16 px, as scanners and datasets normalise digits (load_digits is 8x8, USPS 16x16): from 12 px on, filling
+    the frame; below that with one pixel of ground around it (cropped to the ink at under 12 px, a digit touching
+    every side leaves no way to tell its ground from its ink)."""
+    for digit in (0, 2, 3, 5, 7):
+        image = stroke_digit(digit, seed=digit, size=64, thickness=0.14)
+        rows, cols = np.nonzero(image)
+        crop = image[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
+        small = cv2.resize(crop, (max(3, round(side * crop.shape[1] / crop.shape[0])), side),
+                           interpolation=cv2.INTER_AREA)
+        if binarized:
+            small = np.where(small >= 100, 255, 0).astype(np.uint8)
+        small = cv2.copyMakeBorder(small, margin, margin, margin, margin, cv2.BORDER_CONSTANT, value=0)
+        x = preprocess(small)
+        assert x.any(), f"digit {digit}: the ink was not found"
+        assert correlation(preprocess(with_margin(small, True)), x) > 0.85, digit
+
+
+@pytest.mark.parametrize("margin", [1, 2, 3])
+def test_a_crop_with_a_thin_margin_is_a_tight_crop(margin):
+    """A character box cut a few pixels wide of the ink reads like the tight crop (the ink nearly touches the frame)."""
+    for digit in range(10):
+        crop = tight(digit, 3, light_on_dark=False, binarized=False, seed=digit)
+        boxed = cv2.copyMakeBorder(crop, margin, margin, margin, margin, cv2.BORDER_CONSTANT, value=255)
+        assert correlation(preprocess(crop), preprocess(boxed)) > 0.9, digit
+
+
+def test_a_box_normalised_one_is_read_as_a_one(recognizer):
+    """NIST's and USPS's size normalisation stretch a narrow 1 into a slab of a third of the box or more (optdigits
+    1s are 8-10 px wide in 32): the shipped model, fine-tuned on such scans, reads it as a 1."""
+    for seed in range(4):
+        image = stroke_digit(1, seed=seed, size=64, thickness=0.12)
+        rows, cols = np.nonzero(image)
+        crop = image[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
+        for width in (8, 11):
+            slab = np.where(cv2.resize(crop, (width, 32), interpolation=cv2.INTER_LINEAR) >= 128, 255, 0)
+            box = np.zeros((32, 32), np.uint8)
+            box[:, 16 - width // 2 : 16 - width // 2 + width] = slab
+            result = recognizer.predict(box)
+            assert result.digit == 1 and result.is_digit, (seed, width, result)

@@ -294,8 +294,13 @@ def process_files(files: list[Path], work, describe, as_json: bool) -> None:
 @click.option("--limit", type=int, help="Train on only the first N images of the training split (quick trials).")
 @click.option("--realworld", is_flag=True,
               help="Also train on photographed digits and on non-digits (Fashion-MNIST training pictures, letters, "
-                   "scribbles, wrong cuts of numbers), then choose the not-a-digit threshold on validation data. "
-                   "Needs the Debian packages dataset-fashion-mnist and the handwriting fonts (docs/real-world.md).")
+                   "scribbles, wrong cuts of numbers), on scanned and tight-cropped digits and on real scans by "
+                   "other people (the realdev train split), then choose the not-a-digit threshold on validation "
+                   "data. Needs the Debian packages dataset-fashion-mnist and the handwriting fonts, and the realdev "
+                   "folder (docs/real-world.md, docs/model-card.md).")
+@click.option("--realdev", type=click.Path(file_okay=False),
+              help="The realdev folder --realworld reads (default: $DIGITSCAN_REALDEV, else ../shared/data/realdev "
+                   "beside the repository).")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 @click.option("--distributed", is_flag=True,
               help="Data-parallel on this machine: rerun this command under torchrun --standalone with "
@@ -304,7 +309,7 @@ def process_files(files: list[Path], work, describe, as_json: bool) -> None:
               help="Processes for --distributed (default: one per GPU, else 2).")
 @click.pass_context
 def train(ctx, arch, epochs, batch_size, lr, val_split, seed, threads, device, dataset, data, preprocess, augment,
-          init, out, as_json, eval_test, limit, realworld, no_progress, distributed, nproc_per_node):
+          init, out, as_json, eval_test, limit, realworld, realdev, no_progress, distributed, nproc_per_node):
     """Train a model on MNIST or another dataset and save a self-describing checkpoint.
 
     Each architecture brings its own recipe (epochs, batch size, optimizer, schedule, augmentation);
@@ -333,7 +338,8 @@ def train(ctx, arch, epochs, batch_size, lr, val_split, seed, threads, device, d
 
     config = make_config(arch, epochs=epochs, batch_size=batch_size, lr=lr, val_split=val_split, seed=seed,
                          threads=threads, device=device, eval_test=eval_test, dataset=dataset, data=data,
-                         preprocess=preprocess, augment=augment, init=init, limit=limit, realworld=realworld or None)
+                         preprocess=preprocess, augment=augment, init=init, limit=limit, realworld=realworld or None,
+                         realdev=realdev)
     if distributed and not dist.launched_by_torchrun():
         sys.exit(launch_torchrun(ctx, nproc_per_node, cuda=pick_device(config.device).type == "cuda"))
     out_path = Path(out or f"runs/{config.arch}.safetensors")

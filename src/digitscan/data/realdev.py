@@ -1,20 +1,21 @@
 """Real handwriting by third parties (../shared/data/realdev): USPS, CVL and optdigits digits, with a writer-disjoint
-train/validation split.
+train/validation/test split.
 
-`load_realdev("cvl_train", "validation")` -> RealdevSet(name, images=[(H, W) float32 grey], labels, groups).
+`load_realdev("cvl_train", "test")` -> RealdevSet(name, images=[(H, W) float32 grey], labels, groups).
 Each folder holds one PNG per sample and a `manifest.csv` (columns file,label); every image goes through the one
 decoder, digitscan.image.decode.decode_image, and is returned as decoded grey (1.0 = white, native size and
 polarity), since sizes (16x16, 28x28, 32x32) and polarities differ between the sets.
 
-The split, deterministic and writer-disjoint as far as the data allows:
-- cvl_train: by writer, the second field of `cvl_train_<label>-<writer>-<a>-<b>.png`. The writers, sorted, are dealt
-  out in turn and every VALIDATION_EVERY-th (the 5th, 10th, ...) goes to validation, so no writer is on both sides.
+The split, deterministic and writer-disjoint as far as the data allows, in three parts: every SPLIT_EVERY-th group
+(the 5th, 10th, ...) is `test`, the one before each of those is `validation`, the rest is `train`.
+- cvl_train: groups are writers, the second field of `cvl_train_<label>-<writer>-<a>-<b>.png`, sorted, so no writer
+  is on two sides.
 - usps_train and optdigits_train carry no writer IDs. Neighbouring samples often come from the same writer (an
   envelope's ZIP code, a form's boxes are stored one after another), so a random split would put one person's
-  digits on both sides and flatter the validation score. They are split in contiguous blocks of BLOCK samples by
-  index (the number in the file name, i.e. the manifest's order): every VALIDATION_EVERY-th block is validation.
-  Only the writers at the block boundaries can straddle the split.
-Validation is for choosing and reporting, never for training.
+  digits on both sides and flatter the scores. They are split in contiguous blocks of BLOCK samples by index (the
+  number in the file name, i.e. the manifest's order). Only the writers at the block boundaries can straddle it.
+`train` is what fine-tuning learns from, `validation` what it chooses with (the not-a-digit threshold), `test` what
+the benchmarks report; nothing is tuned on `test`.
 """
 
 from __future__ import annotations
@@ -31,9 +32,9 @@ from digitscan.errors import DatasetError, ImageError
 from digitscan.image.decode import decode_image
 
 REALDEV_SETS = ("usps_train", "cvl_train", "optdigits_train")
-REALDEV_SPLITS = ("train", "validation", "all")
+REALDEV_SPLITS = ("train", "validation", "test", "all")
 MANIFEST = "manifest.csv"
-VALIDATION_EVERY = 5  # one writer (CVL) or one block (USPS, optdigits) in five is validation: a 20 % split
+SPLIT_EVERY = 5  # one writer (CVL) or one block (USPS, optdigits) in five is test, one in five validation
 BLOCK = 100  # samples per contiguous block of the sets without writer IDs
 _CVL_WRITER = re.compile(r"^cvl_train_\d+-(\d+)-")
 _INDEX = re.compile(r"_(\d+)\.png$")
@@ -44,7 +45,7 @@ class RealdevSet:
     """Decoded images of one realdev folder (one split of it), with their labels and writer/group ids."""
 
     name: str  # the folder's name, e.g. "cvl_train"
-    split: str  # "train", "validation" or "all"
+    split: str  # "train", "validation", "test" or "all"
     images: list[np.ndarray]  # (H, W) float32 grey in [0, 1], 1.0 = white, as decode_image returns them
     labels: np.ndarray  # int64 (N,), digits 0-9
     groups: np.ndarray  # str (N,): the writer ID (cvl) or "block-K" (usps, optdigits), what the split keeps apart
@@ -69,8 +70,7 @@ def load_realdev(name: str, split: str = "all", root: str | os.PathLike | None =
     folder = realdev_dir(root) / name
     files, labels = read_manifest(folder)
     groups = np.array(split_groups(name, files))
-    validation = is_validation(groups)
-    chosen = np.arange(len(files)) if split == "all" else np.flatnonzero(validation == (split == "validation"))
+    chosen = np.arange(len(files)) if split == "all" else np.flatnonzero(split_of(groups) == split)
     images = []
     for index in chosen:
         try:
@@ -118,11 +118,14 @@ def split_groups(name: str, files: list[str]) -> list[str]:
     return groups
 
 
-def is_validation(groups: np.ndarray) -> np.ndarray:
-    """(N,) bool: every VALIDATION_EVERY-th group, in sorted order (numeric for blocks), is validation."""
+def split_of(groups: np.ndarray) -> np.ndarray:
+    """(N,) str: "train", "validation" or "test" per sample, by its group's position in sorted order (numeric for
+    blocks): the last of every SPLIT_EVERY groups is test, the one before it validation."""
     def order(group: str):
         return int(group.rsplit("-", 1)[-1]) if group.startswith("block-") else group
 
     unique = sorted(set(groups.tolist()), key=order)
-    held = {group for position, group in enumerate(unique) if position % VALIDATION_EVERY == VALIDATION_EVERY - 1}
-    return np.array([group in held for group in groups.tolist()], bool)
+    names = {group: "test" if position % SPLIT_EVERY == SPLIT_EVERY - 1 else
+             "validation" if position % SPLIT_EVERY == SPLIT_EVERY - 2 else "train"
+             for position, group in enumerate(unique)}
+    return np.array([names[group] for group in groups.tolist()])

@@ -23,6 +23,11 @@ _MIN_INK_EXTENT = 0.02  # a component spanning less than this fraction of the im
 _MAD_TO_SIGMA = 1.4826  # median absolute deviation -> standard deviation for Gaussian noise
 _MIN_PAPER_LEVEL = 0.1  # paper darker than this is not divided out (it would only amplify noise)
 _LIGHT_GROUND = 0.35  # light ink is only looked for on a ground darker than this (median of the image)
+# A frame smaller than this on its longer side (an 8x8 or 16x16 scan, a thumbnail) is enlarged first, by an integer
+# factor to at least _TINY_TARGET, so that the pixel-sized steps below (a sigma-1 blur, 3x3 dilations, a 2 px
+# margin) are as small next to the digit as at any other size.
+_TINY_SIDE = 24
+_TINY_TARGET = 48
 # A digit cropped to its ink (a tight crop, a size-normalised scan): ink is 20-60 % of the pixels, so the robust
 # background fit and noise estimate, which take the ink for a minority, fail, and strokes touching the frame look
 # like a desk. Such an image is padded with its own ground first, as MNIST frames a digit in a margin.
@@ -30,18 +35,22 @@ _CROP_MARGIN = 0.3  # padding on every side, as a fraction of the longer side: 4
 _CROP_CONTRAST = 0.25  # the ink differs from the ground by at least this much
 _CROP_SIDE_COVER = 0.9  # the ink covers no side for more than this share (a desk band runs along a whole side)
 _CROP_FLAT = 0.25  # at least this share of the pixels sit at the ground level: one flat ground, no light falloff
+_CROP_FLAT_NARROW = 0.15  # ...in a frame under half as wide as tall (a "1"), where the stroke is most of the pixels
 _CROP_FLAT_OUTLINE = 0.9  # ...and this share of the outline's pixels too (within a tenth of the contrast),
 _CROP_EDGE = 0.08  # ...counting only pixels this far (a share of the longer side) from the ink
+_CROP_REACH = 0.05  # ink this close to a side (a share of the longer side, at least 2 px) reaches it: a box cut
+# with a thin margin
 _CROP_MAX_ASPECT = 2.0  # one digit is at most about as wide as tall: a wider frame is a number, not a crop
-_CROP_STROKE = 0.2  # the ink is pen-wide: stroke width at most this share of the longer side (not a sheet or desk)
+_CROP_STROKE = 0.3  # the ink is pen-wide: stroke width at most this share of the longer side (not a sheet or desk)
 
 
 def ink_map(gray: np.ndarray, *, speck_fraction: float = _SPECK_FRACTION) -> tuple[np.ndarray, float]:
     """Where the ink is: (ink, scale), ink float32 in [0, 1] with ink bright and background exactly 0.
 
-    Images whose longer side exceeds WORK_SIDE are first downscaled (area interpolation) for speed, so `ink` has
-    the working size and `scale` = ink side / gray side (1.0 when not downscaled); a box found in `ink` maps
-    back to input pixels by dividing by `scale`. No ink (blank, uniform, pure noise, only dust) -> all zeros.
+    Images whose longer side exceeds WORK_SIDE are first downscaled (area interpolation) for speed, and tiny ones
+    (under _TINY_SIDE) enlarged, so `ink` has the working size and `scale` = ink side / gray side (1.0 when
+    neither); a box found in `ink` maps back to input pixels by dividing by `scale`. No ink (blank, uniform, pure
+    noise, only dust) -> all zeros.
     speck_fraction: strokes with less area than this fraction of the largest are dropped as specks; a reader of
     whole numbers passes 0 (a thin "1" is small next to an underline touching ten digits) and judges specks itself.
     """
@@ -51,7 +60,12 @@ def ink_map(gray: np.ndarray, *, speck_fraction: float = _SPECK_FRACTION) -> tup
 def _ink_map(gray: np.ndarray, speck_fraction: float = _SPECK_FRACTION) -> tuple[np.ndarray, float]:
     """ink_map for an already validated (H, W) float32 array in [0, 1]."""
     work, scale = _downscale(gray, WORK_SIDE)
-    ground = _tight_crop_ground(work)
+    tiny = max(work.shape) < _TINY_SIDE
+    if tiny:
+        factor = -(-_TINY_TARGET // max(work.shape))  # ceil
+        work = cv2.resize(work, (work.shape[1] * factor, work.shape[0] * factor), interpolation=cv2.INTER_LINEAR)
+        scale = float(factor)
+    ground = _tight_crop_ground(work, tiny)
     if ground is None:
         return _find_ink(work, speck_fraction), scale
     pad = max(2, round(_CROP_MARGIN * max(work.shape)))
@@ -59,7 +73,7 @@ def _ink_map(gray: np.ndarray, speck_fraction: float = _SPECK_FRACTION) -> tuple
     return _find_ink(framed, speck_fraction)[pad:-pad, pad:-pad], scale
 
 
-def _tight_crop_ground(work: np.ndarray) -> float | None:
+def _tight_crop_ground(work: np.ndarray, tiny: bool = False) -> float | None:
     """The ground level of a digit whose ink fills the frame (cropped to it, or size-normalised like USPS and
     optdigits), None for anything else: a photo or a page is left to the background fit and the desk rule.
 
@@ -68,7 +82,9 @@ def _tight_crop_ground(work: np.ndarray) -> float | None:
     and is pen-wide; its largest piece reaches two or more sides of the frame without covering any of them (a desk
     band does) and every other piece touches the frame or lies within that piece's box (a digit in the middle of a
     sheet beside a strip of desk does not); most pixels, and the outline away from the ink, sit flat at the ground
-    level (uneven light or a shadow would not).
+    level (uneven light or a shadow would not). A tiny frame (`tiny`: under _TINY_SIDE px before enlarging; nobody
+    photographs a sheet at that size) is a crop whenever its ink lies on one side of one ground: at 8 px the ink
+    can cover nearly every pixel and every side.
     """
     height, width = work.shape
     if min(height, width) < 3 or width > _CROP_MAX_ASPECT * height:  # a line of digits is read by its own path
@@ -84,7 +100,11 @@ def _tight_crop_ground(work: np.ndarray) -> float | None:
         return None
     ink = np.abs(deviation) > contrast / 2
     lighter = float((deviation[ink] > 0).mean())
-    if min(lighter, 1 - lighter) > 0.02 or (np.abs(deviation) <= 0.1 * contrast).mean() < _CROP_FLAT:
+    if min(lighter, 1 - lighter) > 0.02:
+        return None
+    if tiny:
+        return ground
+    if (np.abs(deviation) <= 0.1 * contrast).mean() < (_CROP_FLAT_NARROW if 2 * width < height else _CROP_FLAT):
         return None
     # One digit, not a digit near the frame or beside a desk: the largest piece of ink (faint edges included: a
     # crop ends where the ink ends) touches two sides, and every other piece touches the frame too or lies within
@@ -92,7 +112,8 @@ def _tight_crop_ground(work: np.ndarray) -> float | None:
     faint = (np.abs(deviation) > contrast / 4).astype(np.uint8)
     left, top, box_w, box_h, area = cv2.connectedComponentsWithStats(faint, connectivity=8)[2][1:].T  # (n,) each
     right, bottom = left + box_w, top + box_h  # exclusive
-    touch = np.stack([top <= 1, bottom >= height - 1, left <= 1, right >= width - 1])  # (4, n)
+    reach = max(2, round(_CROP_REACH * max(height, width)))
+    touch = np.stack([top < reach, bottom > height - reach, left < reach, right > width - reach])  # (4, n)
     largest = int(np.argmax(area))
     if touch[:, largest].sum() < 2:
         return None

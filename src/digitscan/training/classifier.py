@@ -58,6 +58,7 @@ class TrainConfig(Recipe):
     limit: int | None = None  # train on only the first N images of the training split (quick runs, smoke tests)
     realworld: bool = False  # mix photo-like digits and non-digits into every batch (digitscan.training.finetune)
     outlier_weight: float = 0.5  # weight of the non-digits' pull towards the uniform distribution
+    realdev: str | None = None  # --realworld: the realdev folder (None: $DIGITSCAN_REALDEV or ../shared/data/realdev)
 
 
 def make_config(arch: str, **overrides) -> TrainConfig:
@@ -222,8 +223,8 @@ def train(config: TrainConfig, out: str | Path | None = None, *, progress: bool 
     if config.realworld and dataset.name != "mnist":
         raise ValueError("--realworld fine-tunes a digit reader: it needs --dataset mnist")
     # Real-world pools come from this run's training digits only (the validation split stays unseen).
-    pools = build_pools(images[train_idx], labels[train_idx], seed=config.seed, progress=progress and is_main) \
-        if config.realworld else None
+    pools = build_pools(images[train_idx], labels[train_idx], seed=config.seed, realdev=config.realdev,
+                        progress=progress and is_main) if config.realworld else None
     optimizer = make_optimizer(model, config)
     steps_per_epoch = math.ceil((len(x_train) if sampler is None else len(sampler)) / config.batch_size)
     scheduler = make_scheduler(optimizer, config, steps_per_epoch)
@@ -276,7 +277,7 @@ def train(config: TrainConfig, out: str | Path | None = None, *, progress: bool 
             return torch.softmax(infer(model, inputs) / temperature, dim=1).max(dim=1).values.numpy()
 
         rule = choose_reject_threshold(confidence, images[val_idx], labels[val_idx], seed=config.seed,
-                                       progress=progress)
+                                       realdev=config.realdev, progress=progress)
         meta["reject_threshold"] = rule.pop("threshold")
         meta["reject_rule"] = rule
     path = save_checkpoint(out, model, meta) if out is not None else None
