@@ -9,13 +9,18 @@ and n. Sources:
   28x28 dark on light, optdigits 32x32 binary;
 - tight crops of MNIST *test* digits: each digit cropped to its ink's bounding box, scaled 1-6x (nearest or area
   resize), light on dark or dark on light, grey or binarized, one variant per digit drawn with the seed;
-- scikit-learn's bundled `load_digits` (8x8, 0..16): EVALUATION ONLY, never tune on it.
+- scikit-learn's bundled `load_digits` (8x8, 0..16): EVALUATION ONLY, never tune on it;
+- and, to show what the rejection rule does to things that are not digits in the same form: Fashion-MNIST *test*
+  pictures cropped tight the same way, and letters in the *evaluation* handwriting fonts (never trained on) scanned
+  by digitscan.synthetic.scans (tight, tiny, box-normalised, binarized) -- "accepted" is the share wrongly taken for
+  a digit.
 Photos (synthetic nuisances, desks, non-digits) are benchmarks/realworld.py's job and are not repeated here.
 
 Run: `.venv/bin/python benchmarks/real_handwriting.py` (about a minute on 2 CPU cores with the default --n 1000 per
 source, subsampled with --seed). Needs MNIST ($DIGITSCAN_DATA) and realdev ($DIGITSCAN_REALDEV or
 ../shared/data/realdev). Writes benchmarks/results/real_handwriting.{json,md}; `--failures K` prints K rejected or
-misread tight crops per variant (for diagnosis).
+misread tight crops per variant (for diagnosis); `--errors K` draws the model inputs of K failures per source
+in benchmarks/results/real_handwriting_errors.png (the model card's picture of typical errors).
 """
 
 from __future__ import annotations
@@ -29,11 +34,16 @@ import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, machine_line, markdown_table, write_results  # noqa: E402
+from common import RESULTS, machine, machine_line, markdown_table, write_results  # noqa: E402
+from digitscan.data.datasets import load_fashion_mnist  # noqa: E402
 from digitscan.data.mnist import load_mnist  # noqa: E402
 from digitscan.data.realdev import REALDEV_SETS, load_realdev  # noqa: E402
 from digitscan.image.prepare import to_model_input  # noqa: E402
+from digitscan.plots import save_misclassified_grid  # noqa: E402
 from digitscan.recognize import Recognizer  # noqa: E402
+from digitscan.synthetic.nondigits import letter_glyph  # noqa: E402
+from digitscan.synthetic.photos import font_split  # noqa: E402
+from digitscan.synthetic.scans import scan  # noqa: E402
 
 SCALES = (1, 2, 3, 4, 5, 6)
 POLARITIES = ("light on dark", "dark on light")
@@ -65,6 +75,21 @@ def tight_crops(n: int, seed: int) -> tuple[list[np.ndarray], np.ndarray, list[t
     return crops, labels[chosen], variants
 
 
+def nondigit_crops(n: int, seed: int) -> dict[str, list[np.ndarray]]:
+    """Non-digits in the form of the digit sources: tight crops of Fashion-MNIST test pictures (as tight_crops
+    makes them) and scans of letters in the evaluation fonts."""
+    fashion = load_fashion_mnist(["test"]).test.images
+    rng = np.random.default_rng([seed, 16])
+    crops = []
+    for i in rng.choice(len(fashion), n, replace=False):
+        resize = cv2.INTER_NEAREST if rng.random() < 0.5 else cv2.INTER_AREA
+        crops.append(tight_crop(fashion[i], int(rng.choice(SCALES)), str(rng.choice(POLARITIES)),
+                                str(rng.choice(INKS)), resize))
+    fonts = font_split().evaluation
+    letters = [scan(letter_glyph(rng, fonts), rng) for _ in range(n)]
+    return {"Fashion-MNIST test, tight crops": crops, "letters (evaluation fonts), scanned": letters}
+
+
 def sklearn_digits() -> tuple[list[np.ndarray], np.ndarray]:
     """scikit-learn's bundled 8x8 digits, 0..16 with ink high: float32 in [0, 1], ink bright (evaluation only)."""
     from sklearn.datasets import load_digits
@@ -80,12 +105,21 @@ def subsample(images: list, labels: np.ndarray, n: int, seed: int, salt: int) ->
     return [images[i] for i in chosen], labels[chosen]
 
 
-def outcomes(recognizer: Recognizer, images: list, mode: str) -> tuple[np.ndarray, np.ndarray]:
-    """(top digit, accepted) per image, through preprocessing `mode`."""
+def outcomes(recognizer: Recognizer, images: list, mode: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(top digit, accepted, confidence, model input) per image, through preprocessing `mode`."""
     inputs = np.stack([to_model_input(image, mode) for image in images])
     predictions = recognizer.predict_inputs(inputs)
     return (np.array([int(np.argmax(p.probabilities)) for p in predictions]),
-            np.array([p.is_digit for p in predictions]))
+            np.array([p.is_digit for p in predictions]), np.array([p.confidence for p in predictions]), inputs)
+
+
+def error_grid(failures: list[tuple], path: Path) -> Path:
+    """A PNG of the model inputs of failed reads (source, true, top, confidence, accepted, input), per source."""
+    return save_misclassified_grid(
+        np.stack([f[5] for f in failures]), np.array([f[1] for f in failures]), np.array([f[2] for f in failures]),
+        path, confidences=np.array([f[3] for f in failures]), max_images=len(failures),
+        captions=[f"{f[0]}{'' if f[4] else ', rejected'}" for f in failures],
+        title="Real handwriting: misread or rejected (the model's input)")
 
 
 def scores(top: np.ndarray, accepted: np.ndarray, labels: np.ndarray) -> dict:
@@ -108,6 +142,8 @@ def main() -> None:
     parser.add_argument("--realdev", help="realdev folder (default $DIGITSCAN_REALDEV or ../shared/data/realdev)")
     parser.add_argument("--model", help="checkpoint to measure (default: the shipped model)")
     parser.add_argument("--failures", type=int, default=0, help="print this many failed tight crops per variant")
+    parser.add_argument("--errors", type=int, default=8,
+                        help="failures per source drawn in benchmarks/results/real_handwriting_errors.png")
     args = parser.parse_args()
 
     robust_model = Recognizer.load(args.model)
@@ -121,18 +157,29 @@ def main() -> None:
     sources["MNIST test, tight crops"] = (crops, crop_labels)
     sources["sklearn load_digits 8x8"] = subsample(*sklearn_digits(), args.n, args.seed, 10)
 
-    rows, results, crop_outcomes = [], {}, None
+    rows, results, crop_outcomes, failures = [], {}, None, []
     for name, (images, labels) in sources.items():
         robust = outcomes(robust_model, images, "robust")
         paper = outcomes(paper_model, images, "paper")
-        results[name] = {"robust": scores(*robust, labels), "paper": scores(*paper, labels)}
+        results[name] = {"robust": scores(*robust[:2], labels), "paper": scores(*paper[:2], labels)}
+        top, accepted, confidence, inputs = robust
+        failed = np.flatnonzero(~(accepted & (top == labels)))[: args.errors]
+        short = name.split(" ")[0].removesuffix("_train").replace("MNIST", "tight crop").replace("sklearn", "8x8")
+        failures += [(short, labels[i], top[i], confidence[i], accepted[i], inputs[i]) for i in failed]
         rows.append(row(name, results[name]["robust"], results[name]["paper"]))
         print(rows[-1], flush=True)
         if name.startswith("MNIST"):
             crop_outcomes = robust
 
+    nondigit_rows, nondigits = [], {}
+    for name, images in nondigit_crops(args.n, args.seed).items():
+        accepted = outcomes(robust_model, images, "robust")[1]
+        nondigits[name] = {"n": len(images), "accepted": float(accepted.mean())}
+        nondigit_rows.append([name, len(images), f"{accepted.mean():.3f}"])
+        print(nondigit_rows[-1], flush=True)
+
     # Tight crops by variant: which scales, polarities and inks lose digits.
-    top, accepted = crop_outcomes
+    top, accepted = crop_outcomes[:2]
     variant_rows, by_variant = [], {}
     for key, pick in [*((p, [v[1] == p for v in variants]) for p in POLARITIES),
                       *((k, [v[2] == k for v in variants]) for k in INKS),
@@ -157,9 +204,14 @@ def main() -> None:
                         "exact (paper pipeline)", "accepted (paper)"], rows),
         markdown_table(["tight crops by variant (robust)", "n", "exact", "accepted", "accuracy among accepted"],
                        variant_rows),
+        markdown_table(["not digits, in the same forms", "n", "accepted as a digit"], nondigit_rows),
     ])
+    if failures:
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        print(f"wrote {error_grid(failures, RESULTS / 'real_handwriting_errors.png')}")
     write_results("real_handwriting", {"machine": info, "args": vars(args), "sources": results,
-                                       "tight_crop_variants": by_variant}, markdown)
+                                       "tight_crop_variants": by_variant,
+                                       "nondigits": nondigits}, markdown)
 
 
 if __name__ == "__main__":

@@ -86,7 +86,8 @@ def test_realworld_fine_tuning_keeps_the_last_epoch(mnist_dir, tmp_path, monkeyp
 
     rng = np.random.default_rng(0)
     pools = Pools(rng.integers(0, 255, (64, 28, 28), dtype=np.uint8), rng.integers(0, 10, 64),
-                  rng.integers(0, 255, (32, 28, 28), dtype=np.uint8))
+                  rng.integers(0, 255, (32, 28, 28), dtype=np.uint8), rng.integers(0, 8, 64).astype(np.uint8),
+                  np.full(32, 10, np.uint8))
     monkeypatch.setattr(train_module, "build_pools", lambda *args, **kwargs: pools)
     monkeypatch.setattr(train_module, "choose_reject_threshold",
                         lambda *args, **kwargs: {"threshold": 0.5, "score": "calibrated top probability"})

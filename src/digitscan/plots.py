@@ -206,8 +206,13 @@ def save_misclassified_grid(
     confidences: np.ndarray | None = None,
     max_images: int = 64,
     classes: list[str] | None = None,
+    captions: Sequence[str] | None = None,
+    title: str = "Misclassified images",
 ) -> Path:
-    """Up to `max_images` of the given errors, titled "true 4 → pred 9 (0.87)"; a notice when there are none."""
+    """Up to `max_images` of the given errors, titled "true 4 → pred 9 (0.87)"; a notice when there are none.
+
+    captions: one line per image put above that title (e.g. where it comes from, "rejected"); title: the figure's.
+    """
     true = np.asarray(true).astype(int).reshape(-1)
     pred = np.asarray(pred).astype(int).reshape(-1)
     total = len(true)
@@ -215,6 +220,8 @@ def save_misclassified_grid(
         raise ValueError(f"got {len(images)} images, {total} true and {len(pred)} predicted labels")
     if confidences is not None and len(confidences) != total:
         raise ValueError(f"got {total} images but {len(confidences)} confidences")
+    if captions is not None and len(captions) != total:
+        raise ValueError(f"got {total} images but {len(captions)} captions")
 
     if total == 0:
         fig = _new_figure((5.0, 2.0))
@@ -237,8 +244,10 @@ def save_misclassified_grid(
         caption = f"true {names[true[i]]} → pred {names[pred[i]]}"
         if confidences is not None:
             caption += f" ({float(confidences[i]):.2f})"
+        if captions is not None:
+            caption = f"{captions[i]}\n{caption}"
         ax.set_title(caption, fontsize=7.5)
-    fig.suptitle(f"Misclassified images ({shown} of {total} shown)" if shown < total else "Misclassified images")
+    fig.suptitle(f"{title} ({shown} of {total} shown)" if shown < total else title)
     return _save(fig, path)
 
 

@@ -33,7 +33,7 @@ from digitscan.models.checkpoint import load_checkpoint, save_checkpoint, sha256
 from digitscan.models.inference import infer, to_input
 from digitscan.training import distributed
 from digitscan.training.evaluate import fit_temperature
-from digitscan.training.finetune import build_pools, choose_reject_threshold
+from digitscan.training.finetune import build_pools, choose_reject_threshold, draw_weights
 
 # What the model's input looks like, by preprocessing mode (recorded in the checkpoint's "input").
 INPUT_INK = {"robust": "bright on dark (MNIST)", "paper": "the image's own gray levels, resized (no inversion)"}
@@ -133,8 +133,9 @@ def train_one_epoch(model, x_train, y_train, optimizer, scheduler, config, gener
 
     Data-parallel (a DistributedSampler given): this process's share of the epoch's shuffle; the returned
     numbers are over all processes. With pools (digitscan.training.finetune.Pools), every batch also gets half as many
-    real-world digits and a quarter as many non-digits; the non-digits' loss is their cross-entropy to the
-    uniform distribution (outlier exposure).
+    real-world digits (drawn with finetune.draw_weights: real scans more often; augmented like MNIST's) and a
+    quarter as many non-digits; the non-digits' loss is their cross-entropy to the uniform distribution (outlier
+    exposure).
     """
     model.train()
     if sampler is None:
@@ -143,6 +144,7 @@ def train_one_epoch(model, x_train, y_train, optimizer, scheduler, config, gener
         sampler.set_epoch(epoch)  # every process draws the same shuffle for this epoch and takes its own slice
         order = torch.tensor(list(sampler))
     total_loss, correct, seen = 0.0, 0, 0
+    pool_weights = torch.from_numpy(draw_weights(pools)) if pools is not None else None
     batches = range(0, len(order), config.batch_size)
     bar = tqdm(batches, desc=f"epoch {epoch}/{config.epochs}", unit="batch", leave=False, disable=not progress)
     for start in bar:
@@ -153,8 +155,11 @@ def train_one_epoch(model, x_train, y_train, optimizer, scheduler, config, gener
         yb = y_train[idx]
         negatives = xb[:0]
         if pools is not None:
-            picks = torch.randint(len(pools.digits), (len(idx) // 2,), generator=generator)
-            xb = torch.cat([xb, to_input(pools.digits[picks.numpy()])])
+            picks = torch.multinomial(pool_weights, len(idx) // 2, replacement=True, generator=generator)
+            extra = to_input(pools.digits[picks.numpy()])
+            if config.augment == "handwriting":
+                extra = augment_batch(extra, generator).contiguous(memory_format=torch.channels_last)
+            xb = torch.cat([xb, extra])
             yb = torch.cat([yb, torch.from_numpy(pools.labels[picks.numpy()])])
             negatives = to_input(pools.negatives[torch.randint(len(pools.negatives), (len(idx) // 4,),
                                                                generator=generator).numpy()])
