@@ -43,22 +43,11 @@ from digitscan.plots import save_misclassified_grid  # noqa: E402
 from digitscan.recognize import Recognizer  # noqa: E402
 from digitscan.synthetic.nondigits import letter_glyph  # noqa: E402
 from digitscan.synthetic.photos import font_split  # noqa: E402
-from digitscan.synthetic.scans import scan  # noqa: E402
+from digitscan.synthetic.scans import scan, tight_crop  # noqa: E402
 
 SCALES = (1, 2, 3, 4, 5, 6)
 POLARITIES = ("light on dark", "dark on light")
 INKS = ("grey", "binarized")
-
-
-def tight_crop(image: np.ndarray, scale: int, polarity: str, ink: str, resize: int) -> np.ndarray:
-    """An MNIST digit (uint8, ink bright) cropped to its ink, scaled, maybe inverted and binarized: uint8 (h, w)."""
-    rows, cols = np.nonzero(image)
-    crop = image[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
-    if scale > 1:
-        crop = cv2.resize(crop, (crop.shape[1] * scale, crop.shape[0] * scale), interpolation=resize)
-    if ink == "binarized":
-        crop = np.where(crop >= 128, 255, 0).astype(np.uint8)
-    return 255 - crop if polarity == "dark on light" else crop
 
 
 def tight_crops(n: int, seed: int) -> tuple[list[np.ndarray], np.ndarray, list[tuple]]:

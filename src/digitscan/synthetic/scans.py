@@ -8,6 +8,10 @@ blurred); grey or binarized at a threshold that thins or fattens the strokes; ei
 the model MNIST *training* digits and realdev *training* digits scanned this way (digitscan.training.finetune); the
 benchmark's tight crops (benchmarks/real_handwriting.py) are made from the test split by their own, simpler rule.
 
+`tight_crop(image, scale, polarity, ink, resize)` is the benchmark's simpler rule (benchmarks/real_handwriting.py and
+the tests): an MNIST-style image cropped to its ink's bounding box, scaled by an integer factor, maybe inverted and
+binarized.
+
 `ink_glyph(gray)` turns a decoded scan (1.0 = white, either polarity) into such a glyph, so real scans can be
 rescanned too.
 """
@@ -57,6 +61,19 @@ def scan(glyph: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         paper, dark = rng.uniform(*PAPER_LEVEL), rng.uniform(*INK_LEVEL)
         return np.round(paper - out * (paper - dark)).astype(np.uint8)
     return np.round(np.clip(out, 0, 1) * 255).astype(np.uint8)
+
+
+def tight_crop(image: np.ndarray, scale: int, polarity: str, ink: str, resize: int = cv2.INTER_NEAREST) -> np.ndarray:
+    """An MNIST-style uint8 image (ink bright on 0) cropped to its ink, scaled `scale` times with cv2 interpolation
+    `resize`, binarized at 128 when ink is "binarized" (else "grey"), inverted when polarity is "dark on light"
+    (else "light on dark"): uint8 (h, w)."""
+    rows, cols = np.nonzero(image)
+    crop = image[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
+    if scale > 1:
+        crop = cv2.resize(crop, (crop.shape[1] * scale, crop.shape[0] * scale), interpolation=resize)
+    if ink == "binarized":
+        crop = np.where(crop >= 128, 255, 0).astype(np.uint8)
+    return 255 - crop if polarity == "dark on light" else crop
 
 
 def ink_glyph(gray: np.ndarray) -> np.ndarray:

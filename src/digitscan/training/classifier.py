@@ -133,9 +133,8 @@ def train_one_epoch(model, x_train, y_train, optimizer, scheduler, config, gener
 
     Data-parallel (a DistributedSampler given): this process's share of the epoch's shuffle; the returned
     numbers are over all processes. With pools (digitscan.training.finetune.Pools), every batch also gets half as many
-    real-world digits (drawn with finetune.draw_weights: real scans more often; augmented like MNIST's) and a
-    quarter as many non-digits; the non-digits' loss is their cross-entropy to the uniform distribution (outlier
-    exposure).
+    real-world digits (drawn with finetune.draw_weights: real scans more often) and a quarter as many non-digits;
+    the non-digits' loss is their cross-entropy to the uniform distribution (outlier exposure).
     """
     model.train()
     if sampler is None:
@@ -156,10 +155,7 @@ def train_one_epoch(model, x_train, y_train, optimizer, scheduler, config, gener
         negatives = xb[:0]
         if pools is not None:
             picks = torch.multinomial(pool_weights, len(idx) // 2, replacement=True, generator=generator)
-            extra = to_input(pools.digits[picks.numpy()])
-            if config.augment == "handwriting":
-                extra = augment_batch(extra, generator).contiguous(memory_format=torch.channels_last)
-            xb = torch.cat([xb, extra])
+            xb = torch.cat([xb, to_input(pools.digits[picks.numpy()])])
             yb = torch.cat([yb, torch.from_numpy(pools.labels[picks.numpy()])])
             negatives = to_input(pools.negatives[torch.randint(len(pools.negatives), (len(idx) // 4,),
                                                                generator=generator).numpy()])
