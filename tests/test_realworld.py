@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from digitscan.data.realdev import REALDEV_SETS
@@ -123,3 +124,28 @@ def test_fine_tuning_pools(mnist_test, tmp_path, monkeypatch):
     assert np.array_equal(again.negatives, pools.negatives)
     assert np.array_equal(again.digit_sources, pools.digit_sources)
     assert list((tmp_path / "pools").glob("*.safetensors"))
+
+
+@pytest.mark.slow
+def test_choosing_the_threshold_again(tmp_path, monkeypatch):
+    """`digitscan choose-threshold`: the rule of a --realworld checkpoint chosen again on (here tiny) validation
+    sets; the weights and temperature stay, both thresholds and the per-source report are written."""
+    from digitscan.models.checkpoint import load_checkpoint, shipped_path
+    from digitscan.training import finetune
+    from digitscan.training.classifier import rechoose_reject_rule
+
+    monkeypatch.setenv("DIGITSCAN_CACHE", str(tmp_path / "mnist"))
+    monkeypatch.setattr(finetune, "THRESHOLD_SIZES", PoolSizes(
+        photo_digits=20, font_digits=6, numbers=0, fashion_files=6, fashion_photos=4, letters=6, scribbles=4,
+        pages=2, scans=10, scanned_letters=6, realdev_stored=60, realdev_scans=6))
+    fields = rechoose_reject_rule(shipped_path(), tmp_path / "again.safetensors", progress=False)
+    again = load_checkpoint(tmp_path / "again.safetensors")
+    shipped = load_checkpoint()
+    assert again.meta["temperature"] == shipped.meta["temperature"]
+    assert again.meta["reject_logit_threshold"] == fields["reject_logit_threshold"]
+    assert 0 < again.meta["reject_threshold"] < 1
+    report = again.meta["reject_rule"]["validation"]
+    assert {"photo digits", "font digits", "scanned digits"} <= set(report["digits_by_source"])
+    assert report["digits"] >= 30 and report["nondigits"] >= 10
+    for name, tensor in shipped.model.state_dict().items():
+        assert torch.equal(tensor, again.model.state_dict()[name])

@@ -50,3 +50,27 @@ def test_bad_input_raises_image_error(recognizer):
 def test_to_dict_has_the_interface_fields(recognizer):
     data = recognizer.predict(EXAMPLES / "five_canvas.png").to_dict()
     assert set(data) == {"digit", "confidence", "is_digit", "probabilities"}
+
+
+def test_the_not_a_digit_rule_reads_the_top_logit_when_the_model_has_one():
+    """--realworld models (pools v9 on) reject by their top logit; ensembles and older models by the probability."""
+    from digitscan.recognize import Recognizer
+
+    logits = np.array([[4.0, 0, 0, 0, 0, 0, 0, 0, 0, 0],  # sure and strong
+                       [0.5, 0, 0, 0, 0, 0, 0, 0, 0, 0],  # a weak top logit
+                       [2.0, 1.8, 1.8, 1.8, 1.8, 1.8, 1.8, 1.8, 1.8, 1.8]])  # strong but unsure
+    inputs = np.ones((3, 28, 28), np.float32)
+    meta = {"classes": [str(d) for d in range(10)], "temperature": 1.0, "reject_threshold": 0.3}
+    by_probability = Recognizer(lambda x: logits, meta, "model.safetensors").predict_inputs(inputs)
+    assert [p.is_digit for p in by_probability] == [True, False, False]
+    by_logit = Recognizer(lambda x: logits, {**meta, "reject_logit_threshold": 1.5}, "m").predict_inputs(inputs)
+    assert [p.is_digit for p in by_logit] == [True, False, True]
+    assert by_logit[2].confidence == by_probability[2].confidence  # confidence is the probability either way
+
+
+def test_the_shipped_ensemble_rejects_by_probability():
+    from digitscan.models.checkpoint import load_checkpoint, load_ensemble
+
+    assert "reject_logit_threshold" in load_checkpoint().meta
+    meta = load_ensemble().meta
+    assert "reject_logit_threshold" not in meta and 0 < meta["reject_threshold"] < 1

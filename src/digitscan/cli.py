@@ -365,6 +365,37 @@ def train(ctx, arch, epochs, batch_size, lr, val_split, seed, threads, device, d
         click.echo(f"saved {result.checkpoint} (epoch {result.best_epoch}, {kept}) and {curves}")
 
 
+@main.command("choose-threshold")
+@click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False))
+@click.option("--out", type=click.Path(dir_okay=False), required=True,
+              help="Where to write the checkpoint with its new rule (the same path replaces it, atomically).")
+@click.option("--realdev", type=click.Path(file_okay=False),
+              help="The realdev folder (default: $DIGITSCAN_REALDEV, else ../shared/data/realdev).")
+@click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
+def choose_threshold(checkpoint: str, out: str, realdev: str | None, no_progress: bool) -> None:
+    """Choose the not-a-digit rule of a --realworld checkpoint again, on validation data.
+
+    The weights and the temperature stay; the thresholds (on the top logit, and on the calibrated top probability
+    for ensembles) are chosen as `train --realworld` chooses them at the end of its run: on photos and scans made
+    from the run's own MNIST validation split, non-digits, and the realdev validation writers. Use it after the rule
+    or the validation data changed, without training again. Prints what the new rule accepts, per source.
+
+    \b
+    Example:
+      digitscan choose-threshold runs/tuned.safetensors --out runs/tuned.safetensors
+    """
+    from digitscan.training.classifier import rechoose_reject_rule
+
+    fields = rechoose_reject_rule(checkpoint, out, realdev=realdev, progress=not no_progress)
+    validation = fields["reject_rule"]["validation"]
+    click.echo(f"{out}: top logit >= {fields['reject_logit_threshold']:.4f} (probability rule, for ensembles: "
+               f"{fields['reject_threshold']:.4f})")
+    for kind in ("digits", "nondigits"):
+        for source, row in validation[f"{kind}_by_source"].items():
+            click.echo(f"  {'digits' if kind == 'digits' else 'not digits'}, {source}: {row['accepted']:.3f} "
+                       f"accepted of {row['n']}")
+
+
 @main.command("train-reader")
 @click.option("--lines", type=click.IntRange(min=1), default=72_000, show_default=True,
               help="Photographed numbers to train on, made from MNIST training digits (~55 per second on 2 cores; "

@@ -66,6 +66,10 @@ class Recognizer:
         self.preprocess_mode = preprocess_mode or meta.get("preprocess", "robust")
         self.temperature = float(meta.get("temperature", 1.0))
         self.reject_threshold = float(meta.get("reject_threshold", 0.0))
+        # Set: an image is a digit when its top logit reaches this (the rule of --realworld models since pools v9);
+        # None: when the calibrated top probability reaches reject_threshold (ensembles, older models).
+        logit_threshold = meta.get("reject_logit_threshold")
+        self.reject_logit_threshold = None if logit_threshold is None else float(logit_threshold)
 
     @classmethod
     def load(cls, path: str | os.PathLike | None = None, preprocess: str | None = None,
@@ -140,17 +144,22 @@ class Recognizer:
         """Predictions for a stack of already prepared (N, 28, 28) inputs in [0, 1]."""
         if len(inputs) == 0:
             return []
-        probs = softmax(np.asarray(self.backend(inputs), np.float64) / self.temperature)  # (N, classes)
+        logits = np.asarray(self.backend(inputs), np.float64)  # (N, classes)
+        probs = softmax(logits / self.temperature)
         has_ink = np.asarray(inputs).reshape(len(inputs), -1).max(axis=1) > 0
-        return [self.decide(p, bool(ink)) for p, ink in zip(probs, has_ink)]
+        return [self.decide(p, float(top), bool(ink)) for p, top, ink in zip(probs, logits.max(axis=1), has_ink)]
 
-    def decide(self, probs: np.ndarray, has_ink: bool) -> Prediction:
+    def decide(self, probs: np.ndarray, top_logit: float, has_ink: bool) -> Prediction:
+        """The answer for one input from its calibrated probabilities and its top logit (the not-a-digit score)."""
         if not has_ink:
             # No ink means no evidence for any class: report that, not the network's guess for an all-black input.
             probs = np.full(len(self.classes), 1.0 / len(self.classes))
         top = int(probs.argmax())
         confidence = float(probs[top])
-        accepted = has_ink and confidence >= self.reject_threshold
+        if self.reject_logit_threshold is None:
+            accepted = has_ink and confidence >= self.reject_threshold
+        else:
+            accepted = has_ink and top_logit >= self.reject_logit_threshold
         label = self.classes[top]
         is_digit = accepted and label in DIGIT_CLASSES
         return Prediction(digit=int(label) if is_digit else None, confidence=confidence, is_digit=is_digit,

@@ -207,7 +207,8 @@ def load_ensemble(paths: list[str | os.PathLike] | None = None, *, tta: bool = T
             raise CheckpointError(f"{member.path}: classes differ from {members[0].path}; cannot ensemble them")
     model = Ensemble([m.model for m in members], TTA_SHIFTS if tta else ((0, 0),),
                      [float(m.meta.get("temperature", 1.0)) for m in members]).eval()
-    # The members' probabilities are calibrated one by one; their mean needs no further temperature.
-    meta = {**members[0].meta, "ensemble": [str(m.path) for m in members], "tta_shifts": model.shifts,
-            "temperature": 1.0}
+    # The members' probabilities are calibrated one by one; their mean needs no further temperature. Its outputs are
+    # log-probabilities, not logits: the not-a-digit rule is the first member's threshold on the probability.
+    meta = {key: value for key, value in members[0].meta.items() if key != "reject_logit_threshold"}
+    meta = {**meta, "ensemble": [str(m.path) for m in members], "tta_shifts": model.shifts, "temperature": 1.0}
     return Checkpoint(model=model, meta=meta, path=members[0].path)

@@ -24,7 +24,8 @@ def validate_meta(meta, where, *, num_outputs: int | None = None) -> None:
     `where` (the file). num_outputs: the logits the weights or graph produce, when known.
 
     classes: 2..MAX_CLASSES distinct printable names of 1..MAX_CLASS_NAME characters (one per output);
-    temperature: a finite number > 0; reject_threshold: a number in [0, 1]; preprocess: one of PREPROCESS_MODES;
+    temperature: a finite number > 0; reject_threshold: a number in [0, 1]; reject_logit_threshold (optional): a
+    finite number; preprocess: one of PREPROCESS_MODES;
     arch_kwargs: an object. Booleans are not numbers here.
     """
     if not isinstance(meta, dict):
@@ -44,6 +45,10 @@ def validate_meta(meta, where, *, num_outputs: int | None = None) -> None:
     threshold = meta.get("reject_threshold", 0.0)
     if not _is_number(threshold) or not 0 <= threshold <= 1:  # NaN fails both comparisons
         raise CheckpointError(f"{where}: metadata 'reject_threshold' must lie in [0, 1], got {threshold!r}")
+    logit_threshold = meta.get("reject_logit_threshold")
+    if logit_threshold is not None and (not _is_number(logit_threshold) or not math.isfinite(logit_threshold)):
+        raise CheckpointError(f"{where}: metadata 'reject_logit_threshold' must be a finite number, "
+                              f"got {logit_threshold!r}")
     if meta.get("preprocess", PREPROCESS_MODES[0]) not in PREPROCESS_MODES:
         raise CheckpointError(f"{where}: metadata 'preprocess' must be one of {', '.join(PREPROCESS_MODES)}, "
                               f"got {str(meta.get('preprocess'))[:40]!r}")

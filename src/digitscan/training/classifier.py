@@ -274,15 +274,41 @@ def train(config: TrainConfig, out: str | Path | None = None, *, progress: bool 
                      "replica_sha256": replicas} if world_size > 1 else None
     meta = checkpoint_meta(config, dataset, history, best_epoch, temperature, init=init, data_parallel=data_parallel)
     if config.realworld and len(x_val):
-        def confidence(inputs: np.ndarray) -> np.ndarray:
-            return torch.softmax(infer(model, inputs) / temperature, dim=1).max(dim=1).values.numpy()
-
-        rule = choose_reject_threshold(confidence, images[val_idx], labels[val_idx], seed=config.seed,
-                                       realdev=config.realdev, progress=progress)
-        meta["reject_threshold"] = rule.pop("threshold")
-        meta["reject_rule"] = rule
+        meta.update(reject_rule(model, temperature, images[val_idx], labels[val_idx], seed=config.seed,
+                                realdev=config.realdev, progress=progress))
     path = save_checkpoint(out, model, meta) if out is not None else None
     return TrainResult(model=model, history=history, best_epoch=best_epoch, config=config, checkpoint=path)
+
+
+def reject_rule(model: nn.Module, temperature: float, images: np.ndarray, labels: np.ndarray, *, seed: int,
+                realdev: str | None = None, progress: bool = True) -> dict:
+    """The checkpoint fields of the not-a-digit rule (finetune.choose_reject_threshold), chosen for `model` on
+    validation data made from these (validation) digits: reject_threshold, reject_logit_threshold, reject_rule."""
+    def scores(inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        logits = infer(model, inputs)
+        return (torch.softmax(logits / temperature, dim=1).max(dim=1).values.numpy(),
+                logits.max(dim=1).values.numpy())
+
+    rule = choose_reject_threshold(scores, images, labels, seed=seed, realdev=realdev, progress=progress)
+    return {"reject_threshold": rule.pop("threshold"), "reject_logit_threshold": rule.pop("logit_threshold"),
+            "reject_rule": rule}
+
+
+def rechoose_reject_rule(path: str | Path, out: str | Path, *, realdev: str | None = None,
+                         progress: bool = True) -> dict:
+    """Choose the not-a-digit rule again for a --realworld checkpoint (weights and temperature unchanged), on the
+    validation split its own run held out; writes the checkpoint with the new rule to `out`. Returns the fields."""
+    checkpoint = load_checkpoint(path)
+    config = checkpoint.meta["train_config"]
+    if not config.get("realworld") or config.get("dataset", "mnist") != "mnist":
+        raise ValueError(f"{path}: the not-a-digit rule is chosen for --realworld fine-tuned digit models only")
+    dataset = load_dataset("mnist", ["train"], data=config.get("data"))
+    _, val_idx = train_val_split(len(dataset.train.images), config["val_split"], config["seed"])
+    model = checkpoint.model.eval()
+    fields = reject_rule(model, float(checkpoint.meta["temperature"]), dataset.train.images[val_idx],
+                         dataset.train.labels[val_idx], seed=config["seed"], realdev=realdev, progress=progress)
+    save_checkpoint(out, model, {**checkpoint.meta, **fields})
+    return fields
 
 
 def load_initial_weights(model: nn.Module, config: TrainConfig, dataset: Dataset) -> dict:
