@@ -307,6 +307,8 @@ def rechoose_reject_rule(path: str | Path, out: str | Path, *, realdev: str | No
     model = checkpoint.model.eval()
     fields = reject_rule(model, float(checkpoint.meta["temperature"]), dataset.train.images[val_idx],
                          dataset.train.labels[val_idx], seed=config["seed"], realdev=realdev, progress=progress)
+    fields["reject_rule"]["chosen"] = {"by": "digitscan choose-threshold", "after_training": True,
+                                       "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     save_checkpoint(out, model, {**checkpoint.meta, **fields})
     return fields
 
