@@ -286,6 +286,7 @@ def main() -> None:
         "worst_condition": min(per_condition),
         "auroc": auroc(np.concatenate(positives), np.concatenate(negatives)),
         "reject_threshold": recognizer.reject_threshold,
+        "reject_logit_threshold": recognizer.reject_logit_threshold,  # when set, it decides (the top logit)
         "digits_accepted": float(accepted_digits.mean()),
         "nondigits_accepted": float(np.concatenate(accepted_negatives).mean()),
         "read_exact": float(np.mean([t == truth for t, truth in zip(texts, truths)])),

@@ -74,8 +74,9 @@ class PoolSizes:
     realdev_scans: int = 8_000  # realdev digits rescanned
 
 
-# Real scans by other people are few (about 8,500 digits, 40 CVL writers) next to the synthetic pools: each batch
-# draws them this many times as often as a synthetic example (every draw is augmented afresh, like MNIST's digits).
+# Real scans by other people are few (about 8,500 digits, 41 CVL writers) next to the synthetic pools: each batch
+# draws them this many times as often as a synthetic example. (Augmenting the pool digits like MNIST's as well, so
+# that repeated draws differ, lowered every confidence and read CVL no better: run B of commit 114d38b.)
 REAL_WEIGHT = 3.0
 
 # Where each pool example comes from (Pools.digit_sources / negative_sources index this): the threshold's report
