@@ -30,7 +30,8 @@ def main() -> None:
                         "val_accuracy": checkpoint.meta["metrics"]["val_accuracy"]})
         made_by = f"`digitscan train --arch shipped --seed {config['seed']}`"
         if config.get("init"):
-            made_by += (f", then `--init` it `--realworld --epochs {config['epochs']} --lr {config['lr']}`")
+            made_by += (f", then `--init` it `--realworld --epochs {config['epochs']} --lr {config['lr']}`"
+                        " (twice: docs/model-card.md)")
         rows.append([path.name, made_by,
                      f"{checkpoint.meta['metrics']['epoch']}/{config['epochs']}",
                      f"{checkpoint.meta['metrics']['val_accuracy']:.2%}", f"{result['accuracy']:.2%}",
