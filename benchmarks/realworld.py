@@ -263,7 +263,7 @@ def main() -> None:
     for method in READ_METHODS:
         read_start = time.perf_counter()
         read_by[method] = [recognizer.read(sample[0], method=method).text for sample in samples]
-        read_seconds[method] = (time.perf_counter() - read_start) / len(samples)
+        read_seconds[method] = (time.perf_counter() - read_start) / max(1, len(samples))  # --numbers 0: none
     texts = read_by["sequence"]  # what `digitscan read` does by default
     truths = [sample[1] for sample in samples]
     # The model's own limit: numbers holding a digit it gets wrong even alone, as the plain 28x28 MNIST image.
