@@ -218,6 +218,8 @@ def main() -> None:
     parser.add_argument("--tune-reading", action="store_true",
                         help="search the reading step's penalties on validation numbers (seed + 1) and stop")
     args = parser.parse_args()
+    if args.numbers < 1:
+        parser.error("--numbers must be at least 1: the report's whole-number rows and summary need some")
 
     fonts = font_split()
     if args.dev or args.tune_reading:
@@ -263,7 +265,7 @@ def main() -> None:
     for method in READ_METHODS:
         read_start = time.perf_counter()
         read_by[method] = [recognizer.read(sample[0], method=method).text for sample in samples]
-        read_seconds[method] = (time.perf_counter() - read_start) / max(1, len(samples))  # --numbers 0: none
+        read_seconds[method] = (time.perf_counter() - read_start) / len(samples)
     texts = read_by["sequence"]  # what `digitscan read` does by default
     truths = [sample[1] for sample in samples]
     # The model's own limit: numbers holding a digit it gets wrong even alone, as the plain 28x28 MNIST image.
