@@ -89,11 +89,16 @@ def test_realworld_fine_tuning_keeps_the_last_epoch(mnist_dir, tmp_path, monkeyp
                   rng.integers(0, 255, (32, 28, 28), dtype=np.uint8), rng.integers(0, 8, 64).astype(np.uint8),
                   np.full(32, 10, np.uint8))
     monkeypatch.setattr(train_module, "build_pools", lambda *args, **kwargs: pools)
-    monkeypatch.setattr(train_module, "choose_reject_threshold",
-                        lambda *args, **kwargs: {"threshold": 0.5, "score": "calibrated top probability"})
+    def rule(scores, images, labels, **kwargs):  # the threshold search, given the run's own scores function
+        probability, logit = scores(images[:8])
+        assert probability.shape == logit.shape == (8,) and ((probability > 0) & (probability <= 1)).all()
+        return {"threshold": 0.5, "logit_threshold": 1.5, "score": "top logit"}
+
+    monkeypatch.setattr(train_module, "choose_reject_threshold", rule)
     scores = iter([(0.1, 0.99), (0.2, 0.98), (0.3, 0.97)])  # validation gets worse every epoch
     monkeypatch.setattr(train_module, "loss_and_accuracy", lambda model, x, y: next(scores))
     config = make_config("easy", epochs=3, limit=600, data=str(mnist_dir), realworld=True)
     result = train(config, tmp_path / "r.safetensors", progress=False)
     assert result.best_epoch == 3  # by validation accuracy it would be epoch 1
-    assert load_checkpoint(result.checkpoint).meta["reject_threshold"] == 0.5
+    meta = load_checkpoint(result.checkpoint).meta
+    assert (meta["reject_threshold"], meta["reject_logit_threshold"]) == (0.5, 1.5)
