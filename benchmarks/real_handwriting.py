@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import cv2
@@ -138,10 +139,13 @@ def main() -> None:
     robust_model = Recognizer.load(args.model)
     paper_model = Recognizer.load(args.model, preprocess="paper")
     start = time.perf_counter()
-    sources = {}
+    sources, writers = {}, {}
     for salt, name in enumerate(REALDEV_SETS):
         data = load_realdev(name, "test", args.realdev)
-        sources[f"{name} (test writers)"] = subsample(data.images, data.labels, args.n, args.seed, salt)
+        pairs, labels = subsample(list(zip(data.images, data.groups)), data.labels, args.n, args.seed, salt)
+        sources[f"{name} (test writers)"] = ([image for image, _ in pairs], labels)
+        if name == "cvl_train":  # the only set whose groups are writers
+            writers[f"{name} (test writers)"] = np.array([group for _, group in pairs])
     crops, crop_labels, variants = tight_crops(args.n, args.seed)
     sources["MNIST test, tight crops"] = (crops, crop_labels)
     sources["sklearn load_digits 8x8"] = subsample(*sklearn_digits(), args.n, args.seed, 10)
@@ -152,6 +156,11 @@ def main() -> None:
         paper = outcomes(paper_model, images, "paper")
         results[name] = {"robust": scores(*robust[:2], labels), "paper": scores(*paper[:2], labels)}
         top, accepted, confidence, inputs = robust
+        if name in writers:  # are the failures spread over the writers or a few writers' hands?
+            counts = sorted(Counter(writers[name][~(accepted & (top == labels))].tolist()).items(),
+                            key=lambda item: -item[1])
+            results[name]["failures_by_writer"] = dict(counts)
+            print(f"{name}: failures by writer {counts}", flush=True)
         failed = np.flatnonzero(~(accepted & (top == labels)))[: args.errors]
         short = name.split(" ")[0].removesuffix("_train").replace("MNIST", "tight crop").replace("sklearn", "8x8")
         failures += [(short, labels[i], top[i], confidence[i], accepted[i], inputs[i]) for i in failed]
@@ -194,6 +203,10 @@ def main() -> None:
         markdown_table(["tight crops by variant (robust)", "n", "exact", "accepted", "accuracy among accepted"],
                        variant_rows),
         markdown_table(["not digits, in the same forms", "n", "accepted as a digit"], nondigit_rows),
+        *(f"{name}: {sum(r['failures_by_writer'].values())} failures over {len(r['failures_by_writer'])} of "
+          f"{len(set(writers[name].tolist()))} writers; the 3 with most: "
+          + ", ".join(f"{w} ({c})" for w, c in list(r["failures_by_writer"].items())[:3])
+          for name, r in results.items() if "failures_by_writer" in r),
     ])
     if failures:
         RESULTS.mkdir(parents=True, exist_ok=True)
