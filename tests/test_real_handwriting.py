@@ -12,9 +12,9 @@ import pytest
 from digitscan.data.realdev import REALDEV_SETS, load_realdev
 from digitscan.synthetic.scans import tight_crop
 
-# Exact (accepted and right) on each set's test writers; measured 0.992 / 0.941 / 0.994 (docs/model-card.md).
-REALDEV_FLOORS = {"usps_train": 0.985, "cvl_train": 0.93, "optdigits_train": 0.985}
-TIGHT_CROP_FLOOR = 0.98  # measured 0.989 on the benchmark's 1,000
+# Exact (accepted and right) on each set's test writers; measured 0.994 / 0.952 / 0.997 (docs/model-card.md).
+REALDEV_FLOORS = {"usps_train": 0.985, "cvl_train": 0.94, "optdigits_train": 0.99}
+TIGHT_CROP_FLOOR = 0.98  # measured 0.990 on the benchmark's 1,000
 
 
 def exact(recognizer, images, labels) -> float:
@@ -41,10 +41,10 @@ def test_tight_crops_of_mnist_test_digits(recognizer, mnist_test):
 
 
 def test_rejection_rule_keeps_real_digits(recognizer):
-    """The threshold was chosen to let 98 % of each realdev set's validation writers through, on validation data
+    """The threshold was chosen to let 99 % of each realdev set's validation writers through, on validation data
     that also holds photos, scans and non-digits; the checkpoint records what it did there, per source."""
     validation = recognizer.meta["reject_rule"]["validation"]
     for name in REALDEV_SETS:
-        assert validation["digits_by_source"][name]["accepted"] >= 0.975, name
+        assert validation["digits_by_source"][name]["accepted"] >= 0.985, name
     assert validation["digits_by_source"]["photo digits"]["accepted"] >= 0.98
     assert validation["nondigits_accepted"] <= 0.10

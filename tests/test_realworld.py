@@ -87,8 +87,8 @@ def test_most_letters_in_fonts_never_trained_on_are_rejected(recognizer):
     fonts = font_split().evaluation
     results = [recognizer.predict(photograph(letter_glyph(rng, fonts), CONDITIONS["clean"], rng)) for _ in range(40)]
     # The model before the 13 training families: 17; with them: 29; fine-tuned on real scans too, with a threshold
-    # that keeps 98 % of each realdev set's validation writers (docs/model-card.md): 25.
-    assert sum(not r.is_digit for r in results) >= 23
+    # that keeps 99 % of each realdev set's validation writers (docs/model-card.md): 21 (25 if it kept 98 %).
+    assert sum(not r.is_digit for r in results) >= 19
 
 
 def test_number_cuts_are_labelled_by_overlap_with_the_true_digits(mnist_test):
