@@ -388,8 +388,12 @@ def choose_threshold(checkpoint: str, out: str, realdev: str | None, no_progress
 
     fields = rechoose_reject_rule(checkpoint, out, realdev=realdev, progress=not no_progress)
     validation = fields["reject_rule"]["validation"]
+    by_probability = fields["reject_rule"]["validation_probability"]
     click.echo(f"{out}: top logit >= {fields['reject_logit_threshold']:.4f} (probability rule, for ensembles: "
                f"{fields['reject_threshold']:.4f})")
+    click.echo(f"  all validation digits / non-digits accepted: {validation['digits_accepted']:.3f} / "
+               f"{validation['nondigits_accepted']:.3f} (the probability rule: {by_probability['digits_accepted']:.3f}"
+               f" / {by_probability['nondigits_accepted']:.3f})")
     for kind in ("digits", "nondigits"):
         for source, row in validation[f"{kind}_by_source"].items():
             click.echo(f"  {'digits' if kind == 'digits' else 'not digits'}, {source}: {row['accepted']:.3f} "
