@@ -6,6 +6,8 @@ Crash safety: rows are appended and flushed after every batch, so a killed job k
 `resume=True` reads the paths already in the file and skips them; a last line torn by the crash (no newline at its
 end, or an unclosed quote) is cut off first, and its file is simply done again. The file's format (quoting,
 formula neutralization, what --resume accepts) and the lock that keeps a second job off it: digitscan.results_csv.
+`fill_results` is the part every engine shares (the file, resume, the lock, order, the progress bar); this module's
+engine feeds it from worker processes, digitscan.ray_batch from a Ray Data pipeline.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import signal
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +40,7 @@ DEFAULT_BATCH = 256  # inputs per inference call, and rows per flush: at most th
 # sends back whole decoded pages (a 12 MP photo is 48 MB as float32), so its tasks are a couple of files.
 PREDICT_CHUNK, READ_CHUNK = 32, 2
 AHEAD = 2  # tasks queued per worker: workers never wait for the main process, and memory stays bounded
+Prepared = tuple[str, np.ndarray | None, str | None]  # (path, its prepared input or None, why it has none or None)
 
 
 @dataclass
@@ -116,10 +119,34 @@ def run_job(job: Job, files: list[Path], out: str | os.PathLike, *, resume: bool
     cannot be read becomes a row with `error` set (and on_error(path, message) is called); the job goes on.
     ResultsFileError, with `out` left as it was: another job holds it, or resume=True meets a file it cannot continue.
     """
+    workers = default_workers() if workers is None else workers
+
+    def rows(todo: list[str]) -> Iterator[list[dict]]:
+        pending: list[Prepared] = []
+        for item in prepared_inputs(job.prepare, todo, workers, job.chunk):
+            pending.append(item)
+            if len(pending) == batch_size:
+                yield finish_batch(job, pending)
+                pending = []
+        if pending:
+            yield finish_batch(job, pending)
+
+    return fill_results(job.columns, files, out, rows, resume=resume, overwrite=overwrite, progress=progress,
+                        on_error=on_error)
+
+
+def fill_results(columns: list[str], files: list[Path], out: str | os.PathLike,
+                 rows: Callable[[list[str]], Iterable[list[dict]]], *, resume: bool = False, overwrite: bool = False,
+                 progress: bool = True, on_error: Callable[[str, str], None] | None = None) -> JobSummary:
+    """What every batch engine shares (this module's, digitscan.ray_batch): the results file and its rows.
+
+    Refuses, continues (resume) or replaces (overwrite) an existing `out` under its lock, works out the files still
+    to do, and writes what `rows(todo)` yields: batches of rows (dicts with "path" and the columns), one per file of
+    `todo` in todo's order, each batch written and flushed as it comes, with a progress bar.
+    """
     out = Path(out)
     start = time.perf_counter()
     paths = list(dict.fromkeys(str(f) for f in files))  # a file named twice gets one row
-    workers = default_workers() if workers is None else workers
     if out.exists() and out.stat().st_size > 0 and not (resume or overwrite):  # refused before anything is opened
         raise FileExistsError(f"{out} exists: --resume to continue it, --force to overwrite it")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -129,57 +156,59 @@ def run_job(job: Job, files: list[Path], out: str | os.PathLike, *, resume: bool
         done, repaired = {}, False
         existing = out.stat().st_size > 0
         if existing and resume:
-            done, repaired = read_finished_rows(out, job.columns)  # a torn last row is cut off; others refused
+            done, repaired = read_finished_rows(out, columns)  # a torn last row is cut off; others refused
         elif existing and overwrite:
             f.truncate(0)  # under the lock
         elif existing:  # another job finished it between the check above and the lock
             raise FileExistsError(f"{out} exists: --resume to continue it, --force to overwrite it")
-        writer = ResultsWriter(f, job.columns)
+        writer = ResultsWriter(f, columns)
         if out.stat().st_size == 0:
             writer.write_header()
             f.flush()
         todo = [p for p in paths if p not in done]
         failed = sum(1 for p in paths if done.get(p))
         written = 0
+        expected = iter(todo)
         with tqdm(total=len(paths), initial=len(paths) - len(todo), unit="file", disable=not progress,
                   dynamic_ncols=True) as bar:
-            pending: list[tuple[str, np.ndarray | None, str | None]] = []
-            for item in prepared_inputs(job.prepare, todo, workers, job.chunk):
-                pending.append(item)
-                if len(pending) < batch_size:
-                    continue
-                failed += write_batch(job, pending, writer, f, on_error)
-                written += len(pending)
-                bar.update(len(pending))
-                pending = []
-            if pending:
-                failed += write_batch(job, pending, writer, f, on_error)
-                written += len(pending)
-                bar.update(len(pending))
+            for batch in rows(todo):
+                for row in batch:
+                    if row["path"] != next(expected, None):  # an engine's bug must not scramble or repeat rows
+                        raise RuntimeError(f"batch engine returned {row['path']!r} out of order")
+                failed += write_rows(batch, writer, f, on_error)
+                written += len(batch)
+                bar.update(len(batch))
+        if written != len(todo):
+            raise RuntimeError(f"batch engine returned {written} rows for {len(todo)} files")
         os.fsync(f.fileno())
     return JobSummary(out, len(paths), len(paths) - len(todo), written, failed, repaired,
                       time.perf_counter() - start)
 
 
-def write_batch(job: Job, batch: list[tuple[str, np.ndarray | None, str | None]], writer: ResultsWriter, f,
-                on_error: Callable[[str, str], None] | None) -> int:
-    """Run the model on the batch's prepared inputs, write its rows in order and flush; returns the errors."""
+def finish_batch(job: Job, batch: list[Prepared]) -> list[dict]:
+    """Run the model on the batch's prepared inputs: one row per file, in order (an error row where there is no
+    input)."""
     ok = [prepared for _, prepared, error in batch if error is None]
     results = iter(job.finish(ok) if ok else [])
+    return [{"path": path, **({"error": error} if error is not None else next(results))}
+            for path, _, error in batch]
+
+
+def write_rows(rows: list[dict], writer: ResultsWriter, f, on_error: Callable[[str, str], None] | None) -> int:
+    """Write the rows and flush; returns how many hold an error."""
     failed = 0
-    for path, _, error in batch:
-        row = {"error": error} if error is not None else next(results)
+    for row in rows:
         if row.get("error"):
             failed += 1
             if on_error:
-                on_error(path, row["error"])
-        writer.write({"path": path, **row})
+                on_error(row["path"], row["error"])
+        writer.write(row)
     f.flush()  # the batch is in the OS's hands: a killed process no longer loses it
     return failed
 
 
 def prepared_inputs(prepare: Callable[[str], np.ndarray], paths: list[str], workers: int,
-                    chunk: int = PREDICT_CHUNK) -> Iterator[tuple[str, np.ndarray | None, str | None]]:
+                    chunk: int = PREDICT_CHUNK) -> Iterator[Prepared]:
     """(path, prepare(path) or None, error message or None) for each path, in order.
 
     workers > 0: chunks of `chunk` files go to that many 'spawn' worker processes, at most AHEAD chunks per worker
@@ -203,8 +232,7 @@ def prepared_inputs(prepare: Callable[[str], np.ndarray], paths: list[str], work
             yield from results
 
 
-def prepare_chunk(prepare: Callable[[str], np.ndarray],
-                  paths: list[str]) -> list[tuple[str, np.ndarray | None, str | None]]:
+def prepare_chunk(prepare: Callable[[str], np.ndarray], paths: list[str]) -> list[Prepared]:
     """Runs in a worker: every file's prepared input, or the one-line reason it has none."""
     results = []
     for path in paths:
