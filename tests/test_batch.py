@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from digitscan.batch import PREDICT_COLUMNS, predict_job, prepared_inputs, read_job, run_job
+from digitscan.batch import PREDICT_COLUMNS, fill_results, predict_job, prepared_inputs, read_job, run_job
 from digitscan.files import expand_paths
 from digitscan.recognize import Recognizer
 from digitscan.results_csv import read_finished_rows
@@ -198,3 +198,19 @@ def test_workers_never_import_torch(recognizer):
     results = list(prepared_inputs(worker_has_torch, [f"x{i}" for i in range(8)], workers=1, chunk=4))
     assert [bool(array) for _, array, _ in results] == [False] * 8
     assert read_job(recognizer).prepare.__module__ == "digitscan.image.decode"
+
+
+def test_rows_out_of_order_or_missing_are_refused(tmp_path):
+    """fill_results, which every engine writes through, checks what an engine hands it: one row per file, in order."""
+    files = [Path("a.png"), Path("b.png"), Path("c.png")]
+
+    def swapped(todo):
+        yield [{"path": todo[1]}, {"path": todo[0]}]
+
+    def short(todo):
+        yield [{"path": todo[0]}]
+
+    with pytest.raises(RuntimeError, match="out of order"):
+        fill_results(PREDICT_COLUMNS, files, tmp_path / "swapped.csv", swapped, progress=False)
+    with pytest.raises(RuntimeError, match="1 rows for 3 files"):
+        fill_results(PREDICT_COLUMNS, files, tmp_path / "short.csv", short, progress=False)

@@ -6,6 +6,7 @@ fast.
 
 from __future__ import annotations
 
+import functools
 import sys
 from pathlib import Path
 
@@ -104,10 +105,19 @@ def batch_options(command):
         click.option("--force", is_flag=True,
                      help="Overwrite an existing OUT (without it, an existing OUT is refused)."),
         click.option("--workers", type=click.IntRange(min=0),
-                     help="Processes decoding images (default: one per CPU; 0: decode in this process)."),
+                     help="Processes decoding images (default: one per CPU; 0: decode in this process). With "
+                          "--engine ray: decoding tasks at once on the local Ray instance (at least 1)."),
         click.option("--batch-size", type=click.IntRange(min=1),
                      help="Images per inference call and rows per flush to OUT (default: 256)."),
         click.option("--no-progress", is_flag=True, help="Hide the progress bar."),
+        click.option("--engine", type=click.Choice(["local", "ray"]),
+                     help="local (default): worker processes on this machine; ray: a Ray Data pipeline on a local "
+                          "Ray instance (one CPU per --workers plus one for the model) or on the cluster at "
+                          "--address. Needs pip install 'digitscan[ray]'. Same rows, order and --resume."),
+        click.option("--address", metavar="ADDR",
+                     help="With --engine ray: the Ray cluster to run on (HEAD:6379, ray://HEAD:10001, auto); its "
+                          "nodes must see PATHS at the same absolute paths. Default: a local instance, stopped "
+                          "after the job."),
     ]
     for option in reversed(options):
         command = option(command)
@@ -115,7 +125,9 @@ def batch_options(command):
 
 
 BATCH_ONLY = {"resume": "--resume", "force": "--force", "workers": "--workers", "batch_size": "--batch-size",
-              "no_progress": "--no-progress", "probabilities": "--probabilities"}
+              "no_progress": "--no-progress", "probabilities": "--probabilities", "engine": "--engine",
+              "address": "--address"}
+RAY_MISSING = "--engine ray needs Ray, which is not installed: pip install 'digitscan[ray]'"
 
 
 def check_batch_options(out: str | None, as_json: bool, **batch: object) -> None:
@@ -129,6 +141,26 @@ def check_batch_options(out: str | None, as_json: bool, **batch: object) -> None
         raise click.UsageError("--json prints JSON lines; --out writes a CSV file: choose one")
     if batch.get("resume") and batch.get("force"):
         raise click.UsageError("--resume continues OUT, --force overwrites it: choose one")
+    if batch.get("engine") != "ray":
+        if batch.get("address") is not None:
+            raise click.UsageError("--address only applies to --engine ray")
+        return
+    if batch.get("workers") == 0:
+        raise click.UsageError("--engine ray decodes in Ray tasks: --workers must be at least 1")
+    if batch.get("workers") is not None and batch.get("address") is not None:
+        raise click.UsageError("--workers sizes a local Ray instance; a cluster at --address brings its own CPUs")
+    ray_engine()  # a missing extra is said before the model loads
+
+
+def ray_engine():
+    """digitscan.ray_batch, or a usage error (exit 2) when Ray is not installed."""
+    try:
+        from digitscan import ray_batch
+    except ModuleNotFoundError as exc:
+        if exc.name is None or exc.name.split(".")[0] != "ray":
+            raise
+        raise click.UsageError(RAY_MISSING) from None
+    return ray_batch
 
 
 def batch_model_threads(out: str | None, workers: int | None) -> int | None:
@@ -137,9 +169,13 @@ def batch_model_threads(out: str | None, workers: int | None) -> int | None:
     return 1 if out is not None and workers != 0 else None
 
 
-def run_batch(job, paths: tuple[str, ...], out: str, *, resume: bool, force: bool, workers: int | None,
-              batch_size: int | None, no_progress: bool) -> None:
-    """Run a batch job for predict/read --out and report it; exit status 1 if any row of OUT holds an error."""
+def run_batch(make_job, recognizer, load_options: dict, paths: tuple[str, ...], out: str, *, resume: bool,
+              force: bool, workers: int | None, batch_size: int | None, no_progress: bool, engine: str | None,
+              address: str | None) -> None:
+    """Run a batch job for predict/read --out and report it; exit status 1 if any row of OUT holds an error.
+
+    make_job(recognizer) is the job (digitscan.batch); with --engine ray every actor rebuilds it from load_options,
+    Recognizer.load's arguments, instead of receiving this process's model."""
     from tqdm import tqdm
 
     from digitscan.batch import DEFAULT_BATCH, run_job
@@ -147,9 +183,16 @@ def run_batch(job, paths: tuple[str, ...], out: str, *, resume: bool, force: boo
     def report_error(path: str, message: str) -> None:
         tqdm.write(f"digitscan: {path}: {message}", file=sys.stderr)
 
+    files = expand_paths(paths)
+    common = {"resume": resume, "overwrite": force, "batch_size": batch_size or DEFAULT_BATCH,
+              "progress": not no_progress, "on_error": report_error}
     try:
-        summary = run_job(job, expand_paths(paths), out, resume=resume, overwrite=force, workers=workers,
-                          batch_size=batch_size or DEFAULT_BATCH, progress=not no_progress, on_error=report_error)
+        if engine == "ray":
+            ray_batch = ray_engine()
+            summary = ray_batch.run_ray_job(ray_batch.RayJob(load_options, make_job), files, out, address=address,
+                                            workers=workers, recognizer=recognizer, **common)
+        else:
+            summary = run_job(make_job(recognizer), files, out, workers=workers, **common)
     except FileExistsError as exc:
         raise click.UsageError(str(exc)) from None
     except KeyboardInterrupt:
@@ -172,6 +215,13 @@ BATCH_HELP = """
     line torn by a crash is cut off and redone). An existing FILE is refused unless --resume or --force is given.
     Files are processed in a stable order (arguments in order, folders sorted). A file that cannot be read is a
     row with `error` set; the job goes on, and exits with status 1 at the end.
+
+    \b
+    Past one machine (--engine ray, pip install 'digitscan[ray]'): Ray tasks decode, a pool of actors (each
+    loading the model once) infers, and the rows reach OUT in the same order, resumable the same way:
+      ... --out results.csv --engine ray --workers 4              a local Ray instance, stopped after the job
+      ... --out results.csv --engine ray --address HEAD:6379      a cluster (`ray start --head` on HEAD); its nodes
+                                                                  must see PATHS at the same absolute paths
 """
 
 
@@ -216,12 +266,14 @@ def predict(paths: tuple[str, ...], model: str | None, mode: str | None, as_json
             return f"{result.label} (confidence {result.confidence:.3f})"
         return f"not a digit (confidence {result.confidence:.3f})"
 
-    recognizer = Recognizer.load(model, preprocess=mode, ensemble=ensemble, backend=backend,
-                                 threads=batch_model_threads(out, batch["workers"]))
+    load_options = {"path": model, "preprocess": mode, "ensemble": ensemble, "backend": backend,
+                    "threads": batch_model_threads(out, batch["workers"])}
+    recognizer = Recognizer.load(**load_options)
     if out is not None:
         from digitscan.batch import predict_job
 
-        run_batch(predict_job(recognizer, probabilities), paths, out, **batch)
+        run_batch(functools.partial(predict_job, probabilities=probabilities), recognizer, load_options, paths, out,
+                  **batch)
         return
     process_files(expand_paths(paths), recognizer.predict, describe, as_json)
 
@@ -625,15 +677,16 @@ def read(paths: tuple[str, ...], model: str | None, as_json: bool, debug_image: 
     if method == "sequence" and (model is not None or ensemble or backend == "onnx"):
         raise click.UsageError("--model, --ensemble and --backend onnx choose the digit model, which only --method "
                                "segments uses; the line reader is chosen with --reader")
-    recognizer = Recognizer.load(model, ensemble=ensemble, backend=backend,
-                                 threads=batch_model_threads(out, batch["workers"]), reader=reader)
+    load_options = {"path": model, "ensemble": ensemble, "backend": backend,
+                    "threads": batch_model_threads(out, batch["workers"]), "reader": reader}
+    recognizer = Recognizer.load(**load_options)
     method = method or recognizer.read_method
     recognizer.warm_up(method)  # a missing or broken line reader, a model without 0-9: one error, before any file
     if out is not None:
         from digitscan.batch import read_job
 
-        run_batch(read_job(recognizer, method=method, time_limit_s=time_limit_s or READ_TIME_LIMIT_S), paths, out,
-                  **batch)
+        run_batch(functools.partial(read_job, method=method, time_limit_s=time_limit_s or READ_TIME_LIMIT_S),
+                  recognizer, load_options, paths, out, **batch)
         return
     files = expand_paths(paths)
     drawings = debug_image_paths(files, Path(debug_image)) if debug_image else {}
