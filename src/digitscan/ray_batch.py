@@ -147,14 +147,19 @@ def pipeline_rows(job: Job, ray_job: RayJob, todo: list[str], batch_size: int) -
     context.print_on_execution_start = False
     fields = job.columns[1:]
     remaining = iter(zip(todo, files))
-    for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
-        rows = []
-        for i, file in enumerate(batch["file"]):
-            path, expected = next(remaining)
-            if file != expected:
-                raise RuntimeError(f"Ray returned {os.fsdecode(file)!r} where {path!r} was expected")
-            rows.append({"path": path, **{name: batch[name][i].decode(**FIELD_ENCODING) for name in fields}})
-        yield rows
+    try:
+        for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
+            rows = []
+            for i, file in enumerate(batch["file"]):
+                path, expected = next(remaining)
+                if file != expected:
+                    raise RuntimeError(f"Ray returned {os.fsdecode(file)!r} where {path!r} was expected")
+                rows.append({"path": path, **{name: batch[name][i].decode(**FIELD_ENCODING) for name in fields}})
+            yield rows
+    except ray.exceptions.RayError as exc:  # its text is the remote traceback; the last line says what went wrong
+        lines = str(exc).strip().splitlines() or [type(exc).__name__]
+        raise RuntimeError(f"the Ray job stopped: {lines[-1].strip()}; the rows written so far are kept "
+                           f"(--resume)") from exc
 
 
 def prepare_files(batch: dict[str, np.ndarray], prepare: Callable[[str], np.ndarray]) -> dict[str, np.ndarray]:
