@@ -132,8 +132,11 @@ def quiet_loggers() -> Iterator[None]:
 def pipeline_rows(job: Job, ray_job: RayJob, todo: list[str], batch_size: int) -> Iterator[list[dict]]:
     """The rows of `todo`, in its order, one batch per block the actors return."""
     files = [os.fsencode(os.path.abspath(path)) for path in todo]
-    cpus = int(ray.cluster_resources().get("CPU", MODEL_CPUS))
-    actors = max(1, (cpus - DECODE_CPUS) // MODEL_CPUS)  # the pool grows while its actors are busy (read jobs)
+    cpus = int(ray.cluster_resources().get("CPU", 0))
+    if cpus < DECODE_CPUS + MODEL_CPUS:  # the actor would hold every CPU, and no file would ever be decoded
+        raise ValueError(f"the Ray cluster has {cpus} CPU(s); a batch job needs {DECODE_CPUS + MODEL_CPUS}: one "
+                         f"for the model actor, one for decoding")
+    actors = (cpus - DECODE_CPUS) // MODEL_CPUS  # the most; the pool grows while its actors are busy (read jobs)
     dataset = (
         ray.data.from_items([{"file": file} for file in files], override_num_blocks=-(-len(files) // job.chunk))
         .map_batches(prepare_files, fn_kwargs={"prepare": job.prepare}, batch_size=job.chunk, num_cpus=DECODE_CPUS)
