@@ -20,8 +20,8 @@ endif
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	# torch==2.13.0 is pinned in pyproject: it resolves to the CPU wheel on disk.
-	$(BIN)/python -m pip install --quiet -e '.[test,ray]'
+	# The training extra pins torch==2.13.0: it resolves to the CPU wheel on disk. Inference alone needs none of it.
+	$(BIN)/python -m pip install --quiet -e '.[test,train,ray]'
 	touch $(STAMP)
 
 # Only the Python side: .venv with digitscan installed (the CLI is then .venv/bin/digitscan).

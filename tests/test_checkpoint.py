@@ -21,7 +21,9 @@ from digitscan.models.checkpoint import (
     shipped_ensemble_paths,
     shipped_path,
 )
+from digitscan.models.shipped import weights_dir
 from digitscan.reading.line_reader import shipped_reader_path
+from digitscan.recognize import Recognizer
 
 META = {"arch": "paper", "arch_kwargs": {}, "classes": DIGIT_CLASSES, "preprocess": "robust"}
 
@@ -198,10 +200,26 @@ def test_shipped_weights_are_verified_by_default(tmp_path, monkeypatch):
     data[len(data) // 2] ^= 0x01  # one bit of one weight: still a perfectly loadable safetensors file
     (tmp_path / "shipped.safetensors").write_bytes(bytes(data))
     (tmp_path / "shipped.sha256").write_text(recorded_sha256(shipped_path()))
-    monkeypatch.setattr("digitscan.models.checkpoint.weights_dir", lambda: tmp_path)
+    monkeypatch.setattr("digitscan.models.shipped.weights_dir", lambda: tmp_path)
     with pytest.raises(CheckpointError, match="do not match their recorded sha256"):
         load_checkpoint()
     (tmp_path / "shipped.sha256").unlink()
     with pytest.raises(CheckpointError, match="no readable sha256"):
         load_checkpoint()
     assert load_checkpoint(tmp_path / "shipped.safetensors", verify_sha256=False).meta["arch"] == "dsnet"
+
+
+def test_shipped_onnx_files_are_verified_by_default(tmp_path, monkeypatch):
+    # The default inference path runs the shipped ONNX export: a tampered copy in the weights folder is refused too,
+    # before onnxruntime sees it.
+    shipped_onnx = weights_dir() / "shipped.onnx"
+    data = bytearray(shipped_onnx.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    (tmp_path / "shipped.onnx").write_bytes(bytes(data))
+    (tmp_path / "shipped.onnx.sha256").write_text(recorded_sha256(shipped_onnx))
+    monkeypatch.setattr("digitscan.models.shipped.weights_dir", lambda: tmp_path)
+    with pytest.raises(CheckpointError, match="do not match their recorded sha256"):
+        Recognizer.load()
+    (tmp_path / "shipped.onnx.sha256").unlink()
+    with pytest.raises(CheckpointError, match="no readable sha256"):
+        Recognizer.load()

@@ -80,7 +80,7 @@ def test_resume_writes_only_the_missing_rows(tmp_path, images, recognizer):
 
 def test_read_jobs_give_the_local_engines_rows(tmp_path, recognizer):
     files = expand_paths((str(EXAMPLES / "numbers"),))
-    make_job = functools.partial(read_job, method="segments")  # the shipped digit model cuts and reads
+    make_job = functools.partial(read_job, method="sequence")  # the line reader, loaded by each actor too
     local, on_ray = tmp_path / "local.csv", tmp_path / "ray.csv"
     run_job(make_job(recognizer), files, local, workers=0, progress=False)
     run_ray_job(RayJob({}, make_job), files, on_ray, recognizer=recognizer, progress=False)

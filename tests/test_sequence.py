@@ -20,6 +20,7 @@ from digitscan.reading.line_reader import (
     line_input,
     load_reader,
     read_line,
+    reader_backend,
 )
 from digitscan.synthetic.photos import Condition, photograph
 from digitscan.synthetic.strokes import render_number, stroke_digit
@@ -33,7 +34,7 @@ PHOTO = Condition("a number photographed", inks=("black", "blue", "pencil"), pap
 
 @pytest.fixture(scope="module")
 def reader():
-    return load_reader().model
+    return reader_backend()  # the shipped ONNX export on onnxruntime, what `digitscan read` runs
 
 
 def photographed_numbers(images, labels, count: int, seed: int, **style):

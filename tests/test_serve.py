@@ -129,7 +129,7 @@ def test_health_and_readiness(client):
     assert client.get("/healthz").json() == {"status": "ok"}
     ready = client.get("/readyz")
     assert ready.status_code == 200
-    assert ready.json()["status"] == "ready" and ready.json()["model"].endswith(".safetensors")
+    assert ready.json()["status"] == "ready" and ready.json()["model"] == "shipped.onnx"  # onnxruntime, no torch
 
 
 def test_not_ready_until_the_model_is_loaded():

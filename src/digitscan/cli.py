@@ -17,6 +17,8 @@ from digitscan.errors import CheckpointError, DatasetError, ImageError, ModelOut
 from digitscan.files import atomic_write, expand_paths
 from digitscan.json_output import strict_json
 
+TRAINING_PACKAGES = ("torch", "onnxscript")  # the [train] extra: training, export, PyTorch inference
+
 
 class UserError(click.ClickException):
     """A problem the user can fix: printed as one line, exit status 1."""
@@ -41,6 +43,9 @@ class Group(click.Group):
         except Exception as exc:
             if ctx.obj and ctx.obj.get("debug"):
                 raise
+            if isinstance(exc, ImportError) and exc.name in TRAINING_PACKAGES:
+                raise UserError(f"this needs {exc.name}, which only digitscan's training extra installs: "
+                                f"pip install 'digitscan[train]' (predict, read and serve run without it)") from None
             if is_user_error(exc):
                 raise UserError(str(exc)) from None
             raise UserError(f"{type(exc).__name__}: {exc} (rerun with --debug for the traceback)") from None
@@ -89,10 +94,10 @@ dataset_option = click.option("--dataset", default="mnist", show_default=True,
                                    "(one subfolder of images per class); see docs/training.md.")
 backend_option = click.option(
     "--backend", type=click.Choice(["torch", "onnx"]), default=None,
-    help="torch (default) or onnx: run the model on onnxruntime. A --model ending in .onnx (from `digitscan export`) "
-         "implies onnx and needs no PyTorch. With onnx and a checkpoint, or no --model, the model is exported to "
-         "ONNX in memory at start-up (a few seconds, parity-checked, nothing written): export once and pass "
-         "--model FILE.onnx to skip that.")
+    help="onnx: onnxruntime, no PyTorch (the default for the shipped models and any --model FILE.onnx from "
+         "`digitscan export`); torch: PyTorch (the default for a --model checkpoint, .safetensors; needs "
+         "`pip install 'digitscan[train]'`). onnx with a checkpoint exports it in memory at start-up (a few "
+         "seconds, parity-checked, nothing written): export once and pass --model FILE.onnx to skip that.")
 
 
 def batch_options(command):
@@ -635,10 +640,11 @@ def compare(data: str | None, seed: int, as_json: bool, out: str, limit: int | N
                    "a folder (one PNG per input, named after it) for several.")
 @click.option("--method", type=click.Choice(READ_METHODS),
               help="sequence: one network reads the whole line (the line reader); segments: cut the line into "
-                   "digits and classify each with the digit model. Default: sequence, or segments when --model, "
-                   "--ensemble or --backend onnx chooses a digit model (the line reader uses none).")
+                   "digits and classify each with the digit model. Default: sequence, or segments when --model or "
+                   "--ensemble chooses a digit model (the line reader uses none).")
 @click.option("--reader", type=click.Path(dir_okay=False),
-              help="The line reader's checkpoint (digitscan train-reader); default: the shipped one.")
+              help="The line reader: a checkpoint from `digitscan train-reader` (PyTorch) or its `digitscan "
+                   "export` (.onnx); default: the shipped one (onnxruntime).")
 @ensemble_option
 @click.option("--time-limit", "time_limit_s", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
               help="Seconds allowed per image; a page of clutter that takes longer is reported as too complex "
@@ -674,9 +680,9 @@ def read(paths: tuple[str, ...], model: str | None, as_json: bool, debug_image: 
     check_batch_options(out, as_json, **batch)
     if out is not None and debug_image:
         raise click.UsageError("--debug-image is not available in a batch job (--out)")
-    if method == "sequence" and (model is not None or ensemble or backend == "onnx"):
-        raise click.UsageError("--model, --ensemble and --backend onnx choose the digit model, which only --method "
-                               "segments uses; the line reader is chosen with --reader")
+    if method == "sequence" and (model is not None or ensemble):
+        raise click.UsageError("--model and --ensemble choose the digit model, which only --method segments uses; "
+                               "the line reader is chosen with --reader")
     load_options = {"path": model, "ensemble": ensemble, "backend": backend,
                     "threads": batch_model_threads(out, batch["workers"]), "reader": reader}
     recognizer = Recognizer.load(**load_options)
@@ -826,7 +832,8 @@ def data_fetch(cache: str | None) -> None:
 @click.option("--max-connections", type=int,
               help="Connections open at once; a new one beyond is answered 503 and closed (default: 1000).")
 @click.option("--max-header-bytes", type=int, help="Largest request line plus headers; 400 beyond (default: 16384).")
-@click.option("--torch-threads", type=int, help="PyTorch threads per inference (default: 1).")
+@click.option("--torch-threads", type=int, help="Threads per inference, onnxruntime's (or PyTorch's for a "
+                                                "--model checkpoint) (default: 1).")
 @click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]),
               help="Server log level (default: info).")
 def serve(**options) -> None:

@@ -31,6 +31,8 @@ WORK_SIDE = 512  # longer side of the ink finder's working copy: ~10x a digit's 
 
 # Reading numbers.
 READ_METHODS = ("sequence", "segments")  # the line reader, or cutting into digits first
+LINE_HEIGHT = 32  # the line reader's strip height: a 20 px digit plus room for a wandering baseline
+LINE_STRIDE = 4  # strip columns per output frame of the line reader
 READ_TIME_LIMIT_S = 5.0  # per image; the worst pages measured take ~1 s (docs/security.md), real numbers far less
 MAX_COMPONENTS = 200  # more candidate components than this is noise: only the largest are considered
 MAX_GROUP = 4  # a digit is made of at most this many atoms (pieces of a broken digit, slices of touching digits)

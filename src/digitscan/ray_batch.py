@@ -38,8 +38,9 @@ from digitscan.recognize import Recognizer
 # engine's main process. A local instance gets one per decoding worker plus one for the first actor.
 DECODE_CPUS = 1
 MODEL_CPUS = 1
-# Memory Ray sets aside per model actor: its peak resident memory was 0.27 GB (PyTorch, the shipped model and the
-# line reader after one read) to 0.47 GB (the model exported to ONNX at load) on the 2-core machine of docs/deploy.md.
+# Memory Ray sets aside per model actor. Its peak resident memory, with the shipped model and line reader after one
+# read, was 0.10 GB on onnxruntime (the default), 0.27 GB on PyTorch, 0.47 GB for a checkpoint exported to ONNX at
+# load, on the 2-core machine of docs/deploy.md.
 # Asking for it also keeps Ray Data from fusing the decoding stage into the actors' (the stages' resources differ),
 # which would make the decoding only as parallel as the actor pool instead of the free CPUs.
 MODEL_MEMORY = 512 * 2**20

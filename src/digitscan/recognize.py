@@ -55,9 +55,10 @@ class Recognizer:
 
     def __init__(self, backend: Callable[[np.ndarray], np.ndarray], meta: dict, path: str | os.PathLike,
                  preprocess_mode: str | None = None, reader: str | os.PathLike | None = None,
-                 read_method: str = "segments"):
+                 read_method: str = "segments", reader_backend: str | None = None):
         self.backend = backend
-        self.reader_path = reader  # the line reader's checkpoint (None: the shipped one), loaded on first read
+        self.reader_path = reader  # the line reader's file (None: the shipped one), loaded on first read
+        self.reader_backend = reader_backend  # "torch" or None (onnxruntime for the shipped reader and .onnx files)
         self._line_reader = None
         self.read_method = read_method  # what read() does unless told otherwise
         self.meta = meta
@@ -75,15 +76,17 @@ class Recognizer:
     def load(cls, path: str | os.PathLike | None = None, preprocess: str | None = None,
              ensemble: bool = False, backend: str | None = None, threads: int | None = None,
              reader: str | os.PathLike | None = None) -> Recognizer:
-        """Load a checkpoint file, or the shipped model when path is None; ensemble=True: the shipped ensemble.
+        """Load a model file, or the shipped model when path is None; ensemble=True: the shipped ensemble.
         reader: the line reader `read` uses (None: the shipped one; see digitscan.reading.line_reader). `read` uses
-        the line reader by default, except when path, ensemble or backend="onnx" chose a digit model: that model is then
-        what reads numbers (method "segments"), since the line reader uses none.
+        the line reader by default, except when path or ensemble chose a digit model: that model is then what reads
+        numbers (method "segments").
 
-        backend: "torch" or "onnx" (onnxruntime); None picks "onnx" for a .onnx file, else "torch". A .onnx file
-        (see `digitscan export`) carries its own metadata and needs no PyTorch; backend="onnx" with a checkpoint
-        exports it to ONNX in memory first (a few seconds, parity-checked). threads: the model's intra-op threads
-        (None: the runtime's default; PyTorch's process-wide setting is changed only during this model's calls).
+        backend: "onnx" (onnxruntime, no PyTorch) or "torch". None: "onnx" for the shipped models (their ONNX
+        exports ship beside the safetensors, scripts/export_shipped.py) and for a .onnx file, "torch" for a
+        checkpoint (.safetensors). backend="onnx" with a checkpoint exports it to ONNX in memory first (a few
+        seconds, parity-checked, needs PyTorch); backend="torch" runs the shipped safetensors and line reader on
+        PyTorch. threads: the model's intra-op threads (None: the runtime's default; PyTorch's process-wide
+        setting is changed only during this model's calls).
         """
         recognizer = cls._load_unchecked(path, preprocess, ensemble, backend, threads, reader)
         recognizer.refuse_non_finite_scores()
@@ -91,24 +94,29 @@ class Recognizer:
 
     @classmethod
     def _load_unchecked(cls, path, preprocess, ensemble, backend, threads, reader) -> Recognizer:
-        from digitscan.models.backends import BACKENDS, OnnxBackend, TorchBackend, is_onnx_path
+        from digitscan.models.backends import BACKENDS, OnnxBackend, is_onnx_path
+        from digitscan.models.shipped import ENSEMBLE_ONNX, SHIPPED_ONNX, weights_dir
 
-        read_method = "segments" if path is not None or ensemble or backend == "onnx" else "sequence"
-        backend = backend or ("onnx" if is_onnx_path(path) else "torch")
+        read_method = "segments" if path is not None or ensemble else "sequence"
+        backend = backend or ("torch" if path is not None and not is_onnx_path(path) else "onnx")
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
+        if is_onnx_path(path) and (backend != "onnx" or ensemble):
+            raise ValueError(f"{path}: an ONNX model runs on the onnx backend, alone (no torch, no ensemble)")
+        if path is None and backend == "onnx":  # the shipped exports: no PyTorch at all
+            path = weights_dir() / (ENSEMBLE_ONNX if ensemble else SHIPPED_ONNX)
+        reader_backend = "torch" if backend == "torch" else None
         if is_onnx_path(path):
-            if backend != "onnx" or ensemble:
-                raise ValueError(f"{path}: an ONNX model runs on the onnx backend, alone (no torch, no ensemble)")
             session = OnnxBackend(path, threads)
-            return cls(session, session.metadata(str(path)), path, preprocess, reader, read_method)
+            return cls(session, session.metadata(str(path)), path, preprocess, reader, read_method, reader_backend)
 
+        from digitscan.models.backends import TorchBackend
         from digitscan.models.checkpoint import load_checkpoint, load_ensemble
 
         checkpoint = load_ensemble() if ensemble else load_checkpoint(path)
         if backend == "torch":
             return cls(TorchBackend(checkpoint.model, threads), checkpoint.meta, checkpoint.path, preprocess, reader,
-                       read_method)
+                       read_method, reader_backend)
         from digitscan.models.export import export_onnx
 
         session = OnnxBackend(export_onnx(checkpoint).model, threads)
@@ -169,7 +177,7 @@ class Recognizer:
         """A whole number written on one line (path, bytes, PIL image or array): digits left to right, with boxes.
 
         method None: this recognizer's read_method (see load). "sequence": the line reader reads the whole line at
-        once (digitscan.reading.line_reader); it needs PyTorch, whatever this recognizer's backend. "segments": the
+        once (digitscan.reading.line_reader; onnxruntime unless loaded with backend="torch"). "segments": the
         line is cut into digits and each goes through this recognizer's model (digitscan.reading.segments); a piece
         the model rejects is dropped when it is also small next to the other digits (a speck, a dash), and a rejected
         digit-sized piece is kept as its most likely digit with its low confidence, so the text keeps its length.
@@ -209,11 +217,11 @@ class Recognizer:
 
     @property
     def line_reader(self):
-        """The line reader's network (loaded on first use)."""
+        """The line reader's network, a strip -> log-probabilities callable (loaded on first use)."""
         if self._line_reader is None:
-            from digitscan.reading.line_reader import load_reader
+            from digitscan.reading.line_reader import reader_backend
 
-            self._line_reader = load_reader(self.reader_path).model
+            self._line_reader = reader_backend(self.reader_path, self.reader_backend)
         return self._line_reader
 
     def digit_probabilities(self, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -1,7 +1,7 @@
 """Inference backends: callables that turn prepared inputs (N, 28, 28) in [0, 1] into logits (N, classes) as numpy.
 
 `TorchBackend(model)` runs a PyTorch module, `OnnxBackend(path_or_bytes)` an onnxruntime session; Recognizer takes
-either.
+either. The line reader's strips go through `OnnxLineBackend` (the default) or `TorchLineBackend` the same way.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import numpy as np
 from digitscan.constants import IMAGE_SIZE, INFER_BATCH
 from digitscan.errors import CheckpointError, one_line
 from digitscan.models.metadata import parse_meta, validate_meta
+from digitscan.models.shipped import check_recorded, is_shipped
 
 BACKENDS = ("torch", "onnx")
 ONNX_META_KEY = "digitscan"  # metadata_props key of the JSON self-description in an exported .onnx file
@@ -55,8 +56,10 @@ class TorchBackend:
             torch.set_num_threads(previous)
 
 
-class OnnxBackend:
-    """An onnxruntime CPU session over an exported digitscan model: input "input" (B, 1, 28, 28), output "logits"."""
+class OnnxSession:
+    """An onnxruntime CPU session over a self-contained ONNX file or its bytes, refused with one CheckpointError
+    line when it keeps data in other files or does not load. A shipped file (in the package's weights folder) must
+    also match the sha256 recorded beside it."""
 
     name = "onnx"
 
@@ -70,14 +73,29 @@ class OnnxBackend:
             raise CheckpointError(f"{model}: no such model file")
         # Read once: the bytes checked are the bytes run (a file swapped after the check cannot slip through).
         data = model if isinstance(model, bytes) else Path(model).read_bytes()
-        refuse_external_data(data, "ONNX model" if isinstance(model, bytes) else str(model))
+        where = "ONNX model" if isinstance(model, bytes) else str(model)
+        if not isinstance(model, bytes) and is_shipped(Path(model)):
+            check_recorded(Path(model), data)
+        refuse_external_data(data, where)
         try:
             self.session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # noqa: BLE001  (onnxruntime raises its own types: InvalidProtobuf, Fail, ...)
-            where = "ONNX model" if isinstance(model, bytes) else str(model)
             raise CheckpointError(f"{where}: not a loadable ONNX model ({one_line(exc)[:300]})") from None
         self.input_name = self.session.get_inputs()[0].name
         self.num_classes = self.session.get_outputs()[0].shape[-1]
+
+    def metadata(self, where: str) -> dict:
+        """The digitscan self-description stored in the model's metadata_props, checked; `where` names the file."""
+        props = self.session.get_modelmeta().custom_metadata_map
+        if ONNX_META_KEY not in props:
+            raise CheckpointError(f"{where}: ONNX model without digitscan metadata (export it with `digitscan export`)")
+        meta = parse_meta(props[ONNX_META_KEY], where)
+        validate_meta(meta, where, num_outputs=self.num_classes if isinstance(self.num_classes, int) else None)
+        return meta
+
+
+class OnnxBackend(OnnxSession):
+    """An exported digitscan digit model: input "input" (B, 1, 28, 28), output "logits" (B, classes)."""
 
     def __call__(self, inputs: np.ndarray) -> np.ndarray:
         x = np.asarray(inputs)
@@ -88,14 +106,28 @@ class OnnxBackend:
         return np.concatenate([self.session.run(None, {self.input_name: x[i:i + INFER_BATCH]})[0]
                                for i in range(0, len(x), INFER_BATCH)])
 
-    def metadata(self, where: str) -> dict:
-        """The digitscan self-description stored in the model's metadata_props, checked; `where` names the file."""
-        props = self.session.get_modelmeta().custom_metadata_map
-        if ONNX_META_KEY not in props:
-            raise CheckpointError(f"{where}: ONNX model without digitscan metadata (export it with `digitscan export`)")
-        meta = parse_meta(props[ONNX_META_KEY], where)
-        validate_meta(meta, where, num_outputs=self.num_classes if isinstance(self.num_classes, int) else None)
-        return meta
+
+class OnnxLineBackend(OnnxSession):
+    """An exported line reader: a strip (32, W) in [0, 1] -> log-probabilities (W / 4, classes), blank last."""
+
+    def __call__(self, strip: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(strip, np.float32)[None, None]  # (1, 1, 32, W)
+        return self.session.run(None, {self.input_name: x})[0][0]  # (T, classes)
+
+
+class TorchLineBackend:
+    """The line reader's PyTorch module behind the same call as OnnxLineBackend (training and --backend torch)."""
+
+    name = "torch"
+
+    def __init__(self, model):
+        self.model = model.eval()
+
+    def __call__(self, strip: np.ndarray) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            return self.model(torch.from_numpy(np.ascontiguousarray(strip, np.float32))[None, None]).numpy()[0]
 
 
 def refuse_external_data(data: bytes, where: str) -> None:

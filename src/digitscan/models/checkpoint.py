@@ -5,11 +5,9 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 import torch
@@ -21,13 +19,20 @@ from digitscan.errors import CheckpointError
 from digitscan.files import atomic_write
 from digitscan.models.architectures import LINE_READERS, REGISTRY, TTA_SHIFTS, Ensemble, build_model
 from digitscan.models.metadata import parse_meta, validate_meta
+from digitscan.models.shipped import (  # noqa: F401  (re-exported: training and tests find the shipped files here)
+    SHIPPED_NAME,
+    check_recorded,
+    is_shipped,
+    recorded_sha256,
+    sha256_file,
+    shipped_ensemble_paths,
+    shipped_path,
+    weights_dir,
+)
 
 FORMAT = "digitscan-checkpoint"
 FORMAT_VERSION = 1
 META_KEY = "digitscan"  # key of the JSON document in the safetensors header's __metadata__
-
-SHIPPED_NAME = "shipped.safetensors"
-ENSEMBLE_GLOB = "shipped*.safetensors"  # the shipped model plus the extra seeds of the optional ensemble
 
 
 @dataclass
@@ -39,36 +44,6 @@ class Checkpoint:
     @property
     def classes(self) -> list[str]:
         return self.meta["classes"]
-
-
-def weights_dir() -> Path:
-    return Path(str(resources.files("digitscan") / "weights"))
-
-
-def shipped_path() -> Path:
-    return weights_dir() / SHIPPED_NAME
-
-
-def shipped_ensemble_paths() -> list[Path]:
-    """The shipped model first, then the other members of the shipped ensemble."""
-    return [shipped_path()] + sorted(p for p in weights_dir().glob(ENSEMBLE_GLOB) if p.name != SHIPPED_NAME)
-
-
-def recorded_sha256(path: Path) -> str:
-    """The digest recorded beside shipped weights (NAME.sha256) when they were built."""
-    record = path.with_suffix(".sha256")
-    try:
-        return record.read_text().split()[0]
-    except (OSError, UnicodeDecodeError, IndexError):
-        raise CheckpointError(f"{path}: no readable sha256 recorded in {record.name}; reinstall digitscan") from None
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def save_checkpoint(path: str | os.PathLike, model: nn.Module, meta: dict) -> Path:
@@ -115,11 +90,11 @@ def load_checkpoint(path: str | os.PathLike | None = None, *, verify_sha256: boo
     """
     path = shipped_path() if path is None else Path(path)
     if verify_sha256 is None:
-        verify_sha256 = path.parent == weights_dir()
+        verify_sha256 = is_shipped(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such model file")
-    if verify_sha256 and sha256_file(path) != recorded_sha256(path):
-        raise CheckpointError(f"{path}: shipped weights do not match their recorded sha256; reinstall digitscan")
+    if verify_sha256:
+        check_recorded(path)
     meta = read_meta(path)
     expected = _expected_tensors(path, meta)
     stored = _stored_tensors(path)

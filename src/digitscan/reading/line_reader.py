@@ -16,18 +16,18 @@ from __future__ import annotations
 import itertools
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
-import torch
-from torch import nn
 
-from digitscan.constants import READ_TIME_LIMIT_S
+from digitscan.constants import LINE_HEIGHT, READ_TIME_LIMIT_S
+from digitscan.constants import LINE_STRIDE as STRIDE
 from digitscan.errors import CheckpointError
-from digitscan.models.architectures import LINE_READERS
-from digitscan.models.checkpoint import Checkpoint, load_checkpoint, weights_dir
+from digitscan.models.backends import OnnxLineBackend, TorchLineBackend, is_onnx_path
+from digitscan.models.shipped import READER_NAME, READER_ONNX, weights_dir
 from digitscan.reading.layout import (
     DigitBox,
     Layout,
@@ -38,12 +38,9 @@ from digitscan.reading.layout import (
     union_box,
 )
 
-READER_NAME = "reader.safetensors"
-LINE_HEIGHT = 32  # strip height: a 20 px digit plus room for a wandering baseline
 DIGIT_PIXELS = 20  # a digit's height in the strip, as in MNIST's box
 MAX_LINE_WIDTH = 640  # wider strips (more than ~20 digits) are shrunk to this
 SIDE_PAD = 6  # empty columns left and right of the ink
-STRIDE = 4  # strip columns per output frame
 BLANK = 10  # CTC's blank is the last class: the digits keep their own indices
 
 
@@ -110,16 +107,39 @@ def shipped_reader_path() -> Path:
     return weights_dir() / READER_NAME
 
 
-def load_reader(path: str | os.PathLike | None = None) -> Checkpoint:
-    """The shipped line reader, or a checkpoint saved by digitscan.training.line_reader (never a digit classifier)."""
+def load_reader(path: str | os.PathLike | None = None):
+    """The shipped line reader's checkpoint, or one saved by digitscan.training.line_reader (never a digit
+    classifier), as a models.checkpoint.Checkpoint: PyTorch, for training and --backend torch."""
+    from digitscan.models.architectures import LINE_READERS
+    from digitscan.models.checkpoint import load_checkpoint
+
     checkpoint = load_checkpoint(shipped_reader_path() if path is None else path)
     if checkpoint.meta["arch"] not in LINE_READERS:
         raise CheckpointError(f"{checkpoint.path}: a {checkpoint.meta['arch']} digit classifier, not a line reader")
     return checkpoint
 
 
-def read_line(model: nn.Module, gray: np.ndarray, *, time_limit_s: float = READ_TIME_LIMIT_S) -> list[DigitBox]:
+def reader_backend(path: str | os.PathLike | None = None, backend: str | None = None,
+                   threads: int | None = None) -> Callable[[np.ndarray], np.ndarray]:
+    """The line reader as a strip -> log-probabilities callable: the shipped ONNX export on onnxruntime (no
+    PyTorch) unless backend="torch"; a .onnx path runs on onnxruntime, any other path (a checkpoint) on PyTorch."""
+    if path is None and backend != "torch":
+        reader = OnnxLineBackend(weights_dir() / READER_ONNX, threads)
+    elif is_onnx_path(path):
+        reader = OnnxLineBackend(path, threads)
+    else:
+        return TorchLineBackend(load_reader(path).model)
+    meta = reader.metadata(str(path or weights_dir() / READER_ONNX))
+    if meta.get("arch") != "line-reader":
+        raise CheckpointError(f"{path}: a {meta.get('arch')} digit classifier, not a line reader")
+    return reader
+
+
+def read_line(reader: Callable[[np.ndarray], np.ndarray], gray: np.ndarray, *,
+              time_limit_s: float = READ_TIME_LIMIT_S) -> list[DigitBox]:
     """The digits of a one-line number in a decoded image, left to right ([] when there is no ink).
+
+    reader: the network, a strip (32, W) -> log-probabilities (W / 4, 11) callable (see reader_backend).
 
     time_limit_s: checked once the ink is found (the network's pass is bounded by MAX_LINE_WIDTH); past it the
     reading stops with ImageTooComplexError.
@@ -129,8 +149,7 @@ def read_line(model: nn.Module, gray: np.ndarray, *, time_limit_s: float = READ_
     check_time(deadline, time_limit_s)
     if line is None:
         return []
-    with torch.no_grad():
-        log_probs = model(torch.from_numpy(line.strip)[None, None]).numpy()[0]  # (T, 11)
+    log_probs = reader(line.strip)  # (T, 11)
     emitted = decode(log_probs)
     return [DigitBox(e.digit, e.confidence, box) for e, box in zip(emitted, _boxes(line, emitted))]
 

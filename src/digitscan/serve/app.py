@@ -13,7 +13,6 @@ import logging.config
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import torch
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware import Middleware
@@ -39,7 +38,8 @@ DESCRIPTION = """Handwritten digit recognition over HTTP. Upload an image as the
 def load_recognizer(settings: Settings) -> Recognizer:
     """Load the checkpoint (and the line reader /api/read uses with the shipped model) and run one inference, so the
     first real request does not pay for warm-up."""
-    recognizer = Recognizer.load(settings.model, preprocess=settings.preprocess, ensemble=settings.ensemble)
+    recognizer = Recognizer.load(settings.model, preprocess=settings.preprocess, ensemble=settings.ensemble,
+                                 threads=settings.torch_threads)  # per inference, onnxruntime's or PyTorch's
     recognizer.warm_up()
     return recognizer
 
@@ -47,9 +47,6 @@ def load_recognizer(settings: Settings) -> Recognizer:
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
-    previous_threads = torch.get_num_threads()
-    if settings.torch_threads:
-        torch.set_num_threads(settings.torch_threads)  # process-wide: each of the pool's threads uses this many
     pool = InferencePool(settings.max_concurrency, settings.max_queue)
     app.state.pool = pool
     app.state.metrics.track_admitted(lambda: pool.admitted)
@@ -64,7 +61,6 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.recognizer = None  # uvicorn has drained the connections; anything later gets 503 not ready
         app.state.metrics.ready.set(0)
         pool.close()
-        torch.set_num_threads(previous_threads)
 
 
 class StrictJSONResponse(JSONResponse):

@@ -49,7 +49,9 @@ class Settings(BaseSettings):
     # Past this many open connections a new one is answered 503 at once and closed; keep it well below the open-file
     # limit (the server raises its soft limit to fit it when the hard limit allows).
     max_connections: int = Field(1000, ge=1, le=100_000)
-    torch_threads: int | None = Field(1, ge=1, le=256, description="Intra-op threads per inference; None = torch's.")
+    torch_threads: int | None = Field(1, ge=1, le=256, description="Intra-op threads per inference (onnxruntime's, "
+                                                                   "or PyTorch's for a checkpoint); None = the "
+                                                                   "runtime's default.")
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
 
 
