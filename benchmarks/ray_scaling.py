@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import os
 import subprocess
 import sys
 import tempfile
@@ -62,6 +63,7 @@ def main() -> None:
         folder = Path(tmp) / "photos"
         folder.mkdir()
         truth = write_photos(folder, args.n)
+        load_before = os.getloadavg()[0]  # the machine may be shared: how busy it was around the runs
         reference = None
         for engine in ["local", "ray"]:
             for workers in args.workers:
@@ -79,14 +81,16 @@ def main() -> None:
                 rows.append([engine, workers, f"{seconds:.1f}", f"{result['images_per_s']:,.0f}", f"{len(table):,}",
                              "yes" if result["identical_to_first_run"] else "NO", f"{result['accuracy']:.2%}"])
                 print(rows[-1], flush=True)
-    info = {**machine(), "ray": ray.__version__}
+    load = (load_before, os.getloadavg()[0])
+    info = {**machine(), "ray": ray.__version__, "load_average_before_after": load}
     markdown = "\n".join([
         markdown_table(["engine", "workers", "wall time (s)", "images/s end to end", "CSV rows",
                         "CSV identical to the first run's", "accuracy of the rows"], rows), "",
         f"{len(truth):,} MNIST test digits photographed as JPEG files 480 px high (condition \"clean\"); "
         f"`digitscan predict FOLDER --out results.csv --engine E --workers N --batch-size {args.batch_size}`, each "
         f"run a fresh process (Python start-up, model loading, worker and Ray start-up included). Ray: a local "
-        f"instance with N + 1 CPUs (N decoding tasks at once, one model actor), Ray {info['ray']}.",
+        f"instance with N + 1 CPUs (N decoding tasks at once, one model actor), Ray {info['ray']}. Load average "
+        f"(1 min) {load[0]:.1f} before the first run, {load[1]:.1f} after the last.",
         machine_line(info),
         f"Command: `.venv/bin/python benchmarks/ray_scaling.py --n {args.n} --workers "
         f"{' '.join(map(str, args.workers))}`",
