@@ -819,7 +819,11 @@ def data_fetch(cache: str | None) -> None:
 @click.option("--max-upload-mb", type=float, help="Largest upload in MiB; 413 beyond (default: 5).")
 @click.option("--max-pixels", type=int,
               help="Largest image in pixels, read from its header before decoding; 413 beyond (default: 25000000).")
-@click.option("--max-concurrency", type=int, help="Inferences running at once, one thread each (default: 2).")
+@click.option("--workers", type=int,
+              help="Server processes, each with its own model, threads and limits; one per core at most (default: 1).")
+@click.option("--max-concurrency", type=int,
+              help="Images decoded and prepared at once per worker, one thread each (default: the cores divided "
+                   "among the workers).")
 @click.option("--max-queue", type=int, help="Requests that may wait for a free thread; beyond that 503 (default: 64).")
 @click.option("--timeout", "request_timeout_s", type=float,
               help="Seconds allowed per API request, upload included; 503 beyond (default: 10).")
@@ -832,10 +836,16 @@ def data_fetch(cache: str | None) -> None:
 @click.option("--max-connections", type=int,
               help="Connections open at once; a new one beyond is answered 503 and closed (default: 1000).")
 @click.option("--max-header-bytes", type=int, help="Largest request line plus headers; 400 beyond (default: 16384).")
+@click.option("--batch-window-ms", type=float, metavar="MS",
+              help="Longest a prepared image waits for others to share its model call; 0: no waiting (default: 2).")
+@click.option("--max-batch", type=int, help="Most images in one model call (default: 32).")
 @click.option("--torch-threads", type=int, help="Threads per inference, onnxruntime's (or PyTorch's for a "
                                                 "--model checkpoint) (default: 1).")
 @click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]),
               help="Server log level (default: info).")
+@click.option("--benchmark-routes", is_flag=True, default=None,
+              help="Also mount POST /bench/bare (the upload answered with a constant, for benchmarks/load.py); "
+                   "not for production.")
 def serve(**options) -> None:
     """Serve the HTTP API and the drawing page (FastAPI on uvicorn).
 
@@ -850,6 +860,12 @@ def serve(**options) -> None:
       POST /api/read          a whole number (multipart field "file")
       GET  /healthz, /readyz  liveness; readiness (model loaded)
       GET  /metrics           Prometheus metrics
+
+    \b
+    Sizing for N cores: --workers N runs N processes, each with its own model; each
+    prepares max-concurrency images at once (default: cores / workers) and batches
+    the model calls of images that arrive together (--batch-window-ms, --max-batch).
+    Every limit (queue, connections, ...) holds per worker.
     """
     from pydantic import ValidationError
 

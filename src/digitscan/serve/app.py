@@ -1,7 +1,8 @@
 """The FastAPI application: assembles settings, middleware, error handlers, routes and the page; loads the model once.
 
 `run(Settings(...))` serves (the CLI), `create_app(...)` builds the app (tests); or
-`uvicorn --factory digitscan.serve.app:create_app`, configured from DIGITSCAN_* variables.
+`uvicorn --factory digitscan.serve.app:create_app`, configured from DIGITSCAN_* variables, which is also how each
+worker process builds its own app when `workers` > 1.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import asyncio
 import copy
 import logging
 import logging.config
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -23,9 +25,10 @@ from starlette.exceptions import HTTPException
 from digitscan.errors import ModelOutputError
 from digitscan.json_output import strict_json
 from digitscan.recognize import Recognizer
+from digitscan.serve.batcher import Batcher
 from digitscan.serve.limits import BodyTooLarge, InferencePool, RequestLimits
 from digitscan.serve.metrics import Metrics, MetricsMiddleware
-from digitscan.serve.routes import STATIC_DIR, ApiError, router
+from digitscan.serve.routes import STATIC_DIR, ApiError, bench_router, router
 from digitscan.serve.settings import Settings, get_settings
 
 log = logging.getLogger("digitscan.serve")
@@ -47,19 +50,27 @@ def load_recognizer(settings: Settings) -> Recognizer:
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
-    pool = InferencePool(settings.max_concurrency, settings.max_queue)
+    pool = InferencePool(settings.inference_threads, settings.max_queue)
     app.state.pool = pool
     app.state.metrics.track_admitted(lambda: pool.admitted)
+    batcher = None
     try:
         recognizer = await asyncio.to_thread(load_recognizer, settings)  # keeps the event loop free meanwhile
+        # As many inputs may wait for the model as requests may wait for the pool: the same bound, stage two.
+        batcher = Batcher(recognizer.predict_inputs, settings.max_batch, settings.batch_window_ms / 1000,
+                          max_pending=pool.capacity, on_batch=app.state.metrics.batch)
+        app.state.batcher = batcher
         app.state.recognizer = recognizer
         app.state.metrics.ready.set(1)
-        log.info("model %s loaded; %d inference threads, %d waiting at most",
-                 recognizer.name, settings.max_concurrency, settings.max_queue)
+        log.info("model %s loaded in process %d; %d inference threads, %d waiting at most; batches of up to %d "
+                 "within %g ms", recognizer.name, os.getpid(), settings.inference_threads, settings.max_queue,
+                 settings.max_batch, settings.batch_window_ms)
         yield
     finally:
         app.state.recognizer = None  # uvicorn has drained the connections; anything later gets 503 not ready
         app.state.metrics.ready.set(0)
+        if batcher is not None:
+            batcher.close()  # anything still waiting for the model is answered 503, not left hanging
         pool.close()
 
 
@@ -90,7 +101,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = metrics
     app.state.recognizer = None
     app.state.pool = None
+    app.state.batcher = None
     app.include_router(router)
+    if settings.benchmark_routes:
+        app.include_router(bench_router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     add_error_handlers(app, metrics)
     return app
@@ -101,12 +115,14 @@ def run(settings: Settings) -> None:
 
     Connections are guarded before any request reaches the app (serve/connections.py): a deadline for each
     request's headers, a cap on open connections, a bound on the headers' size, and a log that a flood of bad
-    connections cannot fill.
+    connections cannot fill. With `workers` > 1, uvicorn starts that many processes on one listening socket; each
+    rebuilds the settings from the DIGITSCAN_* variables set here, then the app with `create_app()`, loads its own
+    model, and has its own threads, batcher and limits.
     """
     import uvicorn
     from uvicorn.config import LOGGING_CONFIG
 
-    from digitscan.serve.connections import RepeatedLogFilter, fit_to_open_file_limit, guarded_protocol
+    from digitscan.serve.connections import GuardedProtocol, RepeatedLogFilter, fit_to_open_file_limit
 
     log_config = copy.deepcopy(LOGGING_CONFIG)  # digitscan's own lines (model loaded, failures) go with uvicorn's
     # On the handler, not on loggers: a logger's filter does not see its children's records (digitscan.serve).
@@ -117,10 +133,17 @@ def run(settings: Settings) -> None:
     # asyncio logs a traceback for every failed accept(); on this handler its lines are bounded like the others.
     loggers["asyncio"] = {"handlers": ["default"], "level": "WARNING", "propagate": False}
     logging.config.dictConfig(log_config)  # uvicorn configures the same again; this is for the line below
+    # Raises this process's soft open-file limit, which the worker processes inherit: the cap holds in each.
     max_connections = fit_to_open_file_limit(settings.max_connections)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level,
-                log_config=log_config,
-                http=guarded_protocol(settings.header_timeout_s, max_connections),
+    if settings.workers > 1:
+        os.environ.update(settings.as_environment())  # what each worker's create_app() reads (get_settings)
+        app = "digitscan.serve.app:create_app"  # uvicorn's workers need an import string; factory=True calls it
+    else:
+        app = create_app(settings)
+    uvicorn.run(app, factory=settings.workers > 1, workers=settings.workers,
+                host=settings.host, port=settings.port, log_level=settings.log_level, log_config=log_config,
+                # A picklable factory, not a class made at run time: spawned workers receive it and rebuild it.
+                http=GuardedProtocol(settings.header_timeout_s, max_connections),
                 # One more than the protocol's own cap, which refuses connections before they send anything, so
                 # uvicorn's check (a 503 once a request is complete) is the second line, never the first.
                 limit_concurrency=max_connections + 1,

@@ -2,7 +2,7 @@
 
 uvicorn has no header timeout: a client that connects and sends half a request line keeps its connection (and a file
 descriptor) forever, and near the descriptor limit every `accept()` fails and asyncio logs a traceback per failure,
-thousands a second. `guarded_protocol(header_timeout_s, max_connections)` is uvicorn's h11 protocol with a deadline
+thousands a second. `GuardedProtocol(header_timeout_s, max_connections)` makes uvicorn's h11 protocol with a deadline
 for the headers (and for a body nobody reads) and an immediate 503 for connections past the cap;
 `fit_to_open_file_limit` keeps that cap below the open-file limit; `RepeatedLogFilter` lets one line of each known
 flood through per interval. `app.run` wires them in.
@@ -14,6 +14,7 @@ import asyncio
 import logging
 import resource
 import time
+from dataclasses import dataclass
 
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
@@ -46,8 +47,10 @@ class HeaderDeadlineProtocol(H11Protocol):
     without reading it, so a flood of connections cannot use up the file descriptors (uvicorn's own
     limit_concurrency only answers 503 once a request is complete)."""
 
-    header_timeout_s: float = 10.0  # both set per server by guarded_protocol
-    max_connections: int = 1000
+    def __init__(self, *args, header_timeout_s: float = 10.0, max_connections: int = 1000, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.header_timeout_s = header_timeout_s  # both set per server by GuardedProtocol
+        self.max_connections = max_connections
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self._header_deadline: asyncio.TimerHandle | None = None
@@ -97,10 +100,18 @@ class HeaderDeadlineProtocol(H11Protocol):
             self.transport.close()
 
 
-def guarded_protocol(header_timeout_s: float, max_connections: int) -> type[HeaderDeadlineProtocol]:
-    """The protocol class to pass as uvicorn's `http=`, with this server's header deadline and connection cap."""
-    return type("HeaderDeadlineProtocol", (HeaderDeadlineProtocol,),
-                {"header_timeout_s": header_timeout_s, "max_connections": max_connections})
+@dataclass(frozen=True)
+class GuardedProtocol:
+    """What to pass as uvicorn's `http=`: makes HeaderDeadlineProtocol connections with this server's header
+    deadline and connection cap. A plain module-level class with two fields, so it pickles: uvicorn sends its
+    config, `http` included, to each spawned worker process (a class made at run time would not survive that)."""
+
+    header_timeout_s: float
+    max_connections: int
+
+    def __call__(self, *args, **kwargs) -> HeaderDeadlineProtocol:
+        return HeaderDeadlineProtocol(*args, header_timeout_s=self.header_timeout_s,
+                                      max_connections=self.max_connections, **kwargs)
 
 
 class RepeatedLogFilter(logging.Filter):

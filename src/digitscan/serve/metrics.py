@@ -18,6 +18,8 @@ DOCS_PATHS = {"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
 STATIC_PREFIX = "/static/"
 # Seconds. Single-digit predictions take a few milliseconds; photos and numbers up to a few hundred.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)  # max_batch is at most 1024
+MODEL_CALL_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 
 
 class Metrics:
@@ -29,8 +31,14 @@ class Metrics:
                                  "Time from receiving the request to the end of the response, by route and status.",
                                  ["method", "route", "status"], buckets=LATENCY_BUCKETS, registry=self.registry)
         self.inference = Histogram("digitscan_inference_duration_seconds",
-                                   "Time on a worker thread per image: decoding, preprocessing and the model.",
+                                   "Time on a worker thread per image: decoding and preprocessing (predict), "
+                                   "or the whole reading with its model calls (read).",
                                    ["endpoint", "outcome"], buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.batch_size = Histogram("digitscan_batch_size", "Inputs per model call of /api/predict's batcher.",
+                                    buckets=BATCH_SIZE_BUCKETS, registry=self.registry)
+        self.model_call = Histogram("digitscan_model_call_duration_seconds",
+                                    "Time of one batched model call of /api/predict, whatever its size.",
+                                    buckets=MODEL_CALL_BUCKETS, registry=self.registry)
         self.rejected = Counter("digitscan_rejected_requests",
                                 "API requests refused, by reason (too_large, unsupported, unreadable, too_costly, "
                                 "invalid_request, saturated, timeout, not_ready, processing_error, out_of_memory).",
@@ -41,6 +49,10 @@ class Metrics:
 
     def track_admitted(self, count: Callable[[], float]) -> None:
         self.admitted.set_function(count)
+
+    def batch(self, size: int, seconds: float) -> None:
+        self.batch_size.observe(size)
+        self.model_call.observe(seconds)
 
     def reject(self, reason: str) -> None:
         self.rejected.labels(reason).inc()

@@ -1,6 +1,8 @@
-"""The HTTP routes: thin async handlers over Recognizer; the image work itself runs on the inference pool's threads.
+"""The HTTP routes: thin async handlers over Recognizer; the image work itself runs on the inference pool's threads,
+and /api/predict's model call in a batch shared with the requests that arrive with it (serve/batcher.py).
 
-Mounted by `create_app`; each handler gets the recognizer, pool, settings and metrics as FastAPI dependencies.
+Mounted by `create_app`; each handler gets the recognizer, pool, batcher, settings and metrics as FastAPI
+dependencies. `bench_router` (POST /bench/bare) is mounted only with the benchmark_routes setting.
 """
 
 from __future__ import annotations
@@ -9,7 +11,8 @@ import base64
 import io
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -22,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from digitscan.errors import ImageError, Saturated
 from digitscan.image.decode import decode_image
 from digitscan.recognize import Recognizer
+from digitscan.serve.batcher import Batcher
 from digitscan.serve.limits import InferencePool
 from digitscan.serve.metrics import Metrics
 from digitscan.serve.settings import Settings
@@ -91,6 +95,10 @@ def get_pool(request: Request) -> InferencePool:
     return request.app.state.pool
 
 
+def get_batcher(request: Request) -> Batcher:
+    return request.app.state.batcher
+
+
 def get_recognizer(request: Request) -> Recognizer:
     recognizer = request.app.state.recognizer
     if recognizer is None:
@@ -101,6 +109,7 @@ def get_recognizer(request: Request) -> Recognizer:
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 PoolDep = Annotated[InferencePool, Depends(get_pool)]
+BatcherDep = Annotated[Batcher, Depends(get_batcher)]
 RecognizerDep = Annotated[Recognizer, Depends(get_recognizer)]
 ImageUpload = Annotated[UploadFile, File(description="An image: PNG, JPEG, BMP, GIF, TIFF or WebP.")]
 IncludeInput = Annotated[bool, Query(description="Add the 28x28 model input as input_image (a PNG data URL).")]
@@ -134,11 +143,16 @@ async def metrics(metrics: MetricsDep) -> Response:
 
 @router.post("/api/predict", tags=["recognition"], response_model=PredictResponse,
              response_model_exclude_unset=True, responses=ERRORS)
-async def predict(file: ImageUpload, recognizer: RecognizerDep, pool: PoolDep, settings: SettingsDep,
-                  metrics: MetricsDep, include_input: IncludeInput = False) -> dict:
+async def predict(file: ImageUpload, recognizer: RecognizerDep, pool: PoolDep, batcher: BatcherDep,
+                  settings: SettingsDep, metrics: MetricsDep, include_input: IncludeInput = False) -> dict:
     """One digit in the image: the digit (or null when it is not a digit), its confidence and all ten probabilities."""
     data = await read_upload(file, settings.max_upload_bytes)
-    return await infer(pool, metrics, "predict", predict_image, recognizer, data, settings.max_pixels, include_input)
+    with api_errors("predict"):
+        model_input = await infer(pool, metrics, "predict", prepare_image, recognizer, data, settings.max_pixels)
+        result = (await batcher.predict(model_input)).to_dict()
+    if include_input:
+        result["input_image"] = png_data_url(model_input)
+    return result
 
 
 @router.post("/api/read", tags=["recognition"], response_model=ReadResponse, responses=ERRORS)
@@ -153,13 +167,10 @@ async def read(file: ImageUpload, recognizer: RecognizerDep, pool: PoolDep, sett
 # ---- the work done on a pool thread -------------------------------------------------------------------------------
 
 
-def predict_image(recognizer: Recognizer, data: bytes, max_pixels: int, include_input: bool = False) -> dict:
+def prepare_image(recognizer: Recognizer, data: bytes, max_pixels: int) -> np.ndarray:
+    """The upload's (28, 28) model input in [0, 1], ink bright; the model call is the batcher's."""
     gray = decode_image(data, max_pixels=max_pixels, max_bytes=len(data))  # the byte limit was applied on upload
-    model_input = recognizer.prepare(gray)  # (28, 28) in [0, 1], ink bright
-    result = recognizer.predict_inputs(model_input[None])[0].to_dict()
-    if include_input:
-        result["input_image"] = png_data_url(model_input)
-    return result
+    return recognizer.prepare(gray)
 
 
 def read_image(recognizer: Recognizer, data: bytes, max_pixels: int, time_limit_s: float) -> dict:
@@ -182,10 +193,10 @@ async def read_upload(file: UploadFile, limit: int) -> bytes:
     return data
 
 
-async def infer(pool: InferencePool, metrics: Metrics, endpoint: str, work: Callable[..., dict], *args: Any) -> dict:
+async def infer(pool: InferencePool, metrics: Metrics, endpoint: str, work: Callable[..., Any], *args: Any) -> Any:
     """Run `work` on the pool and turn every way it can fail into a 4xx (the input's fault) or a 503 (ours)."""
 
-    def timed() -> dict:
+    def timed() -> Any:
         start, outcome = time.perf_counter(), "error"
         try:
             result = work(*args)
@@ -194,8 +205,18 @@ async def infer(pool: InferencePool, metrics: Metrics, endpoint: str, work: Call
         finally:
             metrics.inference.labels(endpoint, outcome).observe(time.perf_counter() - start)
 
-    try:
+    with api_errors(endpoint):
         return await pool.run(timed)
+
+
+@contextmanager
+def api_errors(endpoint: str) -> Iterator[None]:
+    """The error mapping of the API: Saturated (pool, batcher, shutdown) is a 503, an ImageError its own 4xx,
+    running out of memory a 503, anything else a logged 422; an ApiError raised inside passes unchanged."""
+    try:
+        yield
+    except ApiError:
+        raise
     except Saturated as exc:
         raise ApiError(exc.http_status, f"server is busy ({exc}); retry shortly", exc.reason,
                        {"Retry-After": "1"}) from None
@@ -206,7 +227,22 @@ async def infer(pool: InferencePool, metrics: Metrics, endpoint: str, work: Call
         raise ApiError(503, "not enough memory for this image right now; retry later", "out_of_memory",
                        {"Retry-After": "5"}) from None
     except Exception as exc:
-        # A decoder or preprocessing step tripped over this particular input in a way no rule above foresaw:
-        # log it for us, and tell the client its image could not be processed rather than fail the server.
+        # A decoder, preprocessing step or model call tripped over this particular input (or its batch) in a way
+        # no rule above foresaw: log it for us, and tell the client its image could not be processed rather than
+        # fail the server.
         log.exception("%s failed on an uploaded image", endpoint)
         raise ApiError(422, f"the image could not be processed ({type(exc).__name__})", "processing_error") from None
+
+
+# ---- for benchmarks only (settings.benchmark_routes) ---------------------------------------------------------------
+
+# A constant answer the size and shape of a prediction, so the bare route's JSON costs what a real one does.
+BARE_ANSWER = {"digit": 0, "confidence": 1.0, "is_digit": True, "probabilities": [1.0] + [0.0] * 9}
+bench_router = APIRouter(prefix="/bench", tags=["benchmark"])
+
+
+@bench_router.post("/bare")
+async def bare(file: ImageUpload, settings: SettingsDep) -> dict:
+    """The HTTP stack's ceiling: the same upload as /api/predict, read and answered with a constant, never decoded."""
+    await read_upload(file, settings.max_upload_bytes)
+    return BARE_ANSWER
