@@ -6,12 +6,15 @@ import asyncio
 import base64
 import io
 import logging
+import os
+import pickle
 import socket
 import struct
 import threading
 import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
+from unittest import mock
 
 import httpx
 import numpy as np
@@ -25,7 +28,7 @@ from digitscan import Recognizer
 from digitscan.cli import main
 from digitscan.errors import Saturated
 from digitscan.serve import Settings, create_app, get_settings
-from digitscan.serve.connections import RepeatedLogFilter, fit_to_open_file_limit
+from digitscan.serve.connections import GuardedProtocol, RepeatedLogFilter, fit_to_open_file_limit
 from digitscan.serve.limits import InferencePool
 from digitscan.serve.routes import get_recognizer
 from digitscan.synthetic.strokes import render_number, stroke_digit
@@ -437,9 +440,68 @@ def test_cli_serve_passes_flags_to_settings(monkeypatch):
     assert calls[0][0].state.settings == Settings()  # no flags: the environment's (here the default) settings
 
 
+def test_worker_and_batching_settings(monkeypatch):
+    assert (Settings().workers, Settings().batch_window_ms, Settings().max_batch) == (1, 2.0, 32)
+    for bad in ({"workers": 0}, {"workers": 65}, {"batch_window_ms": -1}, {"max_batch": 0}, {"max_concurrency": 0}):
+        with pytest.raises(ValidationError):
+            Settings(**bad)
+    monkeypatch.setattr("digitscan.serve.settings.usable_cores", lambda: 8)
+    # The default inference threads share the cores among the workers: never more threads than cores.
+    assert [Settings(workers=n).inference_threads for n in (1, 2, 4, 8, 16)] == [8, 4, 2, 1, 1]
+    assert Settings(workers=4, max_concurrency=3).inference_threads == 3
+
+
+def test_settings_survive_the_trip_to_a_worker_process(monkeypatch):
+    for name in list(os.environ):
+        if name.startswith("DIGITSCAN_"):
+            monkeypatch.delenv(name)
+    settings = Settings(workers=3, port=9123, model=None, torch_threads=None, max_batch=7, batch_window_ms=0.5,
+                        benchmark_routes=True, preprocess="paper", request_timeout_s=2.5)
+    for name, value in settings.as_environment().items():
+        monkeypatch.setenv(name, value)
+    assert Settings() == settings  # what create_app() in each worker reads (None included: "none")
+
+
+def test_the_connection_guard_pickles_for_spawned_workers():
+    guard = GuardedProtocol(3.0, 50)
+    rebuilt = pickle.loads(pickle.dumps(guard))
+    assert (rebuilt.header_timeout_s, rebuilt.max_connections) == (3.0, 50)
+
+
+def test_cli_serve_with_workers_passes_an_import_string(monkeypatch):
+    import uvicorn
+
+    calls = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: calls.append((app, kwargs)))
+    with mock.patch.dict(os.environ):  # run() exports the settings; put the environment back afterwards
+        result = CliRunner().invoke(main, ["serve", "--workers", "2", "--batch-window-ms", "0", "--max-batch", "4",
+                                           "--header-timeout", "3", "--benchmark-routes"])
+        assert result.exit_code == 0, result.output
+        settings = Settings()  # what each worker reads from the environment run() set
+    app, kwargs = calls[0]
+    assert app == "digitscan.serve.app:create_app" and kwargs["factory"] is True and kwargs["workers"] == 2
+    assert (kwargs["http"].header_timeout_s, kwargs["http"].max_connections) == (3.0, fit_to_open_file_limit(1000))
+    assert (settings.workers, settings.batch_window_ms, settings.max_batch) == (2, 0.0, 4)
+    assert (settings.header_timeout_s, settings.benchmark_routes) == (3.0, True)
+
+
+def test_the_bare_benchmark_route_is_mounted_only_when_asked(client):
+    data = (EXAMPLES / "three_blue_pen.png").read_bytes()
+    assert post(client, "/bench/bare", data).status_code == 404
+    assert "/bench/bare" not in client.get("/openapi.json").json()["paths"]
+    with TestClient(create_app(Settings(**LIMITS, benchmark_routes=True))) as bench:
+        answer = post(bench, "/bench/bare", data)
+        assert answer.status_code == 200 and set(answer.json()) == PREDICT_KEYS
+        assert post(bench, "/bench/bare", b"not even an image").json() == answer.json()  # never looks at the image
+        assert_error(post(bench, "/bench/bare", bytes(400_000)), 413)  # the upload limits apply as on /api/
+        assert metric(bench, 'digitscan_http_requests_total{method="POST",route="/bench/bare",status="200"}') == 2
+
+
 def test_cli_serve_rejects_bad_settings():
     result = CliRunner().invoke(main, ["serve", "--max-queue", "-3"])
     assert result.exit_code == 2 and "max_queue" in result.output
+    result = CliRunner().invoke(main, ["serve", "--workers", "0"])
+    assert result.exit_code == 2 and "workers" in result.output
     result = CliRunner().invoke(main, ["serve", "--model", "no/such/model.safetensors"])
     assert result.exit_code == 1 and "no such model file" in result.output
 
@@ -483,6 +545,42 @@ def test_real_server():
             metrics = http.get("/metrics").text
             assert 'digitscan_http_requests_total{method="POST",route="/api/predict",status="200"} 37.0' in metrics
     assert server.process.returncode == 0  # SIGINT: graceful shutdown through the lifespan
+
+
+def test_real_server_with_two_workers():
+    flags = ("--workers", "2", "--header-timeout", "2", "--max-concurrency", "1")
+    names = sorted(EXPECTED)
+    with live_server(*flags) as server:
+        assert len(worker_processes(server.process.pid)) == 2  # each loaded the model before /readyz said ready
+        with httpx.Client(base_url=server.url, timeout=30) as http:
+            files = [(EXAMPLES / name).read_bytes() for name in names]
+            with ThreadPoolExecutor(8) as pool:
+                answers = list(pool.map(lambda i: post(http, "/api/predict", files[i % len(files)]), range(24)))
+            assert [a.status_code for a in answers] == [200] * 24
+            assert [a.json()["digit"] for a in answers] == [EXPECTED[names[i % len(names)]] for i in range(24)]
+        # The connection guard holds in every worker: connections that send nothing are closed at the deadline.
+        host, port = server.url.removeprefix("http://").split(":")
+        silent = open_slowly((host, int(port)), 6)
+        assert all(closed_by_server(connection, 5) for connection in silent)
+        for connection in silent:
+            connection.close()
+    assert server.process.returncode == 0  # SIGINT to the parent: each worker shuts down through its lifespan
+
+
+def worker_processes(parent: int) -> list[int]:
+    """The uvicorn worker processes of `parent`: its children started by multiprocessing's spawn."""
+    workers = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = open(f"/proc/{entry}/stat").read()
+            command = open(f"/proc/{entry}/cmdline", "rb").read()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == parent and b"spawn_main" in command:
+            workers.append(int(entry))
+    return workers
 
 
 HEADER_TIMEOUT_S = 3.0  # short, so the slow connections' end is seen within the test
