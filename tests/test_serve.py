@@ -558,6 +558,9 @@ def test_real_server_with_two_workers():
                 answers = list(pool.map(lambda i: post(http, "/api/predict", files[i % len(files)]), range(24)))
             assert [a.status_code for a in answers] == [200] * 24
             assert [a.json()["digit"] for a in answers] == [EXPECTED[names[i % len(names)]] for i in range(24)]
+        with httpx.Client(base_url=server.url, timeout=30) as kept_alive:  # answers on one connection do not wait
+            seconds = [timed_call(lambda: kept_alive.get("/healthz")) for _ in range(12)]  # for a delayed ACK
+            assert min(seconds[1:]) < 0.025, seconds  # ~0.042 each before TCP_NODELAY was set (connections.py)
         # The connection guard holds in every worker: connections that send nothing are closed at the deadline.
         host, port = server.url.removeprefix("http://").split(":")
         silent = open_slowly((host, int(port)), 6)
@@ -565,6 +568,12 @@ def test_real_server_with_two_workers():
         for connection in silent:
             connection.close()
     assert server.process.returncode == 0  # SIGINT to the parent: each worker shuts down through its lifespan
+
+
+def timed_call(call) -> float:
+    start = time.perf_counter()
+    assert call().status_code == 200
+    return time.perf_counter() - start
 
 
 def worker_processes(parent: int) -> list[int]:
