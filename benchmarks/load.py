@@ -1,9 +1,10 @@
 """Load test of `digitscan serve`: the photo mix on /api/predict beside the bare endpoint, at 1, 8 and 32 clients.
 
 Run: `.venv/bin/python benchmarks/load.py` (needs MNIST in $DIGITSCAN_DATA; starts `digitscan serve
---benchmark-routes` on a free port of 127.0.0.1; 5,000 requests at 32 concurrent, fewer at 1 and 8; a few minutes on
-2 cores) with `--workers N` for N server processes, `--requests` to size it, or `--url` for a running server started
-with --benchmark-routes. Writes benchmarks/results/load.{json,md}.
+--benchmark-routes` on a free port of 127.0.0.1; 5,000 requests at 32 and at 8 concurrent, 500 at 1, each to the
+photo mix and to the bare endpoint, then 300 to /api/read; minutes, most of them the photo mix) with `--workers N` for
+N server processes, `--requests` to size it, or `--url` for a running server started with --benchmark-routes.
+Writes benchmarks/results/load.{json,md}.
 
 The photo mix: the example images (examples/*.png, *.jpg) and photos of MNIST test digits taken under the 'mixed'
 conditions of digitscan.synthetic.photos at 200-520 px. The bare endpoint (POST /bench/bare) receives the same
