@@ -206,6 +206,12 @@ def scenario(url: str, path: str, files: list[tuple[str, bytes]], count: int, co
     return result
 
 
+def onnxruntime_version() -> str:
+    import onnxruntime
+
+    return onnxruntime.__version__
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -252,6 +258,7 @@ def main() -> None:
     load_before = os.getloadavg()[0]  # other work on the machine (the benchmark shares the cores with it)
     process, url = (None, args.url) if args.url else start_server(flags)
     pid = process.pid if process else None
+    model = httpx.get(f"{url}/readyz").json()["model"]
     runs = []
     try:
         for concurrency in (1, 8, 32):
@@ -284,6 +291,7 @@ def main() -> None:
                f"p99 <= {TARGET_P99_MS:.0f} ms: {at_32['p99_ms']:.1f}; 0 errors: {at_32['errors']}; "
                f">= {TARGET_BARE_SHARE:.0%} of bare: {share_32:.0%}.")
     server = f"the server at {url}" if args.url else " ".join(["`digitscan serve --benchmark-routes", *flags]) + "`"
+    server += f", model {model}" + (f" on onnxruntime {onnxruntime_version()}" if model.endswith(".onnx") else "")
     info = machine()
     info["torch_threads"] = 1  # the server's default (one PyTorch thread per inference), not this client's
     markdown = "\n".join([
@@ -297,7 +305,7 @@ def main() -> None:
         f"asyncio HTTP/1.1 client in the benchmark's own process, on the same cores).",
         machine_line(info) + f"; load average {load_before:.1f} before the run",
     ])
-    write_results("load", {"machine": info, "url": url, "workers": args.workers, "flags": flags,
+    write_results("load", {"machine": info, "url": url, "model": model, "workers": args.workers, "flags": flags,
                            "runs": [{"name": name, **run} for name, run in runs]}, markdown)
 
 
