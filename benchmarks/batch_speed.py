@@ -1,28 +1,35 @@
-"""Batch jobs end to end: `digitscan predict FOLDER --out results.csv` over the 10,000 MNIST test images as PNG files.
+"""Batch jobs end to end: `digitscan predict FOLDER --out results.csv` over 10,000 real-size photos.
 
-Run: `.venv/bin/python benchmarks/batch_speed.py` (~2 min on 2 cores; needs DIGITSCAN_DATA). The images are written
-into a temporary folder (deleted afterwards), then the CLI runs as a fresh process for each backend (PyTorch, and
-onnxruntime on the exported .onnx file) and number of decoding workers. Reported: wall time of the whole command
-(Python start-up, model loading and worker start-up included), images/s from that, the rows in the CSV (must be
-10,000) and their accuracy against the MNIST labels.
+Run: `.venv/bin/python benchmarks/batch_speed.py` (~4 min on 2 cores; needs DIGITSCAN_DATA). The files are MNIST
+*test* digits photographed by digitscan.synthetic.photos ("mixed" conditions: ink, paper, light, pen, noise, blur)
+as 640x480 JPEG files (quality 90), written into a temporary folder (deleted afterwards); `--kind mnist-png` uses
+the 28x28 MNIST test images as PNG files instead. The CLI then runs as a fresh process for each backend
+(onnxruntime, the default; PyTorch with --backend torch) and number of decoding workers. Reported: wall time of the
+whole command (Python start-up, model loading and worker start-up included), images/s from that, the rows in the
+CSV (one per file, in order) and their accuracy against the MNIST labels.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import io
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
 from common import machine, machine_line, markdown_table, write_results
 from digitscan.data.mnist import load_mnist
-from digitscan.models.checkpoint import load_checkpoint
-from digitscan.models.export import export_onnx
+from digitscan.image.decode import decode_image
+from digitscan.synthetic.photos import CONDITIONS, glyph_from_mnist, render
+
+PHOTO_SIZE = (640, 480)  # (w, h)
 
 
 def write_pngs(folder: Path, n: int) -> dict[str, int]:
@@ -36,11 +43,26 @@ def write_pngs(folder: Path, n: int) -> dict[str, int]:
     return truth
 
 
-def run_job(folder: Path, out: Path, workers: int, batch_size: int, model: Path | None) -> float:
+def write_photos(folder: Path, n: int, seed: int = 0) -> dict[str, int]:
+    """The first n MNIST test digits photographed ("mixed" conditions) as 640x480 JPEG files; path -> label."""
+    images, labels = load_mnist("test")
+    rng = np.random.default_rng(seed)
+    condition = replace(CONDITIONS["mixed"], image_height=(PHOTO_SIZE[1], PHOTO_SIZE[1]),
+                        aspect=(PHOTO_SIZE[0] / PHOTO_SIZE[1],) * 2)
+    truth = {}
+    for i in range(min(n, len(images))):
+        pixels, _ = render(glyph_from_mnist(images[i]), condition.draw(rng), rng)  # (480, 640, 3) RGB
+        buffer = io.BytesIO()
+        Image.fromarray(pixels).save(buffer, "JPEG", quality=90)
+        path = folder / f"{i:05d}.jpg"
+        path.write_bytes(buffer.getvalue())
+        truth[str(path)] = int(labels[i])
+    return truth
+
+
+def run_job(folder: Path, out: Path, workers: int, batch_size: int, backend: str) -> float:
     command = [sys.executable, "-m", "digitscan", "predict", str(folder), "--out", str(out), "--force",
-               "--workers", str(workers), "--batch-size", str(batch_size), "--no-progress"]
-    if model is not None:
-        command += ["--model", str(model)]
+               "--workers", str(workers), "--batch-size", str(batch_size), "--no-progress", "--backend", backend]
     start = time.perf_counter()
     subprocess.run(command, check=True, capture_output=True)
     return time.perf_counter() - start
@@ -48,21 +70,26 @@ def run_job(folder: Path, out: Path, workers: int, batch_size: int, model: Path 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--n", type=int, default=10_000, help="Number of MNIST test images to write as PNG.")
+    parser.add_argument("--n", type=int, default=10_000, help="Number of MNIST test digits to write as files.")
+    parser.add_argument("--kind", choices=["photos", "mnist-png"], default="photos",
+                        help="640x480 JPEG photos (default) or the 28x28 MNIST images as PNG files")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--backends", nargs="+", default=["onnx", "torch"], choices=["onnx", "torch"])
     parser.add_argument("--batch-size", type=int, default=256)
     args = parser.parse_args()
 
     rows, results = [], []
     with tempfile.TemporaryDirectory() as tmp:
-        folder, tmp_path = Path(tmp) / "png", Path(tmp)
+        folder, tmp_path = Path(tmp) / "files", Path(tmp)
         folder.mkdir()
-        truth = write_pngs(folder, args.n)
-        onnx_file = export_onnx(load_checkpoint(), tmp_path / "shipped.onnx").path
-        for backend, model in [("PyTorch", None), ("onnxruntime", onnx_file)]:
+        truth = write_photos(folder, args.n) if args.kind == "photos" else write_pngs(folder, args.n)
+        size = decode_image(next(iter(truth))).shape
+        mb = sum(Path(p).stat().st_size for p in truth) / 2**20
+        print(f"{len(truth):,} files of {size[1]}x{size[0]} px, {mb:,.0f} MiB", flush=True)
+        for backend in args.backends:
             for workers in args.workers:
                 out = tmp_path / f"{backend}-{workers}.csv"
-                seconds = run_job(folder, out, workers, args.batch_size, model)
+                seconds = run_job(folder, out, workers, args.batch_size, backend)
                 with open(out, newline="") as f:
                     table = list(csv.DictReader(f))
                 correct = sum(r["digit"] == str(truth[r["path"]]) for r in table)
@@ -72,7 +99,8 @@ def main() -> None:
                           "images_per_s": len(truth) / seconds, "rows": len(table), "errors": errors,
                           "accuracy": correct / len(table), "every_file_once_in_order": paths_ok}
                 results.append(result)
-                rows.append([backend, workers, f"{seconds:.1f}", f"{result['images_per_s']:,.0f}",
+                rows.append([{"onnx": "onnxruntime", "torch": "PyTorch"}[backend], workers, f"{seconds:.1f}",
+                             f"{result['images_per_s']:,.0f}",
                              f"{len(table):,}" + ("" if paths_ok else " (NOT one per file)"),
                              f"{result['accuracy']:.2%}"])
                 print(rows[-1], flush=True)
@@ -80,16 +108,18 @@ def main() -> None:
     markdown = "\n".join([
         markdown_table(["backend", "workers", "wall time (s)", "images/s end to end", "CSV rows",
                         "accuracy of the rows"], rows), "",
-        f"{len(truth):,} MNIST test images as 28×28 PNG files; `digitscan predict FOLDER --out results.csv "
-        f"--workers N --batch-size {args.batch_size}`, each run a fresh process (start-up, model loading and worker "
-        f"start-up included). onnxruntime runs `--model shipped.onnx` from `digitscan export`. Accuracy: the `digit` "
-        f"column against the MNIST labels, after the robust preprocessing of the PNG files (a rejected digit counts "
-        f"as wrong).",
+        (f"{len(truth):,} MNIST test digits photographed as {size[1]}×{size[0]} JPEG files ({mb:,.0f} MiB; synthetic "
+         "photos, 'mixed' conditions)" if args.kind == "photos" else
+         f"{len(truth):,} MNIST test images as 28×28 PNG files")
+        + f"; `digitscan predict FOLDER --out results.csv --workers N --batch-size {args.batch_size} --backend B`, "
+        "each run a fresh process (start-up, model loading and worker start-up included). Accuracy: the `digit` "
+        "column against the MNIST labels (a rejected digit counts as wrong).",
         machine_line(info),
-        f"Command: `.venv/bin/python benchmarks/batch_speed.py --n {args.n} --workers "
-        f"{' '.join(map(str, args.workers))}`",
+        f"Command: `.venv/bin/python benchmarks/batch_speed.py --kind {args.kind} --n {args.n} --workers "
+        f"{' '.join(map(str, args.workers))} --backends {' '.join(args.backends)}`",
     ])
-    write_results("batch_speed", {"machine": info, "n": len(truth), "runs": results}, markdown)
+    write_results("batch_speed" if args.kind == "photos" else "batch_speed_mnist_png",
+                  {"machine": info, "kind": args.kind, "n": len(truth), "runs": results}, markdown)
 
 
 if __name__ == "__main__":

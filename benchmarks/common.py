@@ -34,13 +34,15 @@ def machine() -> dict:
         "torch": torch.__version__,
         "python": platform.python_version(),
         "date": time.strftime("%Y-%m-%d"),
+        "load_average_1min": round(os.getloadavg()[0], 2),  # other processes on the machine: timings mean less
     }
 
 
 def machine_line(info: dict | None = None) -> str:
     info = info or machine()
+    load = f", load average {info['load_average_1min']} at the end" if "load_average_1min" in info else ""
     return (f"Machine: {info['cpu']}, {info['cores']} cores, torch {info['torch']} "
-            f"({info['torch_threads']} threads), Python {info['python']}, {info['date']}")
+            f"({info['torch_threads']} threads), Python {info['python']}, {info['date']}{load}")
 
 
 def markdown_table(header: list[str], rows: list[list]) -> str:

@@ -171,8 +171,8 @@ class CountingRecognizer:
         self.block.set()
         self.entered = threading.Event()
 
-    def prepare(self, image):
-        return self.real.prepare(image)
+    def prepare(self, image, **limits):
+        return self.real.prepare(image, **limits)
 
     def predict_inputs(self, stack):
         self.batch_sizes.append(len(stack))

@@ -96,7 +96,7 @@ class BlockingRecognizer:
         self.release = threading.Event()
         self.calls = 0
 
-    def prepare(self, image):
+    def prepare(self, image, **limits):
         self.calls += 1
         self.started.set()
         self.release.wait(10)

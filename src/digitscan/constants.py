@@ -27,7 +27,11 @@ MAX_IDX_BYTES = 64 * 2**20  # default limit on an IDX file's decompressed size (
 FILE_DESCRIPTOR_RESERVE = 64  # open files the server needs besides its connections: model files, pipes, sockets
 REPEATED_LOG_INTERVAL_S = 10.0  # a log line repeated once per bad connection goes through once per this long
 PREPROCESS_MODES = ("robust", "paper")
-WORK_SIDE = 512  # longer side of the ink finder's working copy: ~10x a digit's 20 px box; keeps 12 MP photos fast
+WORK_SIDE = 512  # longer side of the ink finder's working copy for a line or a page (`read`): ~10x a digit's 20 px box
+# One digit (`predict`) is looked for on a copy this small first, then again around it when it came out smaller than
+# DIGIT_WORK_SIDE there (a digit far away in a big frame); at 2x the 20 px box a digit loses nothing to the resize.
+PREDICT_WORK_SIDE = 160
+DIGIT_WORK_SIDE = 40
 
 # Reading numbers.
 READ_METHODS = ("sequence", "segments")  # the line reader, or cutting into digits first

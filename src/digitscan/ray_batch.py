@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 import os
-import pickle
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -167,10 +166,13 @@ def pipeline_rows(job: Job, ray_job: RayJob, todo: list[str], batch_size: int) -
 
 
 def prepare_files(batch: dict[str, np.ndarray], prepare: Callable[[str], np.ndarray]) -> dict[str, np.ndarray]:
-    """A Ray task: each file's prepared input (pickled; empty where there is none) and why it has none."""
+    """A Ray task: each file's prepared input (float32 bytes and its shape; empty where there is none) and why it
+    has none. Raw bytes, not pickles: nothing of a file's is ever unpickled (tests/test_checkpoint.py)."""
     prepared = prepare_chunk(prepare, [os.fsdecode(file) for file in batch["file"]])
+    arrays = [None if array is None else np.ascontiguousarray(array, np.float32) for _, array, _ in prepared]
     return {"file": batch["file"],
-            "input": bytes_column(b"" if array is None else pickle.dumps(array) for _, array, _ in prepared),
+            "input": bytes_column(b"" if array is None else array.tobytes() for array in arrays),
+            "shape": np.array([(0, 0) if array is None else array.shape for array in arrays], np.int64),
             "ok": np.array([error is None for _, _, error in prepared]),
             "error": bytes_column((error or "").encode(**FIELD_ENCODING) for _, _, error in prepared)}
 
@@ -183,8 +185,10 @@ class ModelActor:
         self.job = ray_job.build()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        prepared = [(file, pickle.loads(data) if ok else None, None if ok else error.decode(**FIELD_ENCODING))
-                    for file, data, ok, error in zip(batch["file"], batch["input"], batch["ok"], batch["error"])]
+        prepared = [(file, np.frombuffer(data, np.float32).reshape(shape).copy() if ok else None,
+                     None if ok else error.decode(**FIELD_ENCODING))
+                    for file, data, shape, ok, error in zip(batch["file"], batch["input"], batch["shape"], batch["ok"],
+                                                            batch["error"])]
         rows = finish_batch(self.job, prepared)
         return {"file": batch["file"],
                 **{name: bytes_column(str(row.get(name, "")).encode(**FIELD_ENCODING) for row in rows)

@@ -12,7 +12,14 @@ from pathlib import Path
 
 import numpy as np
 
-from digitscan.constants import DIGIT_CLASSES, IMAGE_SIZE, READ_METHODS, READ_TIME_LIMIT_S
+from digitscan.constants import (
+    DIGIT_CLASSES,
+    IMAGE_SIZE,
+    MAX_FILE_BYTES,
+    MAX_PIXELS,
+    READ_METHODS,
+    READ_TIME_LIMIT_S,
+)
 from digitscan.errors import CheckpointError
 from digitscan.image.decode import decode_image
 from digitscan.image.prepare import preprocess
@@ -141,9 +148,10 @@ class Recognizer:
             raise CheckpointError(f"{self.path}: the model's scores are NaN or infinite on fixed test inputs "
                                   f"(weights that overflow, or a temperature too close to 0); the file is broken")
 
-    def prepare(self, image) -> np.ndarray:
-        """Any supported image (path, bytes, PIL image, array) -> the (28, 28) input the model sees."""
-        return preprocess(image, self.preprocess_mode)
+    def prepare(self, image, *, max_pixels: int = MAX_PIXELS, max_bytes: int = MAX_FILE_BYTES) -> np.ndarray:
+        """Any supported image (path, bytes, PIL image, array) -> the (28, 28) input the model sees; the limits are
+        decode_image's."""
+        return preprocess(image, self.preprocess_mode, max_pixels=max_pixels, max_bytes=max_bytes)
 
     def predict(self, image) -> Prediction:
         return self.predict_inputs(self.prepare(image)[None])[0]

@@ -63,8 +63,13 @@ _DECODER_ERRORS = (
 )
 
 
-def decode_image(source, *, max_pixels: int = MAX_PIXELS, max_bytes: int = MAX_FILE_BYTES) -> np.ndarray:
+def decode_image(source, *, max_pixels: int = MAX_PIXELS, max_bytes: int = MAX_FILE_BYTES,
+                 min_side: int | None = None) -> np.ndarray:
     """Decode a path, encoded bytes, a PIL image or a numpy array into a (H, W) float32 array in [0, 1].
+
+    min_side: the resolution the caller needs; a JPEG file is then decoded at the smallest of libjpeg's DCT scales
+    (1/2, 1/4, 1/8) that keeps its longer side at least this long, which costs a fraction of a full decode (a 12 MP
+    photo for one digit). None: native resolution, as `read` needs it (boxes are in the file's pixels).
 
     Image files follow the paper convention 1.0 = white. Numpy arrays are taken as grayscale intensity as given:
     uint8 / 255, uint16 / 65535, bool, other integers by their 8- or 16-bit range, floats as [0, 1] when their
@@ -78,9 +83,9 @@ def decode_image(source, *, max_pixels: int = MAX_PIXELS, max_bytes: int = MAX_F
     if isinstance(source, Image.Image):
         return _decode_pil(source, max_pixels)
     if isinstance(source, (bytes, bytearray, memoryview)):
-        return _decode_bytes(bytes(source), max_pixels, max_bytes)
+        return _decode_bytes(bytes(source), max_pixels, max_bytes, min_side)
     if isinstance(source, (str, os.PathLike)):
-        return _decode_bytes(_read_file(Path(source), max_bytes), max_pixels, max_bytes)
+        return _decode_bytes(_read_file(Path(source), max_bytes), max_pixels, max_bytes, min_side)
     raise TypeError(f"expected a path, bytes, PIL.Image.Image or numpy array, got {type(source).__name__}")
 
 
@@ -156,7 +161,7 @@ def _bomb_error(err: Exception, max_pixels: int) -> ImageTooLargeError:
     return ImageTooLargeError(f"image is too large: {int(found[1]):,} pixels; limit is {limit:,}")
 
 
-def _decode_bytes(data: bytes, max_pixels: int, max_bytes: int) -> np.ndarray:
+def _decode_bytes(data: bytes, max_pixels: int, max_bytes: int, min_side: int | None = None) -> np.ndarray:
     if not data:
         raise UnreadableImageError("empty file (0 bytes)")
     if len(data) > max_bytes:
@@ -172,16 +177,21 @@ def _decode_bytes(data: bytes, max_pixels: int, max_bytes: int) -> np.ndarray:
     except _DECODER_ERRORS as err:
         raise UnreadableImageError(f"cannot read image header: {one_line(err)}") from None
     with image:
-        return _decode_pil(image, max_pixels, owned=True)
+        return _decode_pil(image, max_pixels, owned=True, min_side=min_side)
 
 
-def _decode_pil(image: Image.Image, max_pixels: int, owned: bool = False) -> np.ndarray:
+def _decode_pil(image: Image.Image, max_pixels: int, owned: bool = False, min_side: int | None = None) -> np.ndarray:
     """Check the size (known from the header before any pixel is decoded), then decode the first frame.
 
-    owned: the image was opened here, so its decoded pixels may be released as soon as the grey copy exists.
+    owned: the image was opened here, so its decoded pixels may be released as soon as the grey copy exists, and
+    a JPEG may be decoded straight to grey (libjpeg's Y, the same ITU-R 601 luma) and, given min_side, at a
+    reduced scale.
     """
     _check_pixels(image.width, image.height, max_pixels)
     try:
+        if owned and image.format == "JPEG" and image.mode in ("RGB", "YCbCr", "L"):
+            scale = max(1, max(image.size) // min_side) if min_side else 1
+            image.draft("L", (image.width // scale, image.height // scale))  # before load: decoding is configured
         image.load()  # only the first frame of GIF / TIFF / WebP; we never seek
         return _unit_float(*_gray_band(image, owned))
     except ImageError:

@@ -9,7 +9,16 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from digitscan.constants import DIGIT_BOX, IMAGE_SIZE, MAX_FILE_BYTES, MAX_PIXELS, PREPROCESS_MODES
+from digitscan.constants import (
+    DIGIT_BOX,
+    DIGIT_WORK_SIDE,
+    IMAGE_SIZE,
+    MAX_FILE_BYTES,
+    MAX_PIXELS,
+    PREDICT_WORK_SIDE,
+    PREPROCESS_MODES,
+    WORK_SIDE,
+)
 from digitscan.image.decode import NO_PIXEL_LIMIT, decode_image, gray_from_array
 from digitscan.image.ink import ink_map, stroke_width
 
@@ -21,7 +30,9 @@ def preprocess(
 ) -> np.ndarray:
     """decode_image then to_model_input: the model's (28, 28) float32 input from any supported source."""
     _check_mode(mode)
-    return to_model_input(decode_image(source, max_pixels=max_pixels, max_bytes=max_bytes), mode)
+    # One digit needs no more than the ink finder's largest working size: big JPEGs are decoded at a reduced scale.
+    gray = decode_image(source, max_pixels=max_pixels, max_bytes=max_bytes, min_side=WORK_SIDE)
+    return to_model_input(gray, mode)
 
 
 def to_model_input(gray: np.ndarray, mode: str = "robust") -> np.ndarray:
@@ -37,11 +48,40 @@ def to_model_input(gray: np.ndarray, mode: str = "robust") -> np.ndarray:
         # Keras load_img(target_size=...) resizes without antialiasing; cv2's INTER_LINEAR matches that.
         resized = cv2.resize(gray, (IMAGE_SIZE, IMAGE_SIZE), interpolation=cv2.INTER_LINEAR)
         return np.clip(resized, 0, 1).astype(np.float32)
-    ink, _ = ink_map(gray)  # validates again: cheap next to finding the ink
-    rows, cols = np.nonzero(ink)
-    if rows.size == 0:
+    ink = digit_ink(gray)
+    if ink is None:
         return np.zeros((IMAGE_SIZE, IMAGE_SIZE), np.float32)
-    return fit_to_mnist_box(ink[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1])
+    return fit_to_mnist_box(ink)
+
+
+def digit_ink(gray: np.ndarray) -> np.ndarray | None:
+    """The ink of the one digit in a grey image, cropped to it (None: no ink), coarse to fine.
+
+    The ink is found on a copy at most PREDICT_WORK_SIDE px on its longer side; a digit that comes out smaller than
+    DIGIT_WORK_SIDE there (far away in a big frame) is looked for again in the region around it, cut from the full
+    image (its own size on every side of it), so it reaches the 20 px box from as many pixels as a near one.
+    """
+    ink, scale = ink_map(gray, work_side=PREDICT_WORK_SIDE)
+    box = _ink_box(ink)
+    if box is None or scale >= 1 or max(box[1] - box[0], box[3] - box[2]) >= DIGIT_WORK_SIDE:
+        return None if box is None else ink[box[0]:box[1], box[2]:box[3]]
+    top, bottom, left, right = (round(edge / scale) for edge in box)  # in the full image's pixels
+    reach = max(bottom - top, right - left)
+    region = gray[max(0, top - reach): bottom + reach, max(0, left - reach): right + reach]
+    fine, _ = ink_map(region, work_side=PREDICT_WORK_SIDE)
+    fine_box = _ink_box(fine)
+    if fine_box is None:  # the coarse look saw more than the close one: keep it
+        return ink[box[0]:box[1], box[2]:box[3]]
+    return fine[fine_box[0]:fine_box[1], fine_box[2]:fine_box[3]]
+
+
+def _ink_box(ink: np.ndarray) -> tuple[int, int, int, int] | None:
+    """(top, bottom, left, right), bottom and right exclusive, of the nonzero pixels; None when there are none."""
+    rows = np.flatnonzero(ink.any(axis=1))
+    if rows.size == 0:
+        return None
+    cols = np.flatnonzero(ink.any(axis=0))
+    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
 
 
 def _check_mode(mode: str) -> None:

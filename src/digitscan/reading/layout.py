@@ -16,7 +16,7 @@ import numpy as np
 
 from digitscan.constants import MAX_COMPONENTS
 from digitscan.errors import ImageTooComplexError
-from digitscan.image.ink import ink_map
+from digitscan.image.ink import components, ink_map
 
 # Every geometric threshold is a fraction of the median digit height H, so none depends on the image's resolution.
 _INK_LEVEL = 0.35  # the soft ink map is binarized here for components; the soft values still feed the model
@@ -90,7 +90,7 @@ def find_atoms(gray: np.ndarray, cut: bool = True) -> Layout:
     erased = cv2.dilate((mask & ~cleaned).astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool) & ~cleaned
     ink = np.where(erased, 0.0, ink).astype(np.float32)
     mask = cleaned
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    count, labels, stats = components(mask)
     stats = stats[1:]  # (n, 5): left, top, width, height, area; label 0 is the background
     if count <= 1:
         return empty
@@ -140,7 +140,7 @@ def _add_atoms(part: np.ndarray, ink: np.ndarray, atom_map: np.ndarray, atoms: l
 
 def _rough_digit_height(mask: np.ndarray) -> float:
     """Height of the text line before anything is cleaned (a rule touching the digits adds its offset)."""
-    _, _, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    _, _, stats = components(mask)
     return _digit_height(stats[1:])
 
 
@@ -160,7 +160,7 @@ def _remove_rules(mask: np.ndarray, line_height: float) -> np.ndarray:
     runs = cv2.morphologyEx(fat, cv2.MORPH_OPEN, np.ones((1, length), np.uint8))
     if not runs.any():
         return mask
-    count, run_labels, stats, _ = cv2.connectedComponentsWithStats(runs, connectivity=8)
+    count, run_labels, stats = components(runs)
     _, ink_labels = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
     beyond = 0.05 * line_height
     rule = np.zeros(mask.shape, bool)
@@ -200,7 +200,7 @@ def _remove_rules(mask: np.ndarray, line_height: float) -> np.ndarray:
 
 def _without_bits(mask: np.ndarray, min_extent: float) -> np.ndarray:
     """The mask without its components spanning less than min_extent pixels (specks, a rule's ragged ends)."""
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    count, labels, stats = components(mask)
     extent = np.maximum(stats[1:, cv2.CC_STAT_WIDTH], stats[1:, cv2.CC_STAT_HEIGHT])
     return np.isin(labels, np.flatnonzero(extent >= min_extent) + 1)
 

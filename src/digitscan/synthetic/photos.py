@@ -52,6 +52,7 @@ class Condition:
     papers: tuple[str, ...] = ("white",)
     height_fraction: tuple[float, float] = (0.35, 0.7)  # digit height / image height
     image_height: tuple[int, int] = (160, 480)  # pixels
+    aspect: tuple[float, float] = (0.75, 1.35)  # image width / height
     rotation_deg: float = 0.0  # up to this much either way
     pen: tuple[float, float] = (1.0, 1.0)  # stroke width relative to the glyph's own
     lighting: float = 0.0  # how much darker the dimmest corner is (0 = even light); a shadow edge when >= 0.3
@@ -149,7 +150,7 @@ def render(glyph: np.ndarray, condition: Condition, rng: np.random.Generator) ->
     if digit_h < MIN_DIGIT_HEIGHT:  # nobody can read a digit that small: the photo is taken from closer
         digit_h = MIN_DIGIT_HEIGHT
         image_h = math.ceil(digit_h / fraction)
-    image_w = max(8, round(image_h * rng.uniform(0.75, 1.35)))
+    image_w = max(8, round(image_h * rng.uniform(*condition.aspect)))
     coverage = _shape_glyph(glyph, digit_h, rng.uniform(*condition.pen), condition.rotation_deg, rng)
     if coverage.shape[1] > image_w:  # a wide glyph (a whole number) gets a wider frame
         image_w = math.ceil(coverage.shape[1] / rng.uniform(0.6, 0.95))
