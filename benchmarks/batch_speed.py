@@ -60,9 +60,10 @@ def write_photos(folder: Path, n: int, seed: int = 0) -> dict[str, int]:
     return truth
 
 
-def run_job(folder: Path, out: Path, workers: int, batch_size: int, backend: str) -> float:
+def run_job(folder: Path, out: Path, workers: int, batch_size: int, *options: str) -> float:
+    """Wall seconds of `digitscan predict FOLDER --out OUT ...` as a fresh process (options: more flags)."""
     command = [sys.executable, "-m", "digitscan", "predict", str(folder), "--out", str(out), "--force",
-               "--workers", str(workers), "--batch-size", str(batch_size), "--no-progress", "--backend", backend]
+               "--workers", str(workers), "--batch-size", str(batch_size), "--no-progress", *options]
     start = time.perf_counter()
     subprocess.run(command, check=True, capture_output=True)
     return time.perf_counter() - start
@@ -89,7 +90,7 @@ def main() -> None:
         for backend in args.backends:
             for workers in args.workers:
                 out = tmp_path / f"{backend}-{workers}.csv"
-                seconds = run_job(folder, out, workers, args.batch_size, backend)
+                seconds = run_job(folder, out, workers, args.batch_size, "--backend", backend)
                 with open(out, newline="") as f:
                     table = list(csv.DictReader(f))
                 correct = sum(r["digit"] == str(truth[r["path"]]) for r in table)

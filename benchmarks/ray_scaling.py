@@ -1,8 +1,8 @@
 """Batch jobs on Ray against the local engine: `digitscan predict FOLDER --out results.csv [--engine ray]` over photos.
 
 Run: `.venv/bin/python benchmarks/ray_scaling.py` (~3 min on 2 cores at the default 2,000 images; needs
-DIGITSCAN_DATA and the ray extra). The first N MNIST test digits are photographed as JPEG files, 480 px high (ink on
-white paper, even light: `synthetic.photos`, condition "clean"), into a temporary folder deleted afterwards. Then the
+DIGITSCAN_DATA and the ray extra). The first N MNIST test digits are photographed as 640x480 JPEG files, as
+benchmarks/batch_speed.py makes them ("mixed" conditions), into a temporary folder deleted afterwards. Then the
 CLI runs as a fresh process for each engine and number of decoding workers: the local engine (worker processes) and
 Ray (a local instance with one CPU per worker plus one for the model actor). Reported: wall time of the whole command
 (Python and Ray start-up, model loading included), images/s from it, whether the CSV is byte for byte the first run's
@@ -14,41 +14,13 @@ from __future__ import annotations
 import argparse
 import csv
 import os
-import subprocess
-import sys
 import tempfile
-import time
-from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import ray
 
+from batch_speed import run_job, write_photos
 from common import machine, machine_line, markdown_table, write_results
-from digitscan.data.mnist import load_mnist
-from digitscan.synthetic.photos import CONDITIONS, glyph_from_mnist, photograph
-
-PHOTO = replace(CONDITIONS["clean"], image_height=(480, 480), encodings=("jpeg",), jpeg_quality=(85, 95))
-
-
-def write_photos(folder: Path, n: int, seed: int = 0) -> dict[str, int]:
-    """The first n MNIST test digits as JPEG photos; path -> label."""
-    images, labels = load_mnist("test")
-    rng = np.random.default_rng(seed)
-    truth = {}
-    for i in range(min(n, len(images))):
-        path = folder / f"{i:05d}.jpg"
-        path.write_bytes(photograph(glyph_from_mnist(images[i]), PHOTO, rng))
-        truth[str(path)] = int(labels[i])
-    return truth
-
-
-def run_job(folder: Path, out: Path, engine: str, workers: int, batch_size: int) -> float:
-    command = [sys.executable, "-m", "digitscan", "predict", str(folder), "--out", str(out), "--force",
-               "--engine", engine, "--workers", str(workers), "--batch-size", str(batch_size), "--no-progress"]
-    start = time.perf_counter()
-    subprocess.run(command, check=True, capture_output=True)
-    return time.perf_counter() - start
 
 
 def main() -> None:
@@ -68,7 +40,7 @@ def main() -> None:
         for engine in ["local", "ray"]:
             for workers in args.workers:
                 out = Path(tmp) / f"{engine}-{workers}.csv"
-                seconds = run_job(folder, out, engine, workers, args.batch_size)
+                seconds = run_job(folder, out, workers, args.batch_size, "--engine", engine)
                 data = out.read_bytes()
                 reference = reference or data
                 with open(out, newline="") as f:
@@ -86,7 +58,7 @@ def main() -> None:
     markdown = "\n".join([
         markdown_table(["engine", "workers", "wall time (s)", "images/s end to end", "CSV rows",
                         "CSV identical to the first run's", "accuracy of the rows"], rows), "",
-        f"{len(truth):,} MNIST test digits photographed as JPEG files 480 px high (condition \"clean\"); "
+        f"{len(truth):,} MNIST test digits photographed as 640×480 JPEG files ('mixed' conditions); "
         f"`digitscan predict FOLDER --out results.csv --engine E --workers N --batch-size {args.batch_size}`, each "
         f"run a fresh process (Python start-up, model loading, worker and Ray start-up included). Ray: a local "
         f"instance with N + 1 CPUs (N decoding tasks at once, one model actor), Ray {info['ray']}. Load average "

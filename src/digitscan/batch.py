@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 from tqdm import tqdm
 
@@ -251,6 +252,8 @@ def describe_error(exc: Exception) -> str:
 
 
 def worker_init() -> None:
+    # One worker per core is the parallelism: OpenCV's own thread pool would only contend with the other workers.
+    cv2.setNumThreads(1)
     # Ctrl-C reaches the whole process group; the main process handles it and stops the pool.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # A killed main process cannot stop its pool; each worker leaves as soon as its parent is gone.
