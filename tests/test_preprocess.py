@@ -21,6 +21,7 @@ from PIL import Image, ImageDraw
 
 from digitscan.constants import ALLOWED_FORMATS, DIGIT_BOX, IMAGE_SIZE, MAX_PIXELS, PREPROCESS_MODES
 from digitscan.errors import ImageError, ImageTooLargeError, NoImagesError, UnreadableImageError, UnsupportedImageError
+from digitscan.image import prepare
 from digitscan.image.decode import decode_image
 from digitscan.image.ink import ink_map
 from digitscan.image.prepare import fit_to_mnist_box, preprocess, to_model_input
@@ -190,6 +191,38 @@ def test_ink_map_reports_the_working_scale():
     assert max(ink.shape) <= 512 and ink.dtype == np.float32
     assert scale == pytest.approx(ink.shape[0] / large.shape[0])
     assert ink.min() == 0 and ink.max() == pytest.approx(1.0)
+
+
+def test_a_small_digit_far_away_in_a_big_frame_is_looked_at_again_up_close(reference_seven, monkeypatch):
+    # 60 px tall in a 1600x1200 page: ~8 px on the 160 px coarse copy, so digit_ink looks again around it.
+    page = Image.new("L", (1600, 1200), 245)
+    page.paste(draw_digit("7", size=(45, 60), pen=6), (900, 700))
+    gray = np.asarray(page, np.float32) / 255
+    looks = []
+    real_ink_map = prepare.ink_map
+    monkeypatch.setattr(prepare, "ink_map", lambda image, **kw: looks.append(image.shape) or real_ink_map(image, **kw))
+    x = to_model_input(gray)
+    assert looks[0] == gray.shape and len(looks) == 2 and max(looks[1]) < 300  # the second look: the region only
+    assert correlation(reference_seven, x) > 0.85
+    assert max(ink_extent(x)) == DIGIT_BOX
+
+
+def test_a_digit_that_fills_the_coarse_copy_is_found_in_one_look(monkeypatch):
+    looks = []
+    real_ink_map = prepare.ink_map
+    monkeypatch.setattr(prepare, "ink_map", lambda image, **kw: looks.append(image.shape) or real_ink_map(image, **kw))
+    to_model_input(np.asarray(draw_digit("7", size=(1500, 2000), pen=90), np.float32) / 255)
+    assert len(looks) == 1
+
+
+def test_a_big_jpeg_is_decoded_at_a_reduced_scale_for_one_digit(reference_seven):
+    data = encode(draw_digit("7", size=(3000, 4000), pen=240).convert("RGB"), "JPEG", quality=90)
+    full, reduced = decode_image(data), decode_image(data, min_side=512)
+    assert full.shape == (4000, 3000) and reduced.shape == (1000, 750)  # libjpeg's 1/4 scale: still >= 512 px
+    assert decode_image(data, min_side=5000).shape == full.shape
+    png = encode(draw_digit("7"), "PNG")
+    assert decode_image(png, min_side=64).shape == (HEIGHT, WIDTH)  # only JPEG has cheap reduced decoding
+    assert correlation(reference_seven, preprocess(data)) > 0.9  # preprocess decodes reduced
 
 
 def test_fit_to_mnist_box_on_a_plain_patch():

@@ -61,6 +61,7 @@ def digit_ink(gray: np.ndarray) -> np.ndarray | None:
     DIGIT_WORK_SIDE there (far away in a big frame) is looked for again in the region around it, cut from the full
     image (its own size on every side of it), so it reaches the 20 px box from as many pixels as a near one.
     """
+    gray = gray_from_array(gray, max_pixels=NO_PIXEL_LIMIT)  # the region is cut from it: a validated (H, W) array
     ink, scale = ink_map(gray, work_side=PREDICT_WORK_SIDE)
     box = _ink_box(ink)
     if box is None or scale >= 1 or max(box[1] - box[0], box[3] - box[2]) >= DIGIT_WORK_SIDE:
