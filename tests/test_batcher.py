@@ -32,11 +32,12 @@ class Model:
     """A model stand-in: answers each input with its first pixel, records every call's batch, and can block or
     fail a call (a call fails when one of its inputs is `poison`)."""
 
-    def __init__(self, poison: float | None = None):
+    def __init__(self, poison: float | None = None, held: bool = False):
         self.batches: list[list[float]] = []
         self.poison = poison
-        self.release = threading.Event()
-        self.release.set()
+        self.release = threading.Event()  # held: every call waits until the test sets it
+        if not held:
+            self.release.set()
         self.entered = threading.Event()
 
     def __call__(self, stack: np.ndarray) -> list[float]:
@@ -114,9 +115,7 @@ def test_a_failing_model_call_fails_only_its_batch():
 
 
 def test_closing_answers_every_pending_input_and_refuses_new_ones():
-    model = Model()
-    model.release.clear()
-    model.entered.clear()
+    model = Model(held=True)
 
     async def scenario():
         batcher = Batcher(model, max_batch=1, window_s=0.0, max_pending=100)
@@ -135,9 +134,7 @@ def test_closing_answers_every_pending_input_and_refuses_new_ones():
 
 
 def test_a_full_waiting_line_is_saturated_and_given_up_inputs_are_skipped():
-    model = Model()
-    model.release.clear()
-    model.entered.clear()
+    model = Model(held=True)
 
     async def scenario():
         batcher = Batcher(model, max_batch=8, window_s=0.0, max_pending=2)
