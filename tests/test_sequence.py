@@ -10,6 +10,7 @@ import torch
 
 from digitscan.errors import CheckpointError
 from digitscan.image.decode import decode_image
+from digitscan.models.architectures import LineReader
 from digitscan.models.checkpoint import shipped_path
 from digitscan.reading.line_reader import (
     BLANK,
@@ -24,7 +25,16 @@ from digitscan.reading.line_reader import (
 )
 from digitscan.synthetic.photos import Condition, photograph
 from digitscan.synthetic.strokes import render_number, stroke_digit
-from digitscan.training.line_reader import Lines, ReaderConfig, _batches, _distort, evaluate, train_reader
+from digitscan.training.line_reader import (
+    CLASSES,
+    Lines,
+    ReaderConfig,
+    _batches,
+    _distort,
+    _initialize,
+    evaluate,
+    train_reader,
+)
 
 # Like the benchmark's numbers (benchmarks/realworld.py), from MNIST test digits.
 PHOTO = Condition("a number photographed", inks=("black", "blue", "pencil"), papers=("white", "tinted", "grey"),
@@ -64,7 +74,7 @@ def test_decoding_merges_repeats_and_drops_blanks():
         probs[t, label] = 0.9
     probs[2, 1] = 0.95
     emitted = decode(np.log(probs))
-    assert [e.digit for e in emitted] == [1, 1, 7]
+    assert [e.symbol for e in emitted] == ["1", "1", "7"]
     assert (emitted[0].first, emitted[0].last, emitted[2].first, emitted[2].last) == (1, 2, 5, 6)
     assert emitted[0].confidence == pytest.approx(0.95)
 
@@ -73,7 +83,7 @@ def test_decoding_merges_repeats_and_drops_blanks():
 def test_the_shipped_reader_reads_photographed_test_numbers(reader, mnist_test):
     images, labels = mnist_test
     samples = list(photographed_numbers(images, labels, 40, seed=11))
-    read = ["".join(str(d.digit) for d in read_line(reader, decode_image(data))) for data, _ in samples]
+    read = ["".join(s.symbol for s in read_line(reader, decode_image(data))) for data, _ in samples]
     exact = sum(r == truth for r, (_, truth) in zip(read, samples))
     assert exact >= 36, [(r, truth) for r, (_, truth) in zip(read, samples) if r != truth]
 
@@ -81,7 +91,7 @@ def test_the_shipped_reader_reads_photographed_test_numbers(reader, mnist_test):
 def test_touching_test_digits_are_read(reader, mnist_test):
     images, labels = mnist_test
     samples = list(photographed_numbers(images, labels, 20, seed=12, spacing=(-0.1, 0.0)))
-    exact = sum("".join(str(d.digit) for d in read_line(reader, decode_image(data))) == truth
+    exact = sum("".join(s.symbol for s in read_line(reader, decode_image(data))) == truth
                 for data, truth in samples)
     assert exact >= 16
 
@@ -91,7 +101,7 @@ def test_each_digit_gets_the_box_of_its_own_ink(reader, mnist_test):
     picks = [3, 2, 1, 18, 4]  # 0, 1, 2, 3, 4
     image, boxes = render_number([images[i] for i in picks], seed=1, digit_height=48, spacing=(0.3, 0.5))
     found = read_line(reader, decode_image(image))
-    assert "".join(str(d.digit) for d in found) == "".join(str(labels[i]) for i in picks)
+    assert "".join(s.symbol for s in found) == "".join(str(labels[i]) for i in picks)
     for digit, (x, y, w, h) in zip(found, boxes):
         fx, fy, fw, fh = digit.box
         assert fx <= x + w / 2 <= fx + fw and fy <= y + h / 2 <= fy + fh  # the true centre is inside
@@ -111,10 +121,27 @@ def test_a_tiny_training_run_saves_a_reader(tmp_path, monkeypatch):
     assert list((tmp_path / "lines").glob("lines-*.safetensors"))  # the lines are cached
     loaded = load_reader(tmp_path / "reader.safetensors")
     assert loaded.meta["arch"] == "line-reader" and len(loaded.meta["history"]) == 1
-    assert loaded.meta["init"]["layers"] == "trunk"
+    assert loaded.meta["init"]["layers"] == "all (last layer by class)"
+    assert loaded.meta["classes"] == CLASSES and loaded.meta["input"]["small_marks"] is True
     for name, tensor in model.state_dict().items():
         assert torch.equal(tensor, loaded.model.state_dict()[name])
     assert 0.0 <= meta["metrics"]["val_lines_exact"] <= 1.0
+
+
+def test_a_reader_starts_from_the_shipped_reader_with_its_digits_and_blank_in_place():
+    shipped = load_reader()
+    model = LineReader(num_classes=len(CLASSES))
+    fresh = model.state_dict()["head.weight"].clone()
+    init = _initialize(model, "shipped-reader")
+    assert init["layers"] == "all (last layer by class)"
+    head, old = model.state_dict()["head.weight"], shipped.model.state_dict()["head.weight"]
+    for row, name in enumerate(shipped.meta["classes"]):
+        assert torch.equal(head[CLASSES.index(name)], old[row])  # "blank" moves from row 10 to the last row
+    for name in set(CLASSES) - set(shipped.meta["classes"]):
+        assert torch.equal(head[CLASSES.index(name)], fresh[CLASSES.index(name)])  # new classes start fresh
+    assert torch.equal(model.state_dict()["context.0.weight"], shipped.model.state_dict()["context.0.weight"])
+    classifier = LineReader(num_classes=len(CLASSES))
+    assert _initialize(classifier, "shipped")["layers"] == "trunk"
 
 
 def test_batches_pad_to_a_few_widths_and_count_frames():

@@ -37,6 +37,10 @@ DIGIT_WORK_SIDE = 40
 READ_METHODS = ("sequence", "segments")  # the line reader, or cutting into digits first
 LINE_HEIGHT = 32  # the line reader's strip height: a 20 px digit plus room for a wandering baseline
 LINE_STRIDE = 4  # strip columns per output frame of the line reader
+# What the line reader reads besides digits: the separators kept in `raw`, and one class for every mark written
+# around a number (=, *, $, #, dashes, strokes through the end of an amount), which is never part of it.
+SEPARATORS = ".,-/:"
+MARK = "~"
 READ_TIME_LIMIT_S = 5.0  # per image; the worst pages measured take ~1 s (docs/security.md), real numbers far less
 MAX_COMPONENTS = 200  # more candidate components than this is noise: only the largest are considered
 MAX_GROUP = 4  # a digit is made of at most this many atoms (pieces of a broken digit, slices of touching digits)

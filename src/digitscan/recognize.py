@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -24,8 +24,9 @@ from digitscan.errors import CheckpointError
 from digitscan.image.decode import decode_image
 from digitscan.image.prepare import preprocess
 from digitscan.models.backends import softmax
-from digitscan.reading.layout import DigitBox
+from digitscan.reading.layout import DigitBox, Symbol
 from digitscan.reading.segments import segment_number
+from digitscan.reading.text import Alternative, assemble
 
 
 @dataclass
@@ -46,11 +47,18 @@ class Prediction:
 @dataclass
 class ReadResult:
     text: str  # digits 0-9 only, left to right; "" when no digit is found
-    confidence: float  # product of the digits' confidences: the chance that the whole text is right; 0.0 for ""
+    confidence: float  # product of the symbols' confidences: the chance that the whole reading is right; 0.0 for ""
     digits: list[DigitBox]
+    raw: str = ""  # as written, first digit to last: digits, separators . , - / : and group spaces
+    symbols: list[Symbol] = field(default_factory=list)  # those of raw, each with its box
+    marks: list[Symbol] = field(default_factory=list)  # read around the number and left out of raw (=, *, $, --)
+    alternatives: list[Alternative] = field(default_factory=list)  # readings one symbol away, best first
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        data = asdict(self)
+        for key in ("symbols", "marks"):
+            data[key] = [{"symbol": s["symbol"], "confidence": s["confidence"], "box": s["box"]} for s in data[key]]
+        return data
 
 
 class Recognizer:
@@ -200,12 +208,14 @@ class Recognizer:
         if method == "sequence":
             from digitscan.reading.line_reader import read_line
 
-            digits = read_line(self.line_reader, gray, time_limit_s=time_limit_s)
+            symbols = read_line(self.line_reader, gray, time_limit_s=time_limit_s)
         else:
-            digits = segment_number(gray, self.digit_probabilities, time_limit_s=time_limit_s)
-        text = "".join(str(d.digit) for d in digits)
-        confidence = float(np.prod([d.confidence for d in digits])) if digits else 0.0
-        return ReadResult(text=text, confidence=confidence, digits=digits)
+            symbols = [Symbol(str(d.digit), d.confidence, d.box)
+                       for d in segment_number(gray, self.digit_probabilities, time_limit_s=time_limit_s)]
+        reading = assemble(symbols)
+        digits = [DigitBox(int(s.symbol), s.confidence, s.box) for s in reading.symbols if s.symbol.isdigit()]
+        return ReadResult(text=reading.text, confidence=reading.confidence, digits=digits, raw=reading.raw,
+                          symbols=reading.symbols, marks=reading.marks, alternatives=reading.alternatives)
 
     def warm_up(self, read: str | None = None) -> None:
         """Load and run now what a first request would wait for, so that a model that cannot serve fails here, once,

@@ -42,6 +42,17 @@ class DigitBox:
 
 
 @dataclass
+class Symbol:
+    """One symbol the line reader read: a digit, a separator (constants.SEPARATORS) or a mark (constants.MARK)."""
+
+    symbol: str
+    confidence: float  # the model's probability of this symbol
+    box: list[int]  # [x, y, w, h] in input image pixels
+    runner_up: str = ""  # the second most likely class where it was read ("": nothing at all)
+    runner_up_confidence: float = 0.0
+
+
+@dataclass
 class Atom:
     """A piece of ink: a whole component or the slice of a wide one between two cuts (working-image pixels)."""
 
@@ -78,8 +89,12 @@ def check_time(deadline: float, time_limit_s: float) -> None:
         )
 
 
-def find_atoms(gray: np.ndarray, cut: bool = True) -> Layout:
-    """Ink map with rules erased, components without specks and (with `cut`) the slices of wide components."""
+def find_atoms(gray: np.ndarray, cut: bool = True, *, small_marks: bool = False) -> Layout:
+    """Ink map with rules erased, components without specks and (with `cut`) the slices of wide components.
+
+    small_marks: keep the small pieces written in the line's own band instead of dropping them as specks (the
+    dots, commas and dashes of an amount or a date are speck-sized); dirt above or below the line, or far to
+    its side, is still dropped."""
     ink, scale = ink_map(gray, speck_fraction=0.0)  # specks are judged below, against the digits' height
     mask = ink >= _INK_LEVEL
     empty = Layout(ink, np.zeros(ink.shape, np.int32), [], [], 0.0, scale)
@@ -97,6 +112,8 @@ def find_atoms(gray: np.ndarray, cut: bool = True) -> Layout:
     order = np.argsort(-stats[:, cv2.CC_STAT_AREA], kind="stable")[:MAX_COMPONENTS]  # a page of dirt: largest only
     height = _digit_height(stats[order])
     kept = _drop_specks(labels, stats, order, height)
+    if small_marks and kept:
+        kept = kept + _marks_in_band(stats, order, kept, height)
     if not kept:
         return empty
 
@@ -264,6 +281,27 @@ def _drop_specks(labels: np.ndarray, stats: np.ndarray, order: np.ndarray, heigh
         if (near_big[window] & (labels[window] == i + 1)).any():
             kept.append(i)
     return big + kept
+
+
+def _marks_in_band(stats: np.ndarray, order: np.ndarray, kept: list[int], height: float) -> list[int]:
+    """Indices of the small components (not in `kept`) whose centre lies in the band of the kept ink (from a
+    tenth of H above its top to a third of H below its bottom: a comma hangs below the baseline) and within
+    1.5 H of its left and right ends."""
+    kept_stats = stats[kept]
+    top = kept_stats[:, cv2.CC_STAT_TOP].min() - 0.1 * height
+    bottom = (kept_stats[:, cv2.CC_STAT_TOP] + kept_stats[:, cv2.CC_STAT_HEIGHT]).max() + 0.35 * height
+    left = kept_stats[:, cv2.CC_STAT_LEFT].min() - 1.5 * height
+    right = (kept_stats[:, cv2.CC_STAT_LEFT] + kept_stats[:, cv2.CC_STAT_WIDTH]).max() + 1.5 * height
+    chosen = set(kept)
+    marks = []
+    for i in order:
+        i = int(i)
+        if i in chosen:
+            continue
+        x, y, w, h = stats[i, :4]
+        if top <= y + h / 2 <= bottom and left <= x + w / 2 <= right:
+            marks.append(i)
+    return marks
 
 
 def _seams(patch: np.ndarray, height: float) -> list[tuple[np.ndarray, float]]:

@@ -1,6 +1,6 @@
 """Reading a whole line at once: a convolutional network trained with CTC, no cutting into digits first.
 
-`read_line(model, gray)` -> [DigitBox(digit, confidence, box)], left to right; `load_reader()` loads the shipped
+`read_line(model, gray)` -> [Symbol(symbol, confidence, box, ...)], left to right; `load_reader()` loads the shipped
 line reader (digitscan.models.architectures.LineReader, trained by digitscan.training.line_reader). Inside:
 `line_input(gray)` makes the (LINE_HEIGHT, W) strip the network reads, the network gives log-probabilities of
 blank and the digits 0-9 for every STRIDE columns, and `decode` turns those into digits with their column spans and
@@ -29,19 +29,21 @@ from digitscan.errors import CheckpointError
 from digitscan.models.backends import OnnxLineBackend, TorchLineBackend, is_onnx_path
 from digitscan.models.shipped import READER_NAME, READER_ONNX, weights_dir
 from digitscan.reading.layout import (
-    DigitBox,
     Layout,
+    Symbol,
     check_time,
     find_atoms,
     merge_overlapping,
     to_input_box,
     union_box,
 )
+from digitscan.reading.text import is_symbol
 
 DIGIT_PIXELS = 20  # a digit's height in the strip, as in MNIST's box
 MAX_LINE_WIDTH = 640  # wider strips (more than ~20 digits) are shrunk to this
 SIDE_PAD = 6  # empty columns left and right of the ink
-BLANK = 10  # CTC's blank is the last class: the digits keep their own indices
+BLANK = 10  # CTC's blank is the last class: the digits keep their own indices (a digits-only reader's blank)
+DIGIT_CLASSES = [str(d) for d in range(10)] + ["blank"]  # a reader checkpoint without "classes" in its meta
 
 
 @dataclass
@@ -55,9 +57,11 @@ class Line:
     factor: float  # strip pixels per working-image pixel
 
 
-def line_input(gray: np.ndarray) -> Line | None:
-    """The strip the line reader sees for a decoded image (None when there is no ink)."""
-    layout = find_atoms(gray, cut=False)  # the reader needs the ink, not candidate cuts (same ink either way)
+def line_input(gray: np.ndarray, *, small_marks: bool = False) -> Line | None:
+    """The strip the line reader sees for a decoded image (None when there is no ink). small_marks: keep the
+    speck-sized pieces in the line's band (dots, commas, dashes), for a reader trained to tell them from dirt."""
+    # The reader needs the ink, not candidate cuts (same ink either way).
+    layout = find_atoms(gray, cut=False, small_marks=small_marks)
     if not layout.atoms:
         return None
     ink = np.where(layout.atom_map > 0, layout.ink, 0.0).astype(np.float32)
@@ -79,27 +83,37 @@ def line_input(gray: np.ndarray) -> Line | None:
 
 @dataclass
 class Emitted:
-    digit: int
-    confidence: float  # the highest probability of this digit over its frames
+    symbol: str  # a class name: "0"-"9", a separator or MARK
+    confidence: float  # the highest probability of this symbol over its frames
     first: int  # frames
     last: int
+    peak: int  # the frame of that highest probability
+    runner_up: str  # the second most likely class there ("" for the blank: the symbol may not be there at all)
+    runner_up_probability: float
 
 
-def decode(log_probs: np.ndarray) -> list[Emitted]:
-    """Greedy CTC decoding of one line's (T, 11) log-probabilities: the best class per frame, repeats merged,
-    blanks dropped."""
+def decode(log_probs: np.ndarray, classes: list[str] = DIGIT_CLASSES) -> list[Emitted]:
+    """Greedy CTC decoding of one line's (T, classes) log-probabilities (the blank last): the best class per
+    frame, repeats merged, blanks dropped."""
     probs = np.exp(log_probs)
     best = probs.argmax(axis=1)
+    blank = probs.shape[1] - 1
     emitted: list[Emitted] = []
-    previous = BLANK
+    previous = blank
     for t, label in enumerate(best):
-        if label != BLANK:
+        if label != blank:
             if label == previous:
                 emitted[-1].last = t
-                emitted[-1].confidence = max(emitted[-1].confidence, float(probs[t, label]))
+                if probs[t, label] > emitted[-1].confidence:
+                    emitted[-1].confidence, emitted[-1].peak = float(probs[t, label]), t
             else:
-                emitted.append(Emitted(int(label), float(probs[t, label]), t, t))
+                emitted.append(Emitted(classes[label], float(probs[t, label]), t, t, t, "", 0.0))
         previous = label
+    for e in emitted:
+        order = np.argsort(probs[e.peak])
+        second = int(order[-2])
+        e.runner_up = "" if second == blank else classes[second]
+        e.runner_up_probability = float(probs[e.peak, second])
     return emitted
 
 
@@ -128,30 +142,46 @@ def reader_backend(path: str | os.PathLike | None = None, backend: str | None = 
     elif is_onnx_path(path):
         reader = OnnxLineBackend(path, threads)
     else:
-        return TorchLineBackend(load_reader(path).model)
+        checkpoint = load_reader(path)
+        return _described(TorchLineBackend(checkpoint.model), checkpoint.meta, str(checkpoint.path))
     meta = reader.metadata(str(path or weights_dir() / READER_ONNX))
     if meta.get("arch") != "line-reader":
         raise CheckpointError(f"{path}: a {meta.get('arch')} digit classifier, not a line reader")
+    return _described(reader, meta, str(path or weights_dir() / READER_ONNX))
+
+
+def _described(reader, meta: dict, where: str):
+    """The reader with what read_line needs from its self-description: its classes (the blank last) and
+    whether its strips keep the small marks in the line's band (readers of separators) or drop them as specks."""
+    classes = meta.get("classes", DIGIT_CLASSES)
+    unknown = [c for c in classes[:-1] if not is_symbol(c)]
+    if unknown or len(set(classes)) != len(classes):
+        raise CheckpointError(f"{where}: a line reader with classes digitscan cannot read ({unknown[:5] or classes})")
+    reader.classes = list(classes)
+    reader.small_marks = bool(meta.get("input", {}).get("small_marks", False))
     return reader
 
 
 def read_line(reader: Callable[[np.ndarray], np.ndarray], gray: np.ndarray, *,
-              time_limit_s: float = READ_TIME_LIMIT_S) -> list[DigitBox]:
-    """The digits of a one-line number in a decoded image, left to right ([] when there is no ink).
+              time_limit_s: float = READ_TIME_LIMIT_S) -> list[Symbol]:
+    """The symbols of a one-line number in a decoded image, left to right ([] when there is no ink): digits, and
+    separators and marks when the reader knows them (see digitscan.reading.text for what they make).
 
-    reader: the network, a strip (32, W) -> log-probabilities (W / 4, 11) callable (see reader_backend).
+    reader: the network, a strip (32, W) -> log-probabilities (W / 4, classes) callable with `classes` and
+    `small_marks` attributes (see reader_backend; a bare callable reads digits only, specks dropped).
 
     time_limit_s: checked once the ink is found (the network's pass is bounded by MAX_LINE_WIDTH); past it the
     reading stops with ImageTooComplexError.
     """
     deadline = time.monotonic() + time_limit_s
-    line = line_input(gray)
+    line = line_input(gray, small_marks=getattr(reader, "small_marks", False))
     check_time(deadline, time_limit_s)
     if line is None:
         return []
-    log_probs = reader(line.strip)  # (T, 11)
-    emitted = decode(log_probs)
-    return [DigitBox(e.digit, e.confidence, box) for e, box in zip(emitted, _boxes(line, emitted))]
+    log_probs = reader(line.strip)  # (T, classes)
+    emitted = decode(log_probs, getattr(reader, "classes", DIGIT_CLASSES))
+    return [Symbol(e.symbol, e.confidence, box, e.runner_up, e.runner_up_probability)
+            for e, box in zip(emitted, _boxes(line, emitted))]
 
 
 def _boxes(line: Line, emitted: list[Emitted]) -> list[list[int]]:

@@ -24,7 +24,10 @@ from PIL import Image, ImageFont
 INKS = {"black": (25, 25, 35), "blue": (30, 55, 165), "pencil": (105, 105, 110), "red": (170, 30, 35),
         "white": (245, 245, 245)}
 PAPERS = {"white": (246, 244, 238), "tinted": (232, 226, 196), "grey": (200, 202, 205), "blue-lined": (236, 242, 248),
-          "dark": (22, 24, 30)}
+          "dark": (22, 24, 30), "guilloche": (242, 244, 236), "cheque-lines": (240, 238, 228),
+          "tint-wave": (236, 240, 246)}
+# Papers with a printed background (security cheques and forms): a pattern in a light colour over the paper.
+PATTERNS = {"guilloche": (120, 170, 140), "cheque-lines": (110, 130, 170), "tint-wave": (170, 130, 150)}
 ENCODINGS = ("png", "jpeg", "transparent-png", "exif-jpeg", "palette-png", "png16", "cmyk-jpeg")
 EXIF_ORIENTATION = 0x0112
 MIN_DIGIT_HEIGHT = 16  # pixels; MNIST's own digits are 20
@@ -169,6 +172,9 @@ def render(glyph: np.ndarray, condition: Condition, rng: np.random.Generator) ->
     paper = np.array(PAPERS[paper_name], np.float32)
     opacity = rng.uniform(0.55, 0.85) if ink_name == "pencil" else rng.uniform(0.85, 1.0)
     reflectance = _paper_texture(image_h, image_w, condition.texture, rng)[..., None] * paper
+    if paper_name in PATTERNS:
+        printed = _printed_pattern(image_h, image_w, paper_name, digit_h, rng)[..., None]
+        reflectance = reflectance * (1 - printed) + printed * np.array(PATTERNS[paper_name], np.float32)
     if ink_name == "pencil":  # graphite leaves grain: coverage varies along the stroke
         alpha = alpha * np.clip(1 - 0.35 * rng.random(alpha.shape, dtype=np.float32), 0, 1)
     cover = (alpha * opacity)[..., None]
@@ -225,6 +231,38 @@ def _paper_texture(h: int, w: int, amount: float, rng: np.random.Generator) -> n
                         interpolation=cv2.INTER_CUBIC)
     fine = rng.normal(0, 0.5, (h, w)).astype(np.float32)
     return 1 + amount * (0.7 * coarse + 0.3 * fine)
+
+
+def _printed_pattern(h: int, w: int, kind: str, digit_h: float, rng: np.random.Generator) -> np.ndarray:
+    """Coverage (h, w) in [0, 1] of a cheque's printed background: crossing families of fine wavy lines
+    (guilloche), ruled lines and a box edge (cheque-lines), or broad soft waves of tint (tint-wave)."""
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+    strength = rng.uniform(0.25, 0.6)
+    if kind == "tint-wave":
+        period = rng.uniform(0.8, 3.0) * digit_h
+        phase = np.sin(xs / period * 2 * math.pi + rng.uniform(0, 6.3)) \
+            + np.sin(ys / period * 1.3 + rng.uniform(0, 6.3))
+        return (strength * 0.6 * (0.5 + 0.25 * phase)).astype(np.float32)
+    coverage = np.zeros((h, w), np.float32)
+    if kind == "guilloche":
+        for _ in range(int(rng.integers(2, 4))):
+            spacing = rng.uniform(0.08, 0.3) * digit_h
+            wavelength, amplitude = rng.uniform(0.5, 3.0) * digit_h, rng.uniform(0.1, 0.8) * digit_h
+            tilt = rng.uniform(-0.6, 0.6)
+            offset = ys + tilt * xs - amplitude * np.sin(2 * math.pi * xs / wavelength + rng.uniform(0, 6.3))
+            distance = np.abs((offset / spacing + 0.5) % 1 - 0.5) * spacing  # px to the nearest line
+            width = rng.uniform(0.4, 1.2)
+            coverage = np.maximum(coverage, np.clip(1 - distance / width, 0, 1))
+    else:  # cheque-lines: a few ruled lines across the field and a box edge, printed
+        for _ in range(int(rng.integers(1, 4))):
+            y = rng.uniform(0, h)
+            thickness = rng.uniform(0.6, 2.0)
+            coverage = np.maximum(coverage, np.clip(1 - np.abs(ys - y - rng.uniform(-0.01, 0.01) * xs) / thickness,
+                                                    0, 1))
+        if rng.random() < 0.5:
+            x = rng.uniform(0, w)
+            coverage = np.maximum(coverage, np.clip(1 - np.abs(xs - x) / rng.uniform(0.6, 2.0), 0, 1))
+    return (strength * coverage).astype(np.float32)
 
 
 def _illumination(h: int, w: int, strength: float, rng: np.random.Generator) -> np.ndarray:

@@ -26,19 +26,26 @@ from safetensors.numpy import load_file, save_file
 from torch import nn
 from tqdm import tqdm
 
+from digitscan.constants import MARK, SEPARATORS
 from digitscan.data.mnist import default_cache_dir, load_mnist, mnist_digests, train_val_split
 from digitscan.files import atomic_write
 from digitscan.image.decode import decode_image
 from digitscan.models.architectures import LineReader
 from digitscan.models.checkpoint import load_checkpoint, save_checkpoint, sha256_file, shipped_path
-from digitscan.reading.line_reader import BLANK, LINE_HEIGHT, STRIDE, decode, line_input
-from digitscan.synthetic.photos import Condition, photograph
+from digitscan.models.shipped import READER_NAME, weights_dir
+from digitscan.reading.line_reader import LINE_HEIGHT, STRIDE, decode, line_input
+from digitscan.synthetic.fields import FIELD_KINDS, field_tokens, render_field
+from digitscan.synthetic.photos import PATTERNS, Condition, photograph
 from digitscan.synthetic.strokes import render_number
 
-LINES_VERSION = 1  # bump when the generator changes, so stale caches are not reused
+LINES_VERSION = 2  # bump when the generator changes, so stale caches are not reused
 ARCH = "line-reader"
-CLASSES = [str(d) for d in range(10)] + ["blank"]
-MAX_DIGITS = 12
+# Digits, the separators kept in `raw`, one class for every mark around a number, and CTC's blank last.
+CLASSES = [str(d) for d in range(10)] + list(SEPARATORS) + [MARK] + ["blank"]
+BLANK = len(CLASSES) - 1
+MAX_DIGITS = 12  # digits in a plain number
+MAX_LABEL = 32  # classes in one line's target
+FIELD_SHARE = 0.5  # lines that are amounts, dates or IDs with separators and marks; the rest are plain numbers
 # Photos of numbers: every nuisance of digitscan.synthetic.photos, each with probability 0.5, in photos of at most
 # 260 px
 # (the ink finder works at <= 512 px on the longer side, and a 12-digit line is ~8x wider than tall).
@@ -47,6 +54,12 @@ LINE_CONDITION = Condition(
     papers=("white", "tinted", "grey", "blue-lined"), height_fraction=(0.25, 0.85), image_height=(60, 260),
     rotation_deg=3.0, lighting=0.5, noise=(0.0, 12.0), blur=(0.0, 0.5), jpeg_quality=(40, 95),
     encodings=("png", "jpeg"), texture=0.03, each=0.5)
+# Fields (amounts, dates, IDs) are photographed the same way, and one in three on a cheque's printed background.
+FIELD_CONDITION = dataclasses.replace(
+    LINE_CONDITION, description="an amount, date or ID on one line, photographed (training)",
+    papers=LINE_CONDITION.papers + tuple(PATTERNS) * 2, height_fraction=(0.3, 0.85), image_height=(100, 320))
+# (larger than plain numbers' photos: at under ~20 px a digit, a decimal point is lost in the ink finder, and a
+# target with a dot the strip does not show teaches the reader to invent dots)
 # How numbers are written (digitscan.synthetic.strokes.render_number options) and how often: touching digits are common.
 LINE_STYLES = ((0.35, dict(spacing=(0.05, 0.6))),
                (0.35, dict(spacing=(-0.12, 0.2), baseline_drift=0.25, scale_jitter=0.12)),
@@ -62,9 +75,9 @@ class Lines:
 
 @dataclass(frozen=True)
 class ReaderConfig:
-    lines: int = 72_000
+    lines: int = 60_000
     val_lines: int = 1_000
-    epochs: int = 10
+    epochs: int = 6
     batch_size: int = 64
     lr: float = 0.003
     weight_decay: float = 1e-4
@@ -72,7 +85,9 @@ class ReaderConfig:
     stretch: float = 0.15  # each epoch, every line is stretched or squeezed horizontally by up to this share
     slant: float = 0.2  # ... and sheared by up to this many columns per row (other writers' slant)
     dropout: float = 0.1  # before the reader's last layer
-    init: str | None = "shipped"  # the digit classifier whose trunk the reader starts from (None: from scratch)
+    # What the reader starts from: "shipped-reader" (the shipped line reader, every layer), "shipped" (the shipped
+    # classifier's trunk), a checkpoint path, or None (from scratch).
+    init: str | None = "shipped-reader"
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -88,9 +103,15 @@ def _init_worker(images: np.ndarray, labels: np.ndarray) -> None:
 
 
 def _line_job(seed: int) -> tuple[np.ndarray, str] | None:
-    """Worker: one photographed number -> (strip as uint8, its digits); None when the photo shows no ink."""
+    """Worker: one photographed number or field -> (strip as uint8, its target); None when the photo shows no
+    ink."""
     images, labels = _digits
     rng = np.random.default_rng([seed, 31])
+    if rng.random() < FIELD_SHARE:
+        field = field_tokens(str(rng.choice(FIELD_KINDS)), rng)
+        coverage = render_field(field, images, labels, rng, digit_height=int(rng.integers(28, 64)))
+        line = line_input(decode_image(photograph(coverage, FIELD_CONDITION, rng)), small_marks=True)
+        return None if line is None else (np.round(line.strip * 255).astype(np.uint8), field.label)
     chosen = rng.choice(len(images), int(rng.integers(1, MAX_DIGITS + 1)), replace=False)
     shares = np.array([share for share, _ in LINE_STYLES])
     style = LINE_STYLES[rng.choice(len(LINE_STYLES), p=shares / shares.sum())][1]
@@ -98,7 +119,7 @@ def _line_job(seed: int) -> tuple[np.ndarray, str] | None:
                              digit_height=int(rng.integers(28, 64)), ink=(255, 255, 255), paper=(0, 0, 0),
                              margin=0.1, **style)
     coverage = np.asarray(image.convert("L"), np.float32) / 255
-    line = line_input(decode_image(photograph(coverage, LINE_CONDITION, rng)))
+    line = line_input(decode_image(photograph(coverage, LINE_CONDITION, rng)), small_marks=True)
     if line is None:
         return None
     return np.round(line.strip * 255).astype(np.uint8), "".join(str(labels[i]) for i in chosen)
@@ -125,16 +146,16 @@ def make_lines(images: np.ndarray, labels: np.ndarray, count: int, seed: int, *,
 
 
 def _pack(strips: list[np.ndarray], texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    digits = np.full((len(texts), MAX_DIGITS), -1, np.int8)
+    digits = np.full((len(texts), MAX_LABEL), -1, np.int8)  # class indices
     for row, text in zip(digits, texts):
-        row[: len(text)] = [int(c) for c in text]
+        row[: len(text)] = [CLASSES.index(c) for c in text[:MAX_LABEL]]
     return np.concatenate(strips, axis=1), np.array([s.shape[1] for s in strips], np.int64), digits
 
 
 def _unpack(strips: np.ndarray, widths: np.ndarray, digits: np.ndarray) -> Lines:
     edges = np.concatenate([[0], np.cumsum(widths)])
     return Lines([strips[:, a:b] for a, b in itertools.pairwise(edges)],
-                 ["".join(str(d) for d in row if d >= 0) for row in digits])
+                 ["".join(CLASSES[d] for d in row if d >= 0) for row in digits])
 
 
 def _batches(lines: Lines, size: int, rng: np.random.Generator | None):
@@ -188,14 +209,39 @@ def evaluate(model: nn.Module, lines: Lines, batch_size: int = 64) -> tuple[floa
         for group, x, frames in _batches(lines, batch_size, None):
             log_probs = model(x)  # (B, T, 11)
             total += float(_ctc_loss(ctc, log_probs, [lines.texts[i] for i in group], frames)) * len(group)
-            exact += sum("".join(str(e.digit) for e in decode(lp[:n].numpy())) == lines.texts[i]
+            exact += sum("".join(e.symbol for e in decode(lp[:n].numpy(), CLASSES)) == lines.texts[i]
                          for lp, n, i in zip(log_probs, frames, group))
     return total / len(lines.texts), exact / len(lines.texts)
 
 
 def _ctc_loss(ctc: nn.CTCLoss, log_probs: torch.Tensor, texts: list[str], frames: list[int]) -> torch.Tensor:
-    targets = torch.tensor([int(c) for text in texts for c in text], dtype=torch.long)
+    targets = torch.tensor([CLASSES.index(c) for text in texts for c in text], dtype=torch.long)
     return ctc(log_probs.transpose(0, 1), targets, torch.tensor(frames), torch.tensor([len(t) for t in texts]))
+
+
+def _initialize(model: LineReader, init: str) -> dict:
+    """Start from another model's weights: a line reader's (every layer; the last layer's rows by class name, so
+    the digits and the blank keep what they learnt and new classes start fresh) or a digit classifier's
+    convolutional trunk. init: "shipped" (the shipped classifier), "shipped-reader" or a checkpoint path."""
+    path = {"shipped": shipped_path(), "shipped-reader": weights_dir() / READER_NAME}.get(init, Path(init))
+    checkpoint = load_checkpoint(path)
+    state = checkpoint.model.state_dict()
+    if checkpoint.meta["arch"] == ARCH:
+        own = model.state_dict()
+        head = {name: t for name, t in state.items() if name.startswith("head.")}
+        model.load_state_dict({name: t for name, t in state.items() if name not in head}, strict=False)
+        with torch.no_grad():
+            for row, name in enumerate(checkpoint.meta["classes"]):
+                if name in CLASSES:
+                    own["head.weight"][CLASSES.index(name)] = head["head.weight"][row]
+                    own["head.bias"][CLASSES.index(name)] = head["head.bias"][row]
+        layers = "all (last layer by class)"
+    else:
+        trunk = {name: t for name, t in state.items()
+                 if int(name.split(".")[0]) < len(model.trunk)}  # dsnet's first layers are the reader's trunk
+        model.trunk.load_state_dict(trunk)
+        layers = "trunk"
+    return {"checkpoint": str(path), "sha256": sha256_file(path), "layers": layers}
 
 
 def train_reader(config: ReaderConfig = ReaderConfig(), out: str | Path | None = None, *, workers: int | None = None,
@@ -211,13 +257,7 @@ def train_reader(config: ReaderConfig = ReaderConfig(), out: str | Path | None =
                      progress=progress)
 
     model = LineReader(num_classes=len(CLASSES), dropout=config.dropout)
-    init = None
-    if config.init is not None:
-        path = shipped_path() if config.init == "shipped" else Path(config.init)
-        trunk = {name: t for name, t in load_checkpoint(path).model.state_dict().items()
-                 if int(name.split(".")[0]) < len(model.trunk)}  # dsnet's first layers are the reader's trunk
-        model.trunk.load_state_dict(trunk)
-        init = {"checkpoint": str(path), "sha256": sha256_file(path), "layers": "trunk"}
+    init = None if config.init is None else _initialize(model, config.init)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     steps = config.epochs * -(-len(train.texts) // config.batch_size)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=steps, pct_start=0.15)
@@ -253,7 +293,7 @@ def train_reader(config: ReaderConfig = ReaderConfig(), out: str | Path | None =
         "arch_kwargs": {"dropout": config.dropout},
         "classes": CLASSES,
         "input": {"height": LINE_HEIGHT, "channels": 1, "range": [0.0, 1.0], "ink": "bright",
-                  "frames": f"one per {STRIDE} columns"},
+                  "frames": f"one per {STRIDE} columns", "small_marks": True},
         "train_config": dataclasses.asdict(config),
         "metrics": {"epoch": config.epochs, "val_lines_exact": history[-1]["val_accuracy"],
                     "val_loss": history[-1]["val_loss"], "val_lines": len(val.texts)},
