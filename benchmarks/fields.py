@@ -1,0 +1,157 @@
+"""Reading fields: cheque-style amounts, dates and IDs written with separators and marks, photographed on printed
+cheque backgrounds, made from MNIST *test* digits (`--dev`: the validation digits of the training split, for
+choosing settings); and form pages with 5-15 fields (`--pages N`, benchmarks/fields_pages.py).
+
+Per kind: the share of fields whose `text` (digits only), `raw` (as written) and parsed `value` are exactly right,
+and how `needs_review` splits the wrong fields (flagged: the share a person would check) from the right ones.
+
+Run: `.venv/bin/python benchmarks/fields.py [--dev] [--count 400]` (about 2 minutes per 1,000 fields on 2 CPU cores);
+writes benchmarks/results/fields[-dev].{json,md}. `--sweep` also prints the review rule's outcome over a grid of
+thresholds (use it with --dev only: the thresholds are chosen there). Example pictures go to runs/fields/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import machine, machine_line, markdown_table, write_results  # noqa: E402
+from digitscan.data.mnist import load_mnist, train_val_split  # noqa: E402
+from digitscan.errors import FieldFormatError  # noqa: E402
+from digitscan.fields.formats import parse_amount, parse_date  # noqa: E402
+from digitscan.fields.template import review  # noqa: E402
+from digitscan.recognize import Recognizer  # noqa: E402
+from digitscan.synthetic.fields import FIELD_KINDS, Field, field_tokens, render_field  # noqa: E402
+from digitscan.synthetic.photos import PATTERNS, Condition, photograph  # noqa: E402
+
+# A cheque's courtesy amount box or a form's date field, photographed or scanned: printed backgrounds on most,
+# blue or black ballpoint, a little rotation, light and JPEG. (Training photographs fields with its own,
+# broader condition, training.line_reader.FIELD_CONDITION.)
+CHEQUE = Condition("a field on a cheque or form: printed background, ballpoint, photographed or scanned",
+                   inks=("black", "blue", "blue"), papers=tuple(PATTERNS) * 2 + ("white", "tinted"),
+                   height_fraction=(0.3, 0.8), image_height=(90, 260), rotation_deg=2.0, lighting=0.3,
+                   noise=(0.0, 8.0), blur=(0.0, 0.4), jpeg_quality=(60, 95), encodings=("png", "jpeg"),
+                   texture=0.03, each=0.7)
+MARKS = {"amount": 0.6, "date": 0.4, "id": 0.4}  # chance of a mark before and after (field_tokens' `marks`)
+
+
+def digits_for(split: str) -> tuple[np.ndarray, np.ndarray]:
+    """MNIST test digits, or (dev) the validation part of the training split that training never sees."""
+    if split == "test":
+        return load_mnist("test")
+    images, labels = load_mnist("train")
+    _, val = train_val_split(len(images), 0.1, 0)
+    return images[val], labels[val]
+
+
+def samples(images: np.ndarray, labels: np.ndarray, kind: str, count: int, seed: int) -> list[tuple[bytes, Field]]:
+    """`count` photographed fields of one kind: [(file bytes, the field)], deterministic."""
+    rng = np.random.default_rng([seed, FIELD_KINDS.index(kind)])
+    out = []
+    for _ in range(count):
+        field = field_tokens(kind, rng, marks=MARKS[kind])
+        coverage = render_field(field, images, labels, rng, digit_height=int(rng.integers(28, 64)))
+        out.append((photograph(coverage, CHEQUE, rng), field))
+    return out
+
+
+def value_of(kind: str, raw: str) -> str | None:
+    """The parsed value of a reading (None when it does not parse, or for an ID)."""
+    try:
+        return parse_amount(raw) if kind == "amount" else parse_date(raw) if kind == "date" else None
+    except FieldFormatError:
+        return None
+
+
+def read_all(recognizer: Recognizer, data: list[tuple[bytes, Field]], kind: str) -> list[dict]:
+    rows = []
+    for blob, field in data:
+        result = recognizer.read(blob)
+        value = value_of(kind, result.raw)
+        rows.append({"truth_raw": field.raw, "truth_value": field.value, "text": result.text, "raw": result.raw,
+                     "value": value, "confidence": result.confidence,
+                     "alternative": result.alternatives[0].confidence if result.alternatives else 0.0,
+                     "text_ok": result.text == field.text, "raw_ok": result.raw == field.raw,
+                     "value_ok": kind == "id" or value == field.value, "parses": kind == "id" or value is not None})
+    return rows
+
+
+def review_split(rows: list[dict], kind: str, confidence: float | None = None, margin: float | None = None) -> dict:
+    """needs_review on these readings: the share of wrong fields it flags and of right fields it flags. A field
+    is right when its raw (and, for amounts and dates, its value) is."""
+    flagged_wrong = flagged_right = wrong = right = 0
+    for row in rows:
+        flagged = review(row["confidence"], row["alternative"], valid=row["parses"],
+                         **({} if confidence is None else {"min_confidence": confidence}),
+                         **({} if margin is None else {"margin": margin}))
+        ok = row["raw_ok"] and row["value_ok"]
+        wrong, right = wrong + (not ok), right + ok
+        flagged_wrong += flagged and not ok
+        flagged_right += flagged and ok
+    return {"wrong": wrong, "wrong_flagged": flagged_wrong / max(wrong, 1),
+            "right_flagged": flagged_right / max(right, 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dev", action="store_true", help="validation digits (for choosing settings)")
+    parser.add_argument("--count", type=int, default=400, help="fields per kind")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--reader", help="a line reader other than the shipped one")
+    parser.add_argument("--sweep", action="store_true", help="the review rule over a grid of thresholds")
+    parser.add_argument("--examples", type=int, default=6, help="example photos per kind written to runs/fields/")
+    args = parser.parse_args()
+    split = "dev" if args.dev else "test"
+    images, labels = digits_for(split)
+    recognizer = Recognizer.load(reader=args.reader)
+    out_dir = Path("runs/fields")
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    results, table = {}, []
+    all_rows = []
+    for kind in FIELD_KINDS:
+        data = samples(images, labels, kind, args.count, args.seed + (1000 if args.dev else 0))
+        start = time.perf_counter()
+        rows = read_all(recognizer, data, kind)
+        seconds = (time.perf_counter() - start) / len(rows)
+        for i, (blob, _) in enumerate(data[: args.examples]):
+            (out_dir / f"{split}-{kind}-{i}.{'jpg' if blob[:2] == b'\xff\xd8' else 'png'}").write_bytes(blob)
+        split_review = review_split(rows, kind)
+        share = {key: float(np.mean([r[key] for r in rows])) for key in ("text_ok", "raw_ok", "value_ok")}
+        results[kind] = {"count": len(rows), **share, **split_review, "ms_per_field": 1000 * seconds,
+                         "misread": [{k: r[k] for k in ("truth_raw", "raw", "confidence")}
+                                     for r in rows if not (r["raw_ok"] and r["value_ok"])][:40]}
+        table.append([kind, len(rows), f"{share['text_ok']:.1%}", f"{share['raw_ok']:.1%}",
+                      "-" if kind == "id" else f"{share['value_ok']:.1%}", split_review["wrong"],
+                      f"{split_review['wrong_flagged']:.0%}", f"{split_review['right_flagged']:.1%}",
+                      f"{1000 * seconds:.1f}"])
+        all_rows += [(kind, r) for r in rows]
+
+    markdown = [f"## Fields ({split}: MNIST {'validation' if args.dev else 'test'} digits, {args.count} per kind, "
+                f"seed {args.seed})", "",
+                markdown_table(["kind", "fields", "text exact", "raw exact", "value exact", "wrong",
+                                "wrong flagged", "right flagged", "ms/field"], table), "", machine_line()]
+    data = {"split": split, "count": args.count, "seed": args.seed, "kinds": results, "machine": machine(),
+            "condition": dataclasses.asdict(CHEQUE)}
+    if args.sweep:
+        sweep = []
+        for confidence in (0.5, 0.7, 0.8, 0.9, 0.95, 0.97, 0.99):
+            for margin in (0.1, 0.2, 0.3, 0.5, 1.0):
+                by_kind = [review_split([r for k, r in all_rows if k == kind], kind, confidence, margin)
+                           for kind in FIELD_KINDS]
+                sweep.append([confidence, margin] + [f"{s['wrong_flagged']:.0%} / {s['right_flagged']:.1%}"
+                                                     for s in by_kind])
+        markdown += ["", "Review rule sweep (wrong flagged / right flagged):", "",
+                     markdown_table(["min confidence", "margin", *FIELD_KINDS], sweep)]
+        data["sweep"] = sweep
+    write_results(f"fields{'-dev' if args.dev else ''}", data, "\n".join(markdown))
+
+
+if __name__ == "__main__":
+    main()
