@@ -103,7 +103,7 @@ def test_every_kind_of_source(recognizer, method, tmp_path):
 def test_to_dict_has_exactly_the_interface_fields(recognizer, method):
     image, _ = number("61", seed=9)
     data = recognizer.read(image, method=method).to_dict()
-    assert set(data) == {"text", "confidence", "digits"}
+    assert set(data) == {"text", "confidence", "digits", "raw", "alternatives"}
     assert all(set(d) == {"digit", "confidence", "box"} for d in data["digits"])
     assert all(len(d["box"]) == 4 and all(isinstance(v, int) for v in d["box"]) for d in data["digits"])
     json.dumps(data)  # plain Python types only
@@ -162,7 +162,7 @@ def test_cli_read_json_and_errors(tmp_path):
     result = run("read", "--json", tmp_path)
     assert result.exit_code == 1
     rows = {Path(r["path"]).name: r for r in map(json.loads, result.stdout.splitlines())}
-    assert set(rows["zip.png"]) == {"path", "text", "confidence", "digits"}
+    assert set(rows["zip.png"]) == {"path", "text", "confidence", "digits", "raw", "alternatives"}
     assert rows["zip.png"]["text"] == "90210"
     assert set(rows["notes.png"]) == {"path", "error"}
     assert result.stderr.count("\n") == 1 and "notes.png" in result.stderr and "Traceback" not in result.output

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -44,10 +44,21 @@ class Prediction:
 
 
 @dataclass
+class Alternative:
+    """Another reading of the same number, with its probability-like score."""
+
+    raw: str
+    text: str
+    confidence: float
+
+
+@dataclass
 class ReadResult:
     text: str  # digits 0-9 only, left to right; "" when no digit is found
     confidence: float  # product of the digits' confidences: the chance that the whole text is right; 0.0 for ""
     digits: list[DigitBox]
+    raw: str = ""  # the digits with the separators . , - / : and group spaces as written (for now: the text)
+    alternatives: list[Alternative] = field(default_factory=list)  # best first, excluding the reading itself
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -205,7 +216,7 @@ class Recognizer:
             digits = segment_number(gray, self.digit_probabilities, time_limit_s=time_limit_s)
         text = "".join(str(d.digit) for d in digits)
         confidence = float(np.prod([d.confidence for d in digits])) if digits else 0.0
-        return ReadResult(text=text, confidence=confidence, digits=digits)
+        return ReadResult(text=text, confidence=confidence, digits=digits, raw=text)
 
     def warm_up(self, read: str | None = None) -> None:
         """Load and run now what a first request would wait for, so that a model that cannot serve fails here, once,
