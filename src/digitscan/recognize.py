@@ -21,6 +21,7 @@ from digitscan.constants import (
     READ_TIME_LIMIT_S,
 )
 from digitscan.errors import CheckpointError
+from digitscan.fields.template import FieldResult, Template, read_template
 from digitscan.image.decode import decode_image
 from digitscan.image.prepare import preprocess
 from digitscan.models.backends import softmax
@@ -217,6 +218,13 @@ class Recognizer:
         text = "".join(str(d.digit) for d in digits)
         confidence = float(np.prod([d.confidence for d in digits])) if digits else 0.0
         return ReadResult(text=text, confidence=confidence, digits=digits, raw=text)
+
+    def read_template(self, image, template: Template, *, method: str | None = None,
+                      time_limit_s: float = READ_TIME_LIMIT_S) -> dict[str, FieldResult]:
+        """Every field of a form (a Template from digitscan.fields.load_template) read on a page image: {name:
+        FieldResult}. Each field's box is read with `read` (method, time_limit_s per field); docs/templates.md."""
+        return read_template(decode_image(image), template,
+                             lambda crop: self.read(crop, method=method, time_limit_s=time_limit_s))
 
     def warm_up(self, read: str | None = None) -> None:
         """Load and run now what a first request would wait for, so that a model that cannot serve fails here, once,
