@@ -25,7 +25,7 @@ from common import machine, machine_line, markdown_table, write_results  # noqa:
 from digitscan.data.mnist import load_mnist, train_val_split  # noqa: E402
 from digitscan.errors import FieldFormatError  # noqa: E402
 from digitscan.fields.formats import parse_amount, parse_date  # noqa: E402
-from digitscan.fields.template import review  # noqa: E402
+from digitscan.fields.template import review_reason  # noqa: E402
 from digitscan.recognize import Recognizer  # noqa: E402
 from digitscan.synthetic.fields import FIELD_KINDS, Field, field_tokens, render_field  # noqa: E402
 from digitscan.synthetic.photos import PATTERNS, Condition, photograph  # noqa: E402
@@ -38,6 +38,7 @@ CHEQUE = Condition("a field on a cheque or form: printed background, ballpoint, 
                    height_fraction=(0.3, 0.8), image_height=(90, 260), rotation_deg=2.0, lighting=0.3,
                    noise=(0.0, 8.0), blur=(0.0, 0.4), jpeg_quality=(60, 95), encodings=("png", "jpeg"),
                    texture=0.03, each=0.7)
+JPEG_START = b"\xff\xd8"
 MARKS = {"amount": 0.6, "date": 0.4, "id": 0.4}  # chance of a mark before and after (field_tokens' `marks`)
 
 
@@ -87,9 +88,9 @@ def review_split(rows: list[dict], kind: str, confidence: float | None = None, m
     is right when its raw (and, for amounts and dates, its value) is."""
     flagged_wrong = flagged_right = wrong = right = 0
     for row in rows:
-        flagged = review(row["confidence"], row["alternative"], valid=row["parses"],
-                         **({} if confidence is None else {"min_confidence": confidence}),
-                         **({} if margin is None else {"margin": margin}))
+        options = {**({} if confidence is None else {"min_confidence": confidence}),
+                   **({} if margin is None else {"margin": margin})}
+        flagged = not row["parses"] or review_reason(row["confidence"], row["alternative"], **options) is not None
         ok = row["raw_ok"] and row["value_ok"]
         wrong, right = wrong + (not ok), right + ok
         flagged_wrong += flagged and not ok
@@ -121,7 +122,8 @@ def main() -> None:
         rows = read_all(recognizer, data, kind)
         seconds = (time.perf_counter() - start) / len(rows)
         for i, (blob, _) in enumerate(data[: args.examples]):
-            (out_dir / f"{split}-{kind}-{i}.{'jpg' if blob[:2] == b'\xff\xd8' else 'png'}").write_bytes(blob)
+            suffix = "jpg" if blob.startswith(JPEG_START) else "png"
+            (out_dir / f"{split}-{kind}-{i}.{suffix}").write_bytes(blob)
         split_review = review_split(rows, kind)
         share = {key: float(np.mean([r[key] for r in rows])) for key in ("text_ok", "raw_ok", "value_ok")}
         results[kind] = {"count": len(rows), **share, **split_review, "ms_per_field": 1000 * seconds,

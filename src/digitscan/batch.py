@@ -30,6 +30,7 @@ import numpy as np
 from tqdm import tqdm
 
 from digitscan.errors import ImageError, one_line
+from digitscan.fields.template import result_columns
 from digitscan.image.decode import decode_image
 from digitscan.image.prepare import preprocess
 from digitscan.results_csv import FILE_TEXT, ResultsWriter, exclusive_lock, read_finished_rows
@@ -88,23 +89,53 @@ def predict_job(recognizer, probabilities: bool = False) -> Job:
     return Job(columns, functools.partial(preprocess, mode=recognizer.preprocess_mode), finish)
 
 
-def read_job(recognizer, **read_options) -> Job:
+def read_job(recognizer, *, template=None, field_spec=None, **read_options) -> Job:
     """A whole number per file; workers only decode, the reading (which calls the model) runs here per image.
-    read_options go to Recognizer.read (method, time_limit_s)."""
+    read_options go to Recognizer.read (method, time_limit_s).
+
+    template (a digitscan.fields Template): every field of the form instead, five columns per field (NAME,
+    NAME_value, NAME_confidence, NAME_valid, NAME_needs_review; fields.template.result_columns). field_spec (a
+    FieldSpec, `read --format`): a `value` column too; a number that does not parse is an error row (its text
+    and confidence still written).
+    """
     recognizer.warm_up(read_options.get("method") or recognizer.read_method)  # fail now, not on every file
+
+    def read_row(gray: np.ndarray) -> dict:
+        if template is not None:
+            return template_row(recognizer.read_template(gray, template, **read_options))
+        result = recognizer.read(gray, **read_options)
+        row = {"text": result.text, "confidence": f"{result.confidence:.6f}"}
+        if field_spec is not None:
+            valid, value, reason = field_spec.check(result)
+            row.update({"value": value or ""} if valid else {"value": "", "error": reason})
+        return row
 
     def finish(images: list[np.ndarray]) -> list[dict]:
         rows = []
         for gray in images:
             try:
-                result = recognizer.read(gray, **read_options)
+                rows.append(read_row(gray))
             except Exception as exc:  # noqa: BLE001  (one page the reading cannot handle must not stop the job)
                 rows.append({"error": describe_error(exc)})
-                continue
-            rows.append({"text": result.text, "confidence": f"{result.confidence:.6f}"})
         return rows
 
-    return Job(READ_COLUMNS, decode_image, finish, READ_CHUNK)
+    if template is not None:
+        columns = READ_COLUMNS[:1] + result_columns(template) + READ_COLUMNS[-1:]
+    elif field_spec is not None:
+        columns = READ_COLUMNS[:-1] + ["value"] + READ_COLUMNS[-1:]
+    else:
+        columns = READ_COLUMNS
+    return Job(columns, decode_image, finish, READ_CHUNK)
+
+
+def template_row(fields: dict) -> dict:
+    """A form's fields as one CSV row (see read_job)."""
+    row = {}
+    for name, field in fields.items():
+        row.update({name: field.text, f"{name}_value": "" if field.value is None else field.value,
+                    f"{name}_confidence": f"{field.confidence:.6f}", f"{name}_valid": str(field.valid).lower(),
+                    f"{name}_needs_review": str(field.needs_review).lower()})
+    return row
 
 
 def default_workers() -> int:

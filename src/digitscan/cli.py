@@ -14,6 +14,7 @@ import click
 
 from digitscan.constants import PAPER_RESULTS, READ_METHODS, READ_TIME_LIMIT_S
 from digitscan.errors import CheckpointError, DatasetError, ImageError, ModelOutputError, one_line
+from digitscan.fields.formats import DATE_ORDERS, VALUE_FORMATS, FieldSpec
 from digitscan.files import atomic_write, expand_paths
 from digitscan.json_output import strict_json
 
@@ -24,6 +25,13 @@ class UserError(click.ClickException):
     """A problem the user can fix: printed as one line, exit status 1."""
 
     exit_code = 1
+
+    def show(self, file=None) -> None:
+        click.echo(f"digitscan: error: {self.message}", err=True)
+
+
+class UsageLine(click.UsageError):
+    """A usage error in a file the command line names (a form template): one line like UserError, exit status 2."""
 
     def show(self, file=None) -> None:
         click.echo(f"digitscan: error: {self.message}", err=True)
@@ -286,20 +294,25 @@ def predict(paths: tuple[str, ...], model: str | None, mode: str | None, as_json
 predict.help += BATCH_HELP
 
 
-def process_files(files: list[Path], work, describe, as_json: bool) -> None:
+def process_files(files: list[Path], work, describe, as_json: bool, record=None) -> None:
     """Run work(path) on each file and print its result; a file that fails is one line (and a JSON error row),
     the others are still processed, and the exit status is 1 if any failed.
 
+    record(result): its JSON object without "path" (default: result.to_dict()). A record holding an "error" (a
+    reading that is not the format asked for) is printed whole and counts as failed too. describe(result): the
+    human line, or a list of lines, each printed after the path.
     Bad input (ImageError) and file-system trouble (OSError, e.g. writing a debug image) are the file's problem;
     anything else is a bug met on this input: it is reported the same way, or raised with --debug.
     """
     context = click.get_current_context(silent=True)
     debug = bool(context and context.obj and context.obj.get("debug"))
+    record = record or (lambda result: result.to_dict())
     failures = 0
     for path in files:
         try:
             result = work(path)
-            line = strict_json({"path": str(path), **result.to_dict()}) if as_json else None
+            data = record(result)
+            line = strict_json({"path": str(path), **data}) if as_json else None
         except (ImageError, OSError, ModelOutputError) as exc:
             problem = one_line(exc)
         except Exception as exc:
@@ -310,7 +323,12 @@ def process_files(files: list[Path], work, describe, as_json: bool) -> None:
             if as_json:
                 click.echo(line)
             else:
-                click.echo(f"{path}: {describe(result)}")
+                lines = describe(result)
+                for text in [lines] if isinstance(lines, str) else lines:
+                    click.echo(f"{path}: {text}")
+            if data.get("error"):
+                failures += 1
+                click.echo(f"digitscan: {path}: {data['error']}", err=True)
             continue
         failures += 1
         if as_json:
@@ -652,10 +670,19 @@ def compare(data: str | None, seed: int, as_json: bool, out: str, limit: int | N
 @click.option("--time-limit", "time_limit_s", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
               help="Seconds allowed per image; a page of clutter that takes longer is reported as too complex "
                    "(default: 5).")
+@click.option("--template", "template_path", metavar="FORM.json",
+              help="Read the fields of a form: FORM.json names each field's box, kind (digits, amount, date, comb), "
+                   "pattern and checksum (docs/templates.md). One line per field; '?' marks a field to review.")
+@click.option("--format", "value_format", type=click.Choice(VALUE_FORMATS),
+              help="Parse each number: amount (a decimal string, 1.250,00 -> 1250.00), date (ISO 8601) or digits; "
+                   "adds `value`. One that does not parse has value null and an error (exit status 1).")
+@click.option("--date-order", type=click.Choice(DATE_ORDERS),
+              help="With --format date: the order of a date whose first group is not a 4-digit year (default: dmy).")
 @backend_option
 @batch_options
 def read(paths: tuple[str, ...], model: str | None, as_json: bool, debug_image: str | None, method: str | None,
-         reader: str | None, ensemble: bool, time_limit_s: float | None, backend: str | None, out: str | None,
+         reader: str | None, ensemble: bool, time_limit_s: float | None, template_path: str | None,
+         value_format: str | None, date_order: str | None, backend: str | None, out: str | None,
          **batch) -> None:
     """Read a whole handwritten number per image: a ZIP code, an amount, an ID written on one line.
 
@@ -665,8 +692,10 @@ def read(paths: tuple[str, ...], model: str | None, as_json: bool, debug_image: 
     status 1).
 
     \b
-    CSV columns with --out: path, text (the digits; "" when none), confidence, error ("" when the file was read).
-    Workers decode the images; the reading runs in the main process.
+    CSV columns with --out: path, text (the digits; "" when none), confidence, [value with --format,] error (""
+    when the file was read). With --template: path, then for each field NAME, NAME_value, NAME_confidence,
+    NAME_valid, NAME_needs_review (true/false), then error. Workers decode the images; the reading runs in the
+    main process.
 
     \b
     Examples:
@@ -675,6 +704,8 @@ def read(paths: tuple[str, ...], model: str | None, as_json: bool, debug_image: 
       digitscan read --method segments zip_code.jpg     cut into digits, classify each with the shipped model
       digitscan read --model my_digits.onnx zip_code.jpg    the same with your model (onnxruntime, no PyTorch)
       digitscan read forms/ --out numbers.csv
+      digitscan read --format amount cheque.png         the value too: 1250.00 for 1.250,00
+      digitscan read --template form.json scans/ --out fields.csv
     """
     from digitscan.image.decode import decode_image
     from digitscan.reading.draw import draw_segments
@@ -686,35 +717,89 @@ def read(paths: tuple[str, ...], model: str | None, as_json: bool, debug_image: 
     if method == "sequence" and (model is not None or ensemble):
         raise click.UsageError("--model and --ensemble choose the digit model, which only --method segments uses; "
                                "the line reader is chosen with --reader")
+    template = form_template(template_path, value_format, debug_image)
+    if date_order is not None and value_format != "date":
+        raise click.UsageError("--date-order only applies to --format date (a template gives each date field its "
+                               "own date_order)")
+    field_spec = FieldSpec(kind=value_format, date_order=date_order or "dmy") if value_format else None
     load_options = {"path": model, "ensemble": ensemble, "backend": backend,
                     "threads": batch_model_threads(out, batch["workers"]), "reader": reader}
     recognizer = Recognizer.load(**load_options)
     method = method or recognizer.read_method
     recognizer.warm_up(method)  # a missing or broken line reader, a model without 0-9: one error, before any file
+    time_limit_s = time_limit_s or READ_TIME_LIMIT_S
     if out is not None:
         from digitscan.batch import read_job
 
-        run_batch(functools.partial(read_job, method=method, time_limit_s=time_limit_s or READ_TIME_LIMIT_S),
-                  recognizer, load_options, paths, out, **batch)
+        run_batch(functools.partial(read_job, method=method, time_limit_s=time_limit_s, template=template,
+                                    field_spec=field_spec), recognizer, load_options, paths, out, **batch)
         return
     files = expand_paths(paths)
+    if template is not None:
+        process_files(files, lambda path: recognizer.read_template(path, template, method=method,
+                                                                   time_limit_s=time_limit_s),
+                      describe_fields, as_json, record=lambda fields: {
+                          "fields": {name: result.to_dict() for name, result in fields.items()}})
+        return
     drawings = debug_image_paths(files, Path(debug_image)) if debug_image else {}
 
     def read_one(path: Path):
         gray = decode_image(path)
-        result = recognizer.read(gray, method=method, time_limit_s=time_limit_s or READ_TIME_LIMIT_S)
+        result = recognizer.read(gray, method=method, time_limit_s=time_limit_s)
         if drawings:
             with atomic_write(drawings[path]) as temporary:  # PNG whatever the name says, as --help promises
                 draw_segments(gray, result.digits).save(temporary, format="PNG")
         return result
 
     def describe(result) -> str:
-        return f"{result.text} (confidence {result.confidence:.3f})" if result.text else "no digits found"
+        confidence = f"(confidence {result.confidence:.3f})"
+        if field_spec is None:
+            return f"{result.text} {confidence}" if result.text else "no digits found"
+        valid, value, _ = field_spec.check(result)  # when not valid, the error follows on stderr
+        shown = result.raw or result.text or "no digits found"
+        return f"{shown} = {value} {confidence}" if valid else f"{shown} {confidence}"
 
-    process_files(files, read_one, describe, as_json)
+    def record(result) -> dict:
+        data = result.to_dict()
+        if field_spec is not None:
+            valid, data["value"], reason = field_spec.check(result)
+            if not valid:
+                data["error"] = reason
+        return data
+
+    process_files(files, read_one, describe, as_json, record=record)
 
 
 read.help += BATCH_HELP
+
+
+def form_template(path: str | None, value_format: str | None, debug_image: str | None):
+    """The --template FORM.json loaded (None without one); a bad one is a one-line usage error (exit 2) before the
+    model is loaded or any file is read."""
+    if path is None:
+        return None
+    from digitscan.errors import TemplateError
+    from digitscan.fields.template import load_template
+
+    if value_format is not None:
+        raise click.UsageError("--template gives each field its own kind and pattern; --format is for one number "
+                               "per image: choose one")
+    if debug_image:
+        raise click.UsageError("--debug-image is not available with --template")
+    try:
+        return load_template(path)
+    except TemplateError as exc:
+        raise UsageLine(one_line(exc)) from None
+
+
+def describe_fields(fields: dict) -> list[str]:
+    """One human line per field of a form: NAME: value (or what was read), a '?' when it needs review, why."""
+    lines = []
+    for name, field in fields.items():
+        shown = field.value if field.valid else (field.raw or '""')
+        why = f"; {field.reason}" if field.reason else ""
+        lines.append(f"{name}: {shown}{' ?' if field.needs_review else ''} (confidence {field.confidence:.3f}{why})")
+    return lines
 
 
 def debug_image_paths(files: list[Path], out: Path) -> dict[Path, Path]:

@@ -45,6 +45,15 @@ READ_TIME_LIMIT_S = 5.0  # per image; the worst pages measured take ~1 s (docs/s
 MAX_COMPONENTS = 200  # more candidate components than this is noise: only the largest are considered
 MAX_GROUP = 4  # a digit is made of at most this many atoms (pieces of a broken digit, slices of touching digits)
 
+# Reading forms (digitscan.fields, docs/templates.md).
+MAX_TEMPLATE_BYTES = 2**20  # a FORM.json larger than this is refused before it is parsed; real ones are a few KiB
+MAX_DESKEW_DEG = 10.0  # align "deskew" looks for a page rotation within +-this; a scan tilted more is not a scan
+# A field needs review when its confidence is under REVIEW_CONFIDENCE, or when its best alternative reading has at
+# least REVIEW_MARGIN times the reading's confidence. Placeholders, to be chosen on the dev split of
+# benchmarks/fields.py (never on its test split).
+REVIEW_CONFIDENCE = 0.9
+REVIEW_MARGIN = 0.5
+
 # Models.
 INFER_BATCH = 1024  # inputs per forward pass: bounds memory for huge stacks
 MAX_CLASSES = 1000  # a model file naming more classes than this is refused

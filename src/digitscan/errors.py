@@ -2,7 +2,8 @@
 
 Each message is one line meant for the user; `one_line(exc)` makes any exception's text one line. Catch
 ImageError for "this input is bad" (the other inputs are still processed), CheckpointError for a bad model file,
-DatasetError for a bad dataset file or folder.
+DatasetError for a bad dataset file or folder, TemplateError for a bad form template, FieldFormatError for a reading
+that is not the amount or date asked for.
 """
 
 from __future__ import annotations
@@ -76,6 +77,19 @@ class ModelOutputError(DigitscanError):
 
 class ExportError(DigitscanError):
     """The ONNX export failed a check (graph checker, parity with PyTorch); nothing was written."""
+
+
+class FieldFormatError(DigitscanError):
+    """A reading that does not parse as the format asked for: an amount with inconsistent digit groups, a date that
+    is not on the calendar; the message says which and why (one line)."""
+
+    http_status = 422
+    reason = "bad_format"
+
+
+class TemplateError(DigitscanError):
+    """A form template (FORM.json) that cannot be used: missing, too large, not JSON, or a key, type, box, kind,
+    pattern or checksum that is wrong; the message names the file, the field and the problem (one line)."""
 
 
 class Saturated(Exception):

@@ -21,6 +21,7 @@ from digitscan.constants import (
     READ_TIME_LIMIT_S,
 )
 from digitscan.errors import CheckpointError
+from digitscan.fields.template import FieldResult, Template, read_template
 from digitscan.image.decode import decode_image
 from digitscan.image.prepare import preprocess
 from digitscan.models.backends import softmax
@@ -216,6 +217,13 @@ class Recognizer:
         digits = [DigitBox(int(s.symbol), s.confidence, s.box) for s in reading.symbols if s.symbol.isdigit()]
         return ReadResult(text=reading.text, confidence=reading.confidence, digits=digits, raw=reading.raw,
                           symbols=reading.symbols, marks=reading.marks, alternatives=reading.alternatives)
+
+    def read_template(self, image, template: Template, *, method: str | None = None,
+                      time_limit_s: float = READ_TIME_LIMIT_S) -> dict[str, FieldResult]:
+        """Every field of a form (a Template from digitscan.fields.load_template) read on a page image: {name:
+        FieldResult}. Each field's box is read with `read` (method, time_limit_s per field); docs/templates.md."""
+        return read_template(decode_image(image), template,
+                             lambda crop: self.read(crop, method=method, time_limit_s=time_limit_s))
 
     def warm_up(self, read: str | None = None) -> None:
         """Load and run now what a first request would wait for, so that a model that cannot serve fails here, once,
