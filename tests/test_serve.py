@@ -39,7 +39,7 @@ from helpers.live_server import live_server
 EXPECTED = {"seven_ink_on_paper.png": 7, "three_blue_pen.png": 3, "zero_pencil_off_centre.png": 0,
             "five_canvas.png": 5, "two_transparent.png": 2, "eight_photo.jpg": 8, "four_28px.png": 4}
 PREDICT_KEYS = {"digit", "confidence", "is_digit", "probabilities"}
-READ_KEYS = {"text", "confidence", "digits", "raw", "alternatives"}
+READ_KEYS = {"text", "confidence", "digits", "raw", "symbols", "marks", "alternatives"}
 # Small limits so the limit tests need only small bodies; torch_threads=None leaves this process's torch alone.
 LIMITS = {"max_upload_bytes": 300_000, "max_pixels": 2_000_000, "torch_threads": None}
 
@@ -182,7 +182,7 @@ def test_an_empty_canvas_is_not_a_digit(client, blank):
     body = post(client, "/api/predict", png(blank)).json()
     assert body["is_digit"] is False and body["digit"] is None
     assert post(client, "/api/read", png(blank)).json() == {"text": "", "confidence": 0.0, "digits": [], "raw": "",
-                                                            "alternatives": []}
+                                                            "symbols": [], "marks": [], "alternatives": []}
 
 
 @pytest.mark.parametrize("text", ["42", "507", "1983"])
