@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from digitscan.synthetic.fields import Field, render_field
+from digitscan.synthetic.photos import Condition, photograph
 from digitscan.synthetic.strokes import render_digit, render_number, stroke_digit
 
 HERE = Path(__file__).resolve().parent
@@ -53,6 +55,18 @@ def numbers() -> None:
     image, _ = render_number(digits("4711", 47), seed=3, digit_height=40, spacing=(0.05, 0.3), scale_jitter=0.1,
                              ink=(30, 50, 160), paper=(235, 240, 250), noise=5)
     image.save(folder / "id_4711_blue_pen.jpg", quality=85)
+
+    # Fields with separators and marks (docs/reading-fields.md): pen-stroke digits, strokes for . , / and =.
+    pen = np.stack([stroke_digit(d, seed=100 + k, thickness=0.11) for k in range(3) for d in range(10)])
+    labels = np.tile(np.arange(10), 3)
+    for name, tokens, paper in (("amount_1.250,00_cheque.png", ["=", *"1.250,00", "stroke"], "guilloche"),
+                                ("date_12-03-2024.png", list("12/03/2024"), "white")):
+        rng = np.random.default_rng(7)
+        coverage = render_field(Field("example", tokens, None), pen, labels, rng, digit_height=44,
+                                baseline_drift=0.05)
+        condition = Condition("an example", inks=("blue",), papers=(paper,), height_fraction=(0.45, 0.45),
+                              image_height=(150, 150), texture=0.02)
+        (folder / name).write_bytes(photograph(coverage, condition, rng, encoding="png"))
 
 
 if __name__ == "__main__":
