@@ -754,7 +754,10 @@ def read(paths: tuple[str, ...], model: str | None, as_json: bool, debug_image: 
     def describe(result) -> str:
         confidence = f"(confidence {result.confidence:.3f})"
         if field_spec is None:
-            return f"{result.text} {confidence}" if result.text else "no digits found"
+            if not result.text:
+                return "no digits found"
+            return f"{result.text} {confidence}" if result.raw in ("", result.text) else \
+                f"{result.raw} (digits {result.text}) {confidence}"
         valid, value, _ = field_spec.check(result)  # when not valid, the error follows on stderr
         shown = result.raw or result.text or "no digits found"
         return f"{shown} = {value} {confidence}" if valid else f"{shown} {confidence}"
