@@ -35,6 +35,7 @@ system:
 run: $(STAMP)
 	$(BIN)/digitscan predict examples/*.png examples/*.jpg
 	$(BIN)/digitscan read examples/numbers/
+	$(BIN)/digitscan read --format amount examples/fields/amount_1.250,00_cheque.png
 
 # The whole test suite, slow tests included.
 test: system $(STAMP)

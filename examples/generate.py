@@ -1,7 +1,7 @@
 """Regenerate the bundled example images (hand-drawn strokes from digitscan.synthetic.strokes, no MNIST pixels).
 
 Run: `.venv/bin/python examples/generate.py` — writes the PNG/JPEG files next to this script, and whole numbers
-(for `digitscan read`) into numbers/.
+(for `digitscan read`) into numbers/, and an amount and a date with separators into fields/.
 """
 
 from pathlib import Path
@@ -56,7 +56,8 @@ def numbers() -> None:
                              ink=(30, 50, 160), paper=(235, 240, 250), noise=5)
     image.save(folder / "id_4711_blue_pen.jpg", quality=85)
 
-    # Fields with separators and marks (docs/reading-fields.md): pen-stroke digits, strokes for . , / and =.
+    # Fields with separators and marks (docs/reading-fields.md), in fields/: pen-stroke digits, strokes for . , / =.
+    (HERE / "fields").mkdir(exist_ok=True)
     pen = np.stack([stroke_digit(d, seed=100 + k, thickness=0.11) for k in range(3) for d in range(10)])
     labels = np.tile(np.arange(10), 3)
     for name, tokens, paper in (("amount_1.250,00_cheque.png", ["=", *"1.250,00", "stroke"], "guilloche"),
@@ -66,7 +67,7 @@ def numbers() -> None:
                                 baseline_drift=0.05)
         condition = Condition("an example", inks=("blue",), papers=(paper,), height_fraction=(0.45, 0.45),
                               image_height=(150, 150), texture=0.02)
-        (folder / name).write_bytes(photograph(coverage, condition, rng, encoding="png"))
+        (HERE / "fields" / name).write_bytes(photograph(coverage, condition, rng, encoding="png"))
 
 
 if __name__ == "__main__":
