@@ -28,6 +28,11 @@ GROUP_GAP = (0.9, 1.8)
 MARK_GAP = (0.15, 0.7)
 
 
+# How dates are written: day-month-year with / . - or spaces, two-digit years, ISO year-month-day.
+DATE_STYLES = ("{d:02d}/{m:02d}/{y}", "{d:02d}.{m:02d}.{y}", "{d:02d}-{m:02d}-{y}", "{d:02d}.{m:02d}.{yy:02d}",
+               "{d}/{m}/{yy:02d}", "{y}-{m:02d}-{d:02d}", "{d:02d} {m:02d} {y}")
+
+
 @dataclass
 class Field:
     """A handwritten field, token by token: digits "0"-"9", separators, " " (a group gap) or a mark name."""
@@ -84,27 +89,13 @@ def _amount(rng: np.random.Generator) -> tuple[list[str], str]:
 
 def _date(rng: np.random.Generator) -> tuple[list[str], str]:
     day = datetime.date(1950, 1, 1) + datetime.timedelta(days=int(rng.integers(0, 365 * 80)))
-    style = int(rng.integers(7))
-    year2 = f"{day.year % 100:02d}"
-    if style == 0:
-        text = f"{day.day:02d}/{day.month:02d}/{day.year}"
-    elif style == 1:
-        text = f"{day.day:02d}.{day.month:02d}.{day.year}"
-    elif style == 2:
-        text = f"{day.day:02d}-{day.month:02d}-{day.year}"
-    elif style == 3:
-        text = f"{day.day:02d}.{day.month:02d}.{year2}"
-    elif style == 4:
-        text = f"{day.day}/{day.month}/{year2}"
-    elif style == 5:
-        text = f"{day.year}-{day.month:02d}-{day.day:02d}"
-    else:
-        text = f"{day.day:02d} {day.month:02d} {day.year}"
+    style = int(rng.integers(len(DATE_STYLES)))
+    text = DATE_STYLES[style].format(d=day.day, m=day.month, y=day.year, yy=day.year % 100)
     # A two-digit year means 19xx or 20xx by the parser's pivot (00-69: 20xx); keep the truth consistent with it.
     iso = day.isoformat()
-    if style in (3, 4):
-        year = int(year2) + (2000 if int(year2) < 70 else 1900)
-        iso = f"{year}-{day.month:02d}-{day.day:02d}"
+    if "{yy" in DATE_STYLES[style]:
+        yy = day.year % 100
+        iso = f"{yy + (2000 if yy < 70 else 1900)}-{day.month:02d}-{day.day:02d}"
     return list(text), iso
 
 
