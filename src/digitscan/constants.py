@@ -41,6 +41,15 @@ READ_TIME_LIMIT_S = 5.0  # per image; the worst pages measured take ~1 s (docs/s
 MAX_COMPONENTS = 200  # more candidate components than this is noise: only the largest are considered
 MAX_GROUP = 4  # a digit is made of at most this many atoms (pieces of a broken digit, slices of touching digits)
 
+# Reading form pages (`read --layout page`, digitscan.reading.page).
+PAGE_WORK_SIDE = 2000  # longer side of a page's working copy: a form at ~170 dpi, its digits still 30+ px tall
+PAGE_TIME_LIMIT_S = 30.0  # per page: finding the fields plus reading each (~10 ms a field); generated pages take ~1 s
+MAX_PAGE_COMPONENTS = 20_000  # pieces of ink on a page considered (the largest); a printed form has a few thousand
+MAX_PAGE_FIELDS = 200  # fields read per page at most (top to bottom); a form has tens
+# A page field whose confidence is below this is flagged needs_review. 0.9 for now: to be chosen on the dev split
+# of benchmarks/fields.py (benchmarks/fields_pages.py --dev reports what it flags, on right and wrong fields).
+REVIEW_CONFIDENCE = 0.9
+
 # Models.
 INFER_BATCH = 1024  # inputs per forward pass: bounds memory for huge stacks
 MAX_CLASSES = 1000  # a model file naming more classes than this is refused

@@ -17,6 +17,7 @@ from digitscan.constants import (
     IMAGE_SIZE,
     MAX_FILE_BYTES,
     MAX_PIXELS,
+    PAGE_TIME_LIMIT_S,
     READ_METHODS,
     READ_TIME_LIMIT_S,
 )
@@ -25,6 +26,7 @@ from digitscan.image.decode import decode_image
 from digitscan.image.prepare import preprocess
 from digitscan.models.backends import softmax
 from digitscan.reading.layout import DigitBox
+from digitscan.reading.page import PageField, read_page
 from digitscan.reading.segments import segment_number
 
 
@@ -51,6 +53,14 @@ class ReadResult:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+@dataclass
+class PageResult:
+    fields: list[PageField]  # the handwritten numbers on a form page, top to bottom and left to right
+
+    def to_dict(self) -> dict:
+        return {"fields": [f.to_dict() for f in self.fields]}
 
 
 class Recognizer:
@@ -206,6 +216,15 @@ class Recognizer:
         text = "".join(str(d.digit) for d in digits)
         confidence = float(np.prod([d.confidence for d in digits])) if digits else 0.0
         return ReadResult(text=text, confidence=confidence, digits=digits)
+
+    def read_page(self, image, *, method: str | None = None,
+                  time_limit_s: float = PAGE_TIME_LIMIT_S) -> PageResult:
+        """Every handwritten number on a form page (path, bytes, PIL image or array): comb boxes, underlined and
+        boxed fields and free-standing numbers, printed text left out; each field's ink is read by `read` with
+        `method` (digitscan.reading.page). A page that would take longer than time_limit_s raises
+        ImageTooComplexError."""
+        gray = decode_image(image)
+        return PageResult(read_page(gray, lambda crop: self.read(crop, method=method), time_limit_s=time_limit_s))
 
     def warm_up(self, read: str | None = None) -> None:
         """Load and run now what a first request would wait for, so that a model that cannot serve fails here, once,
