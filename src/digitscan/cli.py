@@ -9,10 +9,11 @@ from __future__ import annotations
 import functools
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import click
 
-from digitscan.constants import PAPER_RESULTS, READ_METHODS, READ_TIME_LIMIT_S
+from digitscan.constants import PAGE_TIME_LIMIT_S, PAPER_RESULTS, READ_METHODS, READ_TIME_LIMIT_S
 from digitscan.errors import CheckpointError, DatasetError, ImageError, ModelOutputError, one_line
 from digitscan.files import atomic_write, expand_paths
 from digitscan.json_output import strict_json
@@ -648,12 +649,15 @@ def compare(data: str | None, seed: int, as_json: bool, out: str, limit: int | N
 @ensemble_option
 @click.option("--time-limit", "time_limit_s", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
               help="Seconds allowed per image; a page of clutter that takes longer is reported as too complex "
-                   "(default: 5).")
+                   "(default: 5; 30 with --layout page).")
+@click.option("--layout", type=click.Choice(["line", "page"]), default="line", show_default=True,
+              help="line: one number per image; page: every handwritten number on a form page (comb boxes, "
+                   "underlined and boxed fields, free-standing numbers; printed text is left out), one field each.")
 @backend_option
 @batch_options
 def read(paths: tuple[str, ...], model: str | None, as_json: bool, debug_image: str | None, method: str | None,
-         reader: str | None, ensemble: bool, time_limit_s: float | None, backend: str | None, out: str | None,
-         **batch) -> None:
+         reader: str | None, ensemble: bool, time_limit_s: float | None, layout: str, backend: str | None,
+         out: str | None, **batch) -> None:
     """Read a whole handwritten number per image: a ZIP code, an amount, an ID written on one line.
 
     Digits are read left to right; touching digits, specks and underlines are handled (see
@@ -672,6 +676,7 @@ def read(paths: tuple[str, ...], model: str | None, as_json: bool, debug_image: 
       digitscan read --method segments zip_code.jpg     cut into digits, classify each with the shipped model
       digitscan read --model my_digits.onnx zip_code.jpg    the same with your model (onnxruntime, no PyTorch)
       digitscan read forms/ --out numbers.csv
+      digitscan read --layout page --json form.png      {"path": ..., "fields": [{"text", "raw", "box", ...}]}
     """
     from digitscan.image.decode import decode_image
     from digitscan.reading.draw import draw_segments
@@ -680,6 +685,8 @@ def read(paths: tuple[str, ...], model: str | None, as_json: bool, debug_image: 
     check_batch_options(out, as_json, **batch)
     if out is not None and debug_image:
         raise click.UsageError("--debug-image is not available in a batch job (--out)")
+    if out is not None and layout == "page":
+        raise click.UsageError("--layout page is not available in a batch job (--out): use --json")
     if method == "sequence" and (model is not None or ensemble):
         raise click.UsageError("--model and --ensemble choose the digit model, which only --method segments uses; "
                                "the line reader is chosen with --reader")
@@ -699,13 +706,22 @@ def read(paths: tuple[str, ...], model: str | None, as_json: bool, debug_image: 
 
     def read_one(path: Path):
         gray = decode_image(path)
-        result = recognizer.read(gray, method=method, time_limit_s=time_limit_s or READ_TIME_LIMIT_S)
+        if layout == "page":
+            result = recognizer.read_page(gray, method=method, time_limit_s=time_limit_s or PAGE_TIME_LIMIT_S)
+            boxes = [SimpleNamespace(digit=f.raw, confidence=f.confidence, box=f.box) for f in result.fields]
+        else:
+            result = recognizer.read(gray, method=method, time_limit_s=time_limit_s or READ_TIME_LIMIT_S)
+            boxes = result.digits
         if drawings:
             with atomic_write(drawings[path]) as temporary:  # PNG whatever the name says, as --help promises
-                draw_segments(gray, result.digits).save(temporary, format="PNG")
+                draw_segments(gray, boxes).save(temporary, format="PNG")
         return result
 
     def describe(result) -> str:
+        if layout == "page":  # one line per field
+            return "".join([f"{len(result.fields)} field{'s' * (len(result.fields) != 1)}"] + [
+                f"\n  {f.raw} (confidence {f.confidence:.3f}{', needs review' if f.needs_review else ''}) "
+                f"{f.kind} at {f.box}" for f in result.fields])
         return f"{result.text} (confidence {result.confidence:.3f})" if result.text else "no digits found"
 
     process_files(files, read_one, describe, as_json)

@@ -36,6 +36,8 @@ _WALL_COVER = 0.85  # a cell wall inks this share of the rows between the two ru
 _MIN_FRAME_GAP = 10  # px between a frame's top and bottom rules: less is a double line
 _MAX_FRAME_GAP = 0.22  # of the longer side: taller frames are sections, not fields
 _LONG_VERTICAL = 0.06  # of the longer side (at least 2 x MIN_RULE_LENGTH): a vertical rule anywhere
+_PROFILE_KERNEL = np.exp(-0.5 * np.arange(-4, 5) ** 2) / np.sqrt(2 * np.pi)  # a Gaussian of one half-pixel bin
+_END_CAP = 2  # px: a rule's band reaches this far past its ends
 _FRAME_OVERLAP = 0.9  # a frame's top and bottom rules share this much of the longer one's extent
 _COMB_CELL_ASPECT = 1.6  # comb cells are at most this much wider than tall and of nearly equal width
 _COMB_CELL_SPREAD = 1.5  # widest over narrowest cell
@@ -164,7 +166,8 @@ def darkness(page: np.ndarray, paper: np.ndarray) -> np.ndarray:
 
 def level_angle(ink: np.ndarray) -> float:
     """Degrees to turn the page (cv2's sense) so its rules and lines of text are level: the angle at which the
-    ink's row profile is sharpest (the sum of squared ink counts per row), or 0 when no angle beats level by 1 %.
+    ink's row profile is sharpest (the sum of squared ink counts per half-pixel row, smoothed), searched in steps
+    of 0.25, then 0.05 and 0.01 degrees; 0 when no angle beats level by 1 %.
     """
     small = ink
     factor = min(1.0, 1000 / max(ink.shape))
@@ -182,17 +185,22 @@ def level_angle(ink: np.ndarray) -> float:
     def sharpness(angle: float) -> float:
         turn = cv2.getRotationMatrix2D(centre, angle, 1.0)
         turned = turn[1, 0] * cols + turn[1, 1] * rows + turn[1, 2]  # each point's row after the turn
-        counts = np.bincount(np.round(turned - turned.min()).astype(np.int64))
+        # Half-pixel rows, smoothed over about a pixel: unsmoothed, an image's own rows land whole in single bins
+        # at 0 degrees only, which biases the search towards level.
+        counts = np.bincount(np.round(2 * (turned - turned.min())).astype(np.int64)).astype(np.float64)
+        counts = np.convolve(counts, _PROFILE_KERNEL, mode="same")
         return float(np.dot(counts, counts))
 
-    coarse = np.arange(-MAX_SKEW_DEG, MAX_SKEW_DEG + 1e-9, 0.25)
-    best = float(coarse[int(np.argmax([sharpness(a) for a in coarse]))])
-    fine = np.arange(best - 0.25, best + 0.25 + 1e-9, 0.05)
-    scores = [sharpness(a) for a in fine]
-    angle = float(fine[int(np.argmax(scores))])
-    if max(scores) < 1.01 * sharpness(0.0) or abs(angle) < 0.05:
+    best, step = 0.0, 0.25
+    candidates = np.arange(-MAX_SKEW_DEG, MAX_SKEW_DEG + 1e-9, step)
+    for _ in range(3):  # steps of 0.25, 0.05 and 0.01 degrees around the best so far
+        scores = [sharpness(a) for a in candidates]
+        best = float(candidates[int(np.argmax(scores))])
+        step /= 5
+        candidates = np.arange(best - 5 * step, best + 5 * step + 1e-9, step)
+    if max(scores) < 1.01 * sharpness(0.0) or abs(best) < 0.05:
         return 0.0
-    return round(angle, 2)
+    return round(best, 2)
 
 
 def _horizontal_rules(ink: np.ndarray, min_length: int, max_thickness: float) -> list[Rule]:
@@ -264,30 +272,36 @@ def _join_collinear(rules: list[Rule]) -> list[Rule]:
 
 
 def _band_offsets(rule: Rule) -> np.ndarray:
-    """Offsets across the line that its erased band covers: the line, its antialiased rim and a pixel more."""
-    half = int(np.ceil(rule.thickness / 2 + 1))
+    """Offsets across the line that its erased band covers: the line as thick as it is at LINE_LEVEL (its faint
+    rim beyond is no ink), not a pixel more: a digit sitting on the line loses only what the line covers."""
+    half = int(rule.thickness / 2 + 0.5)
     return np.arange(-half, half + 1)
 
 
-def _band_pixels(rule: Rule, shape: tuple[int, int], extra: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(rows, cols, offset index) of the pixels of a rule's band, clipped to the page; `extra` widens it."""
-    along = np.arange(rule.start, rule.end)
+def _along(rule: Rule) -> np.ndarray:
+    """The positions along a rule that its band covers: its length and _END_CAP more at both ends (a pen's round
+    cap, an antialiased end)."""
+    return np.arange(rule.start - _END_CAP, rule.end + _END_CAP)
+
+
+def _band_pixels(rule: Rule, shape: tuple[int, int], extra: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, cols) of the pixels of a rule's band, clipped to the page; `extra` widens it."""
+    along = _along(rule)
     centre = np.round(rule.centre(along)).astype(np.int64)
     offsets = _band_offsets(rule)
     if extra:
         offsets = np.arange(offsets[0] - extra, offsets[-1] + extra + 1)
     across = centre[None, :] + offsets[:, None]  # (k, n)
     along = np.broadcast_to(along, across.shape)
-    index = np.broadcast_to(np.arange(len(offsets))[:, None], across.shape)
     rows, cols = (across, along) if rule.horizontal else (along, across)
     inside = (rows >= 0) & (rows < shape[0]) & (cols >= 0) & (cols < shape[1])
-    return rows[inside], cols[inside], index[inside]
+    return rows[inside], cols[inside]
 
 
 def _band_mask(shape: tuple[int, int], rules: list[Rule]) -> np.ndarray:
     mask = np.zeros(shape, bool)
     for rule in rules:
-        rows, cols, _ = _band_pixels(rule, shape)
+        rows, cols = _band_pixels(rule, shape)
         mask[rows, cols] = True
     return mask
 
@@ -301,9 +315,9 @@ def _touching_height(ink: np.ndarray, bands: np.ndarray, rule: Rule) -> float:
     left, right = max(0, rule.start - 2), min(ink.shape[1], rule.end + 2)
     window = ink[top:bottom, left:right] & ~bands[top:bottom, left:right]
     own = np.zeros(window.shape, bool)
-    rows, cols, _ = _band_pixels(rule, ink.shape)
+    rows, cols = _band_pixels(rule, ink.shape)
     window[rows - top, cols - left] = False
-    rows, cols, _ = _band_pixels(rule, ink.shape, extra=2)
+    rows, cols = _band_pixels(rule, ink.shape, extra=2)
     own[rows - top, cols - left] = True  # the band and two pixels around it: what touches the line
     count, labels, stats = components(window)
     touching = np.unique(labels[own & window])
@@ -444,11 +458,14 @@ def _paint_out(page: np.ndarray, paper: np.ndarray, rules: list[Rule]) -> np.nda
     keep = np.zeros(page.shape, bool)
     for rule in rules:
         offsets = _band_offsets(rule)
-        along = np.arange(rule.start, rule.end)
+        along = _along(rule)
         centre = np.round(rule.centre(along)).astype(np.int64)
         lo, hi = centre + offsets[0], centre + offsets[-1]  # the band's first and last row (column) across
-        ok = (lo - 2 >= 0) & (hi + 2 < (height if rule.horizontal else width))
+        ok = (lo - 2 >= 0) & (hi + 2 < (height if rule.horizontal else width)) & (along >= 0) & \
+            (along < (width if rule.horizontal else height))
         along, lo, hi = along[ok], lo[ok], hi[ok]
+        if along.size == 0:  # a rule along the page's edge: nothing beyond it
+            continue
         before = strokes[_at(rule, lo - 1, along)] & strokes[_at(rule, lo - 2, along)]  # (n,) along the line
         after = strokes[_at(rule, hi + 1, along)] & strokes[_at(rule, hi + 2, along)]
         # A slanted stroke leaves a horizontal band a little further along than it enters: look that far for the

@@ -49,6 +49,7 @@ _FRAME_REACH = 6  # px: so is one ending this close outside the frame's top or b
 _COMB_SPACING = 0.3  # a comb row's digits are read this far apart (x their height), as people write on a line
 _MARGIN = 0.3  # crops get this margin around the field's ink (x its height)
 _SURELY_PRINTED = 0.5  # words this straight (see _evidence) set the page's text height
+_TEXT_WORDS = 8  # without any, this many words of three characters or more do
 # is_printed: printed when at least _PRINTED_STRAIGHT straight, or under _PRINTED_SIZE x the page's text height, or
 # under _LABEL_SIZE x and at least _LABEL_STRAIGHT straight or two characters at most, or _LINE_CHARACTERS or more
 # characters with _LINE_BASELINE of their feet level and _LINE_STRAIGHT straight.
@@ -61,6 +62,7 @@ _LINE_BASELINE = 0.85
 _LINE_STRAIGHT = 0.40
 _LINE_HEIGHTS = 0.6  # groups judged as one line of text: heights within this ratio, feet level,
 _LINE_GAP = 3.0  # and apart by at most this (x their height)
+_MAX_SPREAD = 2.5  # a line of writing is at most this tall (x its characters' median height); taller is clutter
 _MIN_FIELD_HEIGHT = 12  # px of the working copy: shorter ink is no number anyone could read (nor the reader)
 
 
@@ -145,10 +147,9 @@ def read_page(gray: np.ndarray, read_region: Callable[[np.ndarray], object], *,
     reading stops with ImageTooComplexError."""
     deadline = time.monotonic() + time_limit_s
     layout = layout_page(gray, deadline=deadline, time_limit_s=time_limit_s)
+    handwritten = [(c, g) for c, g in zip(layout.candidates, layout.groups) if not c.printed]
     fields = []
-    for candidate, group in zip(layout.candidates, layout.groups):
-        if candidate.printed:
-            continue
+    for candidate, group in handwritten[:MAX_PAGE_FIELDS]:
         check_time(deadline, time_limit_s)
         result = read_region(field_crop(layout, group))
         if not result.text:
@@ -156,8 +157,6 @@ def read_page(gray: np.ndarray, read_region: Callable[[np.ndarray], object], *,
         confidence = float(result.confidence)
         fields.append(PageField(result.text, getattr(result, "raw", result.text), candidate.box, confidence,
                                 confidence < REVIEW_CONFIDENCE, candidate.kind))
-        if len(fields) >= MAX_PAGE_FIELDS:
-            break
     return fields
 
 
@@ -177,7 +176,7 @@ def layout_page(gray: np.ndarray, *, deadline: float, time_limit_s: float) -> Pa
               if (group := _frame_field(lines_in, frame, labels, text_height)) is not None]
     groups += _on_underlines(line_groups, lines.underlines)
     check_time(deadline, time_limit_s)
-    groups = [g for g in groups if g.height >= _MIN_FIELD_HEIGHT]
+    groups = [g for g in groups if _MIN_FIELD_HEIGHT <= g.height <= _MAX_SPREAD * _character_height(g)]
     row = max(1, int(np.median([g.height for g in groups]))) if groups else 1
     groups.sort(key=lambda g: _reading_order(g, row))
     candidates = []
@@ -242,7 +241,8 @@ def _in_frames(glyphs: list[_Glyph], frames: list[Frame]) -> tuple[list[tuple[Fr
     return framed, loose
 
 
-def _frame_field(lines_in: list[_Group], frame: Frame, labels: np.ndarray, text_height: float) -> _Group | None:
+def _frame_field(lines_in: list[_Group], frame: Frame, labels: np.ndarray,
+                 text_height: float | None) -> _Group | None:
     """A frame's ink as one field, without the printed text inside it (a box's caption): its lines of writing
     (lines_in) that are printed by themselves are left out when they are small like the page's labels or hold
     three characters or more (one big digit alone in a comb cell says little about itself), and so are specks
@@ -250,7 +250,8 @@ def _frame_field(lines_in: list[_Group], frame: Frame, labels: np.ndarray, text_
     kept = []
     for group in lines_in:
         evidence = _evidence(group, labels, text_height)
-        if not (is_printed(evidence) and (evidence["characters"] >= 3 or evidence["size"] < _LABEL_SIZE)):
+        small = evidence["size"] is not None and evidence["size"] < _LABEL_SIZE
+        if not (is_printed(evidence) and (evidence["characters"] >= 3 or small)):
             kept.append(group)
     kept = _without_small(kept)
     if not kept:
@@ -274,11 +275,13 @@ def _link(glyphs: list[_Glyph]) -> list[_Group]:
     marks = _marks(glyphs)
     mark_starts = [m.x0 for m in marks]
     widest_mark = max((m.x1 - m.x0 for m in marks), default=0)
-    reach = max((g.height for g in glyphs), default=0) * _LINK_GAP
     for i, a in enumerate(glyphs):
+        # A partner is at most a.height / _LINK_SMALL tall and so at most _LINK_GAP of that away (twice that with
+        # marks between them).
+        reach = 2 * _LINK_GAP * a.height / _LINK_SMALL
         for j in range(i + 1, len(glyphs)):
             b = glyphs[j]
-            if b.x0 > a.x1 + 2 * reach:
+            if b.x0 > a.x1 + reach:
                 break
             short, tall = sorted((a.height, b.height))
             if short < _LINK_SMALL * tall:
@@ -302,58 +305,52 @@ def _link(glyphs: list[_Glyph]) -> list[_Group]:
 
 
 def _marks(glyphs: list[_Glyph]) -> list[_Glyph]:
-    """The glyphs (sorted by x0) under _MARK of the height of a glyph within _MARK_REACH of that height beside
-    them and sharing their rows: dots, commas, dashes. Sorted by x0."""
+    """The glyphs under _MARK of the height of a glyph within _MARK_REACH of that height beside them and sharing
+    their rows: dots, commas, dashes. In the order given."""
     if not glyphs:
         return []
-    starts = [g.x0 for g in glyphs]
-    reach = _MARK_REACH * max(g.height for g in glyphs)
-    widest = max(g.x1 - g.x0 for g in glyphs)
+    x0, y0, x1, y1 = (np.array(v, np.float64) for v in zip(*[(g.x0, g.y0, g.x1, g.y1) for g in glyphs]))
+    tall = y1 - y0
     marks = []
-    for mark in glyphs:
-        centre = (mark.y0 + mark.y1) / 2
-        first = bisect.bisect_left(starts, mark.x0 - reach - widest)
-        last = bisect.bisect_right(starts, mark.x1 + reach)
-        for other in glyphs[first:last]:
-            tall = other.height
-            if mark.height >= _MARK * tall or not (other.y0 - 0.2 * tall <= centre <= other.y1 + 0.4 * tall):
-                continue
-            if max(mark.x0 - other.x1, other.x0 - mark.x1, 0) <= _MARK_REACH * tall:
-                marks.append(mark)
-                break
+    for i, mark in enumerate(glyphs):
+        near = _near_taller(i, x0, y0, x1, y1, tall)
+        if near.any():
+            marks.append(mark)
     return marks
+
+
+def _near_taller(i: int, x0: np.ndarray, y0: np.ndarray, x1: np.ndarray, y1: np.ndarray,
+                 tall: np.ndarray) -> np.ndarray:
+    """(n,) bool: the boxes that glyph (or group) i is a mark of: over _MARK of its height taller, their rows
+    around its middle, at most _MARK_REACH of their height away (0 when they overlap)."""
+    centre = (y0[i] + y1[i]) / 2
+    gap = np.maximum(np.maximum(x0[i] - x1, x0 - x1[i]), 0)
+    return (tall * _MARK > tall[i]) & (y0 - 0.2 * tall <= centre) & (centre <= y1 + 0.4 * tall) & \
+        (gap <= _MARK_REACH * tall)
 
 
 def _attach_marks(groups: list[_Group]) -> list[_Group]:
     """Small glyphs standing alone (a dot, a comma, a dash) join the nearest taller group they sit against: within
-    its rows (a comma may hang below them) and at most _MARK_REACH of its height away."""
-    groups = sorted(groups, key=lambda g: g.height)
-    merged = [False] * len(groups)
+    its rows (a comma may hang below them) and at most _MARK_REACH of its height away; not a word of small print,
+    wider than _MARK_WIDTH of the group's height."""
+    if not groups:
+        return []
+    boxes = np.array([g.box for g in groups], np.float64)  # (n, 4) x0, y0, x1, y1, as before any mark joined
+    x0, y0, x1, y1 = boxes.T
+    tall = y1 - y0
+    gone = np.zeros(len(groups), bool)
     for i, mark in enumerate(groups):
         if len(mark.glyphs) > 1:
             continue  # a word or a number, however small
-        mx0, my0, mx1, my1 = mark.box
-        best, best_gap = None, None
-        for j in range(len(groups) - 1, i, -1):
-            if merged[j]:
-                continue
-            host = groups[j]
-            hx0, hy0, hx1, hy1 = host.box
-            tall = hy1 - hy0
-            if my1 - my0 >= _MARK * tall:
-                break  # sorted by height: every remaining host is shorter still
-            if mx1 - mx0 > _MARK_WIDTH * tall:
-                continue  # a word of small print beside the field, not a mark of it
-            centre = (my0 + my1) / 2
-            if not (hy0 - 0.2 * tall <= centre <= hy1 + 0.4 * tall):
-                continue
-            gap = max(mx0 - hx1, hx0 - mx1, 0) / tall
-            if gap <= _MARK_REACH and (best_gap is None or gap < best_gap):
-                best, best_gap = j, gap
-        if best is not None:
-            groups[best].glyphs = sorted(groups[best].glyphs + mark.glyphs, key=lambda g: g.x0)
-            merged[i] = True
-    return [g for g, gone in zip(groups, merged) if not gone]
+        hosts = _near_taller(i, x0, y0, x1, y1, tall) & ~gone & (x1[i] - x0[i] <= _MARK_WIDTH * tall)
+        hosts[i] = False
+        if not hosts.any():
+            continue
+        gap = np.maximum(np.maximum(x0[i] - x1, x0 - x1[i]), 0) / np.maximum(tall, 1)
+        best = int(np.flatnonzero(hosts)[np.argmin(gap[hosts])])
+        groups[best].glyphs = sorted(groups[best].glyphs + mark.glyphs, key=lambda g: g.x0)
+        gone[i] = True
+    return [g for g, g_gone in zip(groups, gone) if not g_gone]
 
 
 def _on_underlines(groups: list[_Group], underlines: list[Rule]) -> list[_Group]:
@@ -389,17 +386,19 @@ def _reading_order(group: _Group, row: int) -> tuple[int, int]:
     return (int(((y0 + y1) / 2) // row), x0)
 
 
-def _text_height(groups: list[_Group], labels: np.ndarray) -> float:
+def _text_height(groups: list[_Group], labels: np.ndarray) -> float | None:
     """The height of the page's printed text: the 25th percentile of the character heights of its words of three
-    or more characters whose outline is mostly straight (_SURELY_PRINTED, see _evidence: labels, titles), or of all
-    its words of three or more characters when none is (labels outnumber the digits written on a form)."""
+    or more characters whose outline is mostly straight (_SURELY_PRINTED, see _evidence: labels, titles), or, when
+    none is, of all its words of three or more characters if there are _TEXT_WORDS of them (labels outnumber the
+    numbers written on a form). None when there is no telling (a few numbers and nothing printed)."""
     words = [group for group in groups if len(_bodies(group.glyphs)) >= 3]  # not the pieces of broken letters
     printed = [group for group in words if _straightness(group, labels) >= _SURELY_PRINTED]
-    heights = [g.height for group in (printed or words) for g in _bodies(group.glyphs)]
-    return float(np.percentile(heights, 25)) if heights else 0.0
+    if not printed and len(words) < _TEXT_WORDS:
+        return None
+    return float(np.percentile([g.height for group in (printed or words) for g in _bodies(group.glyphs)], 25))
 
 
-def _line_evidence(groups: list[_Group], labels: np.ndarray, text_height: float) -> list[dict]:
+def _line_evidence(groups: list[_Group], labels: np.ndarray, text_height: float | None) -> list[dict]:
     """Each group's evidence (_evidence), measured on its whole line of text: groups not in a frame that stand
     side by side, feet on one line and characters of about the same height (a title's words, apart by wide
     spaces), are judged together."""
@@ -436,18 +435,22 @@ def _line_evidence(groups: list[_Group], labels: np.ndarray, text_height: float)
     return evidence
 
 
+def _character_height(group: _Group) -> float:
+    return float(np.median([g.height for g in _bodies(group.glyphs)]))
+
+
 def _bodies(glyphs: list[_Glyph]) -> list[_Glyph]:
     """The glyphs that are characters, not marks: at least half as tall as the tallest."""
     tallest = max(g.height for g in glyphs)
     return [g for g in glyphs if g.height >= 0.5 * tallest]
 
 
-def _evidence(group: _Group, labels: np.ndarray, text_height: float) -> dict:
+def _evidence(group: _Group, labels: np.ndarray, text_height: float | None) -> dict:
     """What is_printed looks at, measured on the group's characters (marks left out).
 
     - straight: the share of the ink's outline on straight horizontal or vertical edges at least 15 % of the
       height long (type has stems, bars and serifs drawn with a ruler; a pen's strokes curve and slant);
-    - size: the median character height over the page's typical glyph height (_text_height);
+    - size: the median character height over the page's printed text's (_text_height; None when unknown);
     - baseline: the share of characters whose foot lies within max(1 px, 4 % of the height) of the median foot;
     - tops: the same for the heads of the characters at least 90 % as tall as the tallest;
     - heights: the spread of the characters' heights, (max - min) / median.
@@ -462,7 +465,7 @@ def _evidence(group: _Group, labels: np.ndarray, text_height: float) -> dict:
         "characters": len(bodies),
         "height": height,
         "straight": _straightness(group, labels),
-        "size": height / text_height if text_height else 1.0,
+        "size": height / text_height if text_height else None,
         "baseline": float(np.mean(np.abs(feet - np.median(feet)) <= tolerance)),
         "tops": float(np.mean(np.abs(heads - np.median(heads)) <= tolerance)),
         "heights": float((heights.max() - heights.min()) / height),
@@ -500,6 +503,8 @@ def is_printed(evidence: dict) -> bool:
     validation digits (benchmarks/fields_pages.py --dev; docs/pages-draft.md gives the numbers).
     """
     straight, size = evidence["straight"], evidence["size"]
+    if size is None:  # nothing printed to compare with: the shape alone
+        size = _LABEL_SIZE
     if size < _PRINTED_SIZE or straight >= _PRINTED_STRAIGHT:
         return True
     if size < _LABEL_SIZE and (straight >= _LABEL_STRAIGHT or evidence["characters"] <= 2):
