@@ -3,16 +3,17 @@
 Pages hold 5-15 fields (comb rows, underlined blanks, boxes, free-standing numbers) filled with digit strings,
 dates and amounts written with MNIST digits, beside printed labels that include digits ("Box 12", "Rev. 03/2023").
 Reported: per kind and per content, the share of fields read exactly (`text`, the digits), found at all (a
-returned box overlapping the true one by IoU >= 0.5) and flagged needs_review; the share of printed labels returned
+returned box overlapping the true one by IoU >= 0.5); the share of printed labels returned
 as (or inside) a field, which must be 0; fields returned where there is nothing to read; needs_review on right
 and wrong fields; the printed-or-handwritten decision on every candidate (`find_fields`).
 
-Run: `.venv/bin/python benchmarks/fields_pages.py --pages 200` (MNIST *test* digits, the Liberation fonts:
-the report) or `--dev` (the validation part of MNIST's training digits, `train_val_split(60000, 0.1, 0)`, and the
-FreeFont fonts: every threshold of digitscan.reading.page and form_lines was chosen on those, the rules developed
-on DejaVu pages). Writes benchmarks/results/fields_pages[_dev].{json,md}, and into --out (default runs/fields/,
-ignored by git) the same JSON and the first --examples pages with their boxes drawn: truth in blue, fields read
-right in green, wrong in red, printed text returned in magenta. MNIST-derived images are never committed.
+Run: `.venv/bin/python benchmarks/fields_pages.py --pages 200` (`--split test`: MNIST *test* digits and the
+Liberation fonts, the report) or `--dev` (`--split dev`: the validation part of MNIST's training digits,
+`train_val_split(60000, 0.1, 0)`, and the FreeFont fonts; every threshold of digitscan.reading.page and form_lines
+was chosen on those, the rules developed on DejaVu pages). Writes benchmarks/results/fields_pages[_dev].{json,md},
+and into --out (default runs/fields/, ignored by git) the same JSON and the first --examples pages with their boxes
+drawn: truth in blue, fields read right in green, wrong in red, printed text returned in magenta. MNIST-derived
+images are never committed.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from digitscan.synthetic.forms import CONTENTS, KINDS, draw_boxes, make_page, pr
 
 MATCH_IOU = 0.5  # a returned field is the true field it overlaps this much (intersection over union)
 LABEL_COVER = 0.5  # a printed label is returned when this share of its box lies inside a returned field's box
+REVIEW_THRESHOLDS = (0.5, 0.8, 0.9, 0.95, 0.99)  # needs_review thresholds reported beside the one in use
 
 
 def iou(a: list[int], b: list[int]) -> float:
@@ -135,6 +137,10 @@ def summarize(pages: list[dict]) -> dict:
         "missed": len(records) - len(found),
         "needs_review": {"threshold": REVIEW_CONFIDENCE, "right": share(right, "needs_review"),
                          "wrong": share(wrong, "needs_review"), "n_right": len(right), "n_wrong": len(wrong)},
+        # What other thresholds would flag: (threshold, share of wrong fields flagged, share of right ones).
+        "review_curve": [(t, float(np.mean([r["confidence"] < t for r in wrong])) if wrong else None,
+                          float(np.mean([r["confidence"] < t for r in right])) if right else None)
+                         for t in REVIEW_THRESHOLDS],
         "decisions": dict(decisions),
         "misread": [{k: r[k] for k in ("kind", "content", "raw", "read", "read_raw", "confidence")}
                     for r in found if not r["exact"]][:40],
@@ -159,13 +165,16 @@ def percent(value: float | None) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pages", type=int, default=200)
-    parser.add_argument("--dev", action="store_true",
-                        help="MNIST training digits' validation part and the dev fonts (for choosing thresholds)")
+    parser.add_argument("--split", choices=("test", "dev"), default="test",
+                        help="test: MNIST test digits, the test fonts (the report); dev: the validation part of "
+                             "MNIST's training digits and the dev fonts (for choosing thresholds)")
+    parser.add_argument("--dev", action="store_const", const="dev", dest="split", help="the same as --split dev")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--examples", type=int, default=4, help="pages drawn with their boxes into --out")
     parser.add_argument("--out", type=Path, default=Path("runs/fields"))
     parser.add_argument("--data", help="MNIST folder (default: $DIGITSCAN_DATA, then the cache)")
     args = parser.parse_args()
+    args.dev = args.split == "dev"
 
     if args.dev:
         images, labels = load_mnist("train", args.data)
@@ -215,6 +224,8 @@ def main() -> None:
         f"{summary['seconds_per_page']:.2f} s per page. Comb fields with a digit written across the cells' edge: "
         f"{percent(summary['comb_across_edge']['exact'])} exact of {summary['comb_across_edge']['n']}, the others "
         f"{percent(summary['comb_within_cells']['exact'])} of {summary['comb_within_cells']['n']}.",
+        markdown_table(["needs_review below", "wrong fields flagged", "right fields flagged"],
+                       [[t, percent(w), percent(r)] for t, w, r in summary["review_curve"]]),
         f"{machine_line(info)}. Command: `.venv/bin/python benchmarks/fields_pages.py --pages {args.pages}"
         f"{' --dev' if args.dev else ''}`.",
     ])
