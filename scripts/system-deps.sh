@@ -13,13 +13,16 @@ set -euo pipefail
 # dataset-fashion-mnist: Fashion-MNIST's training split, for the real-world fine-tuning data
 # (src/digitscan/training/finetune.py).
 # fonts-*: handwriting fonts for photographed digits; the same names as src/digitscan/synthetic/photos.py FONT_PACKAGES
-# (tests/test_setup.py checks that every one of those is here).
+# (tests/test_setup.py checks that every one of those is here). fonts-dejavu-core, fonts-freefont-ttf and
+# fonts-liberation: the printed labels of generated form pages, one family per split
+# (src/digitscan/synthetic/forms.py PRINTED_FONT_FAMILIES).
 PACKAGES=(
     chromium chromium-driver
     dataset-fashion-mnist
     fonts-bwht fonts-comic-neue fonts-humor-sans fonts-breip fonts-lobster fonts-lobstertwo fonts-leckerli-one
     fonts-isabella fonts-rufscript fonts-staypuft fonts-tomsontalks fonts-klee fonts-yusei-magic fonts-havana
     fonts-ecolier-court fonts-sjfonts fonts-dancingscript fonts-kaushanscript fonts-dkg-handwriting fonts-kristi
+    fonts-dejavu-core fonts-freefont-ttf fonts-liberation
 )
 read -r -a extra <<< "${DIGITSCAN_EXTRA_PACKAGES:-}"
 PACKAGES+=("${extra[@]}")

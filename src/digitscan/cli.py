@@ -9,10 +9,11 @@ from __future__ import annotations
 import functools
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import click
 
-from digitscan.constants import PAPER_RESULTS, READ_METHODS, READ_TIME_LIMIT_S
+from digitscan.constants import PAGE_TIME_LIMIT_S, PAPER_RESULTS, READ_METHODS, READ_TIME_LIMIT_S
 from digitscan.errors import CheckpointError, DatasetError, ImageError, ModelOutputError, one_line
 from digitscan.fields.formats import DATE_ORDERS, VALUE_FORMATS, FieldSpec
 from digitscan.files import atomic_write, expand_paths
@@ -669,7 +670,10 @@ def compare(data: str | None, seed: int, as_json: bool, out: str, limit: int | N
 @ensemble_option
 @click.option("--time-limit", "time_limit_s", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
               help="Seconds allowed per image; a page of clutter that takes longer is reported as too complex "
-                   "(default: 5).")
+                   "(default: 5; 30 with --layout page).")
+@click.option("--layout", type=click.Choice(["line", "page"]), default="line", show_default=True,
+              help="line: one number per image; page: every handwritten number on a form page (comb boxes, "
+                   "underlined and boxed fields, free-standing numbers; printed text is left out), one field each.")
 @click.option("--template", "template_path", metavar="FORM.json",
               help="Read the fields of a form: FORM.json names each field's box, kind (digits, amount, date, comb), "
                    "pattern and checksum (docs/templates.md). One line per field; '?' marks a field to review.")
@@ -682,8 +686,8 @@ def compare(data: str | None, seed: int, as_json: bool, out: str, limit: int | N
 @batch_options
 def read(paths: tuple[str, ...], model: str | None, as_json: bool, debug_image: str | None, method: str | None,
          reader: str | None, ensemble: bool, time_limit_s: float | None, template_path: str | None,
-         value_format: str | None, date_order: str | None, backend: str | None, out: str | None,
-         **batch) -> None:
+         value_format: str | None, date_order: str | None, layout: str, backend: str | None,
+         out: str | None, **batch) -> None:
     """Read a whole handwritten number per image: a ZIP code, an amount, an ID written on one line.
 
     Digits are read left to right; touching digits, specks and underlines are handled (see
@@ -706,6 +710,7 @@ def read(paths: tuple[str, ...], model: str | None, as_json: bool, debug_image: 
       digitscan read forms/ --out numbers.csv
       digitscan read --format amount cheque.png         the value too: 1250.00 for 1.250,00
       digitscan read --template form.json scans/ --out fields.csv
+      digitscan read --layout page --json form.png      {"path": ..., "fields": [{"text", "raw", "box", ...}]}
     """
     from digitscan.image.decode import decode_image
     from digitscan.reading.draw import draw_segments
@@ -714,6 +719,11 @@ def read(paths: tuple[str, ...], model: str | None, as_json: bool, debug_image: 
     check_batch_options(out, as_json, **batch)
     if out is not None and debug_image:
         raise click.UsageError("--debug-image is not available in a batch job (--out)")
+    if out is not None and layout == "page":
+        raise click.UsageError("--layout page is not available in a batch job (--out): use --json")
+    if layout == "page" and (template_path or value_format):
+        raise click.UsageError("--layout page finds the fields itself: --template (fields at known places) and "
+                               "--format (one number per image) do not apply to it")
     if method == "sequence" and (model is not None or ensemble):
         raise click.UsageError("--model and --ensemble choose the digit model, which only --method segments uses; "
                                "the line reader is chosen with --reader")
@@ -727,6 +737,7 @@ def read(paths: tuple[str, ...], model: str | None, as_json: bool, debug_image: 
     recognizer = Recognizer.load(**load_options)
     method = method or recognizer.read_method
     recognizer.warm_up(method)  # a missing or broken line reader, a model without 0-9: one error, before any file
+    page_time_limit_s = time_limit_s or PAGE_TIME_LIMIT_S
     time_limit_s = time_limit_s or READ_TIME_LIMIT_S
     if out is not None:
         from digitscan.batch import read_job
@@ -745,13 +756,22 @@ def read(paths: tuple[str, ...], model: str | None, as_json: bool, debug_image: 
 
     def read_one(path: Path):
         gray = decode_image(path)
-        result = recognizer.read(gray, method=method, time_limit_s=time_limit_s)
+        if layout == "page":
+            result = recognizer.read_page(gray, method=method, time_limit_s=page_time_limit_s)
+            boxes = [SimpleNamespace(digit=f.raw, confidence=f.confidence, box=f.box) for f in result.fields]
+        else:
+            result = recognizer.read(gray, method=method, time_limit_s=time_limit_s)
+            boxes = result.digits
         if drawings:
             with atomic_write(drawings[path]) as temporary:  # PNG whatever the name says, as --help promises
-                draw_segments(gray, result.digits).save(temporary, format="PNG")
+                draw_segments(gray, boxes).save(temporary, format="PNG")
         return result
 
     def describe(result) -> str:
+        if layout == "page":  # one line per field
+            return "".join([f"{len(result.fields)} field{'s' * (len(result.fields) != 1)}"] + [
+                f"\n  {f.raw} (confidence {f.confidence:.3f}{', needs review' if f.needs_review else ''}) "
+                f"{f.kind} at {f.box}" for f in result.fields])
         confidence = f"(confidence {result.confidence:.3f})"
         if field_spec is None:
             if not result.text:

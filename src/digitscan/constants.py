@@ -54,6 +54,12 @@ MAX_DESKEW_DEG = 10.0  # align "deskew" looks for a page rotation within +-this;
 REVIEW_CONFIDENCE = 0.9
 REVIEW_MARGIN = 0.5
 
+# Reading form pages (`read --layout page`, digitscan.reading.page).
+PAGE_WORK_SIDE = 2000  # longer side of a page's working copy: a form at ~170 dpi, its digits still 30+ px tall
+PAGE_TIME_LIMIT_S = 30.0  # per page: finding the fields plus reading each (~10 ms a field); generated pages take ~1 s
+MAX_PAGE_COMPONENTS = 20_000  # pieces of ink on a page considered (the largest); a printed form has a few thousand
+MAX_PAGE_FIELDS = 200  # fields read per page at most (top to bottom); a form has tens
+
 # Models.
 INFER_BATCH = 1024  # inputs per forward pass: bounds memory for huge stacks
 MAX_CLASSES = 1000  # a model file naming more classes than this is refused

@@ -17,6 +17,7 @@ from digitscan.constants import (
     IMAGE_SIZE,
     MAX_FILE_BYTES,
     MAX_PIXELS,
+    PAGE_TIME_LIMIT_S,
     READ_METHODS,
     READ_TIME_LIMIT_S,
 )
@@ -25,7 +26,9 @@ from digitscan.fields.template import FieldResult, Template, read_template
 from digitscan.image.decode import decode_image
 from digitscan.image.prepare import preprocess
 from digitscan.models.backends import softmax
+from digitscan.reading.form_lines import remove_form_lines
 from digitscan.reading.layout import DigitBox, Symbol
+from digitscan.reading.page import PageField, read_page
 from digitscan.reading.segments import segment_number
 from digitscan.reading.text import Alternative, assemble
 
@@ -60,6 +63,14 @@ class ReadResult:
         for key in ("symbols", "marks"):
             data[key] = [{"symbol": s["symbol"], "confidence": s["confidence"], "box": s["box"]} for s in data[key]]
         return data
+
+
+@dataclass
+class PageResult:
+    fields: list[PageField]  # the handwritten numbers on a form page, top to bottom and left to right
+
+    def to_dict(self) -> dict:
+        return {"fields": [f.to_dict() for f in self.fields]}
 
 
 class Recognizer:
@@ -221,9 +232,19 @@ class Recognizer:
     def read_template(self, image, template: Template, *, method: str | None = None,
                       time_limit_s: float = READ_TIME_LIMIT_S) -> dict[str, FieldResult]:
         """Every field of a form (a Template from digitscan.fields.load_template) read on a page image: {name:
-        FieldResult}. Each field's box is read with `read` (method, time_limit_s per field); docs/templates.md."""
-        return read_template(decode_image(image), template,
-                             lambda crop: self.read(crop, method=method, time_limit_s=time_limit_s))
+        FieldResult}. Each field's box is read with `read` (method, time_limit_s per field) once its printed
+        form lines (comb boxes, underlines, frames) are painted out; docs/templates.md."""
+        return read_template(decode_image(image), template, lambda crop: self.read(
+            remove_form_lines(crop), method=method, time_limit_s=time_limit_s))
+
+    def read_page(self, image, *, method: str | None = None,
+                  time_limit_s: float = PAGE_TIME_LIMIT_S) -> PageResult:
+        """Every handwritten number on a form page (path, bytes, PIL image or array): comb boxes, underlined and
+        boxed fields and free-standing numbers, printed text left out; each field's ink is read by `read` with
+        `method` (digitscan.reading.page). A page that would take longer than time_limit_s raises
+        ImageTooComplexError."""
+        gray = decode_image(image)
+        return PageResult(read_page(gray, lambda crop: self.read(crop, method=method), time_limit_s=time_limit_s))
 
     def warm_up(self, read: str | None = None) -> None:
         """Load and run now what a first request would wait for, so that a model that cannot serve fails here, once,

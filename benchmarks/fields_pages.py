@@ -1,0 +1,237 @@
+"""Reading form pages: `Recognizer.read_page` on generated forms (digitscan.synthetic.forms), per kind of field.
+
+Pages hold 5-15 fields (comb rows, underlined blanks, boxes, free-standing numbers) filled with digit strings,
+dates and amounts written with MNIST digits, beside printed labels that include digits ("Box 12", "Rev. 03/2023").
+Reported: per kind and per content, the share of fields read exactly (`text`, the digits), found at all (a
+returned box overlapping the true one by IoU >= 0.5); the share of printed labels returned
+as (or inside) a field, which must be 0; fields returned where there is nothing to read; needs_review on right
+and wrong fields; the printed-or-handwritten decision on every candidate (`find_fields`).
+
+Run: `.venv/bin/python benchmarks/fields_pages.py --pages 200` (`--split test`: MNIST *test* digits and the
+Liberation fonts, the report) or `--dev` (`--split dev`: the validation part of MNIST's training digits,
+`train_val_split(60000, 0.1, 0)`, and the FreeFont fonts; every threshold of digitscan.reading.page and form_lines
+was chosen on those, the rules developed on DejaVu pages). Writes benchmarks/results/fields_pages[_dev].{json,md},
+and into --out (default runs/fields/, ignored by git) the same JSON and the first --examples pages with their boxes
+drawn: truth in blue, fields read right in green, wrong in red, printed text returned in magenta. MNIST-derived
+images are never committed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import machine, machine_line, markdown_table, write_results  # noqa: E402
+from digitscan.constants import REVIEW_CONFIDENCE  # noqa: E402
+from digitscan.data.mnist import load_mnist, train_val_split  # noqa: E402
+from digitscan.image.decode import decode_image  # noqa: E402
+from digitscan.reading.page import find_fields  # noqa: E402
+from digitscan.recognize import Recognizer  # noqa: E402
+from digitscan.synthetic.forms import CONTENTS, KINDS, draw_boxes, make_page, printed_fonts  # noqa: E402
+
+MATCH_IOU = 0.5  # a returned field is the true field it overlaps this much (intersection over union)
+LABEL_COVER = 0.5  # a printed label is returned when this share of its box lies inside a returned field's box
+REVIEW_THRESHOLDS = (0.5, 0.8, 0.9, 0.95, 0.99)  # needs_review thresholds reported beside the one in use
+
+
+def iou(a: list[int], b: list[int]) -> float:
+    inter = _intersection(a, b)
+    union = a[2] * a[3] + b[2] * b[3] - inter
+    return inter / union if union else 0.0
+
+
+def _intersection(a: list[int], b: list[int]) -> int:
+    width = min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0])
+    height = min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1])
+    return max(0, width) * max(0, height)
+
+
+def match(returned: list, truth: list) -> dict[int, int]:
+    """Returned index -> true index, one to one, greedily by IoU (at least MATCH_IOU)."""
+    pairs = sorted(((iou(r.box, t.box), i, j) for i, r in enumerate(returned) for j, t in enumerate(truth)),
+                   reverse=True)
+    used_r, used_t, matched = set(), set(), {}
+    for overlap, i, j in pairs:
+        if overlap < MATCH_IOU:
+            break
+        if i not in used_r and j not in used_t:
+            matched[i] = j
+            used_r.add(i)
+            used_t.add(j)
+    return matched
+
+
+def score_page(fields: list, candidates: list, truth) -> dict:
+    """One page's outcome, as plain data: per true field, per returned field, per label, per candidate."""
+    matched = match(fields, truth.fields)
+    by_truth = {j: i for i, j in matched.items()}
+    records = []
+    for j, true in enumerate(truth.fields):
+        i = by_truth.get(j)
+        read = fields[i] if i is not None else None
+        records.append({"kind": true.kind, "content": true.content, "text": true.text, "raw": true.raw,
+                        "across_edge": true.across_edge,
+                        "found": read is not None, "read": read.text if read else None,
+                        "read_raw": read.raw if read else None, "exact": bool(read and read.text == true.text),
+                        "confidence": read.confidence if read else None,
+                        "needs_review": read.needs_review if read else None})
+    labels_returned = [t.text for t in truth.labels
+                       if any(_intersection(t.box, f.box) >= LABEL_COVER * t.box[2] * t.box[3] for f in fields)]
+    unmatched = [i for i in range(len(fields)) if i not in matched]
+    on_labels = [i for i in unmatched if any(_intersection(fields[i].box, t.box) >= 0.5 * fields[i].box[2]
+                                             * fields[i].box[3] for t in truth.labels)]
+    decisions = Counter()
+    for candidate in candidates:
+        on_field = max((iou(candidate.box, t.box) for t in truth.fields), default=0) >= MATCH_IOU
+        in_label = any(_intersection(candidate.box, t.box) >= 0.5 * candidate.box[2] * candidate.box[3]
+                       for t in truth.labels)
+        truth_kind = "handwritten" if on_field else "printed" if in_label else "other"
+        decisions[f"{truth_kind} judged {'printed' if candidate.printed else 'handwritten'}"] += 1
+    return {"fields": records, "labels": len(truth.labels), "labels_returned": labels_returned,
+            "returned": len(fields), "returned_on_labels": len(on_labels),
+            "returned_on_nothing": len(unmatched) - len(on_labels), "decisions": dict(decisions),
+            "matched": matched}
+
+
+def summarize(pages: list[dict]) -> dict:
+    """Metrics from the pages' records."""
+    records = [r for page in pages for r in page["fields"]]
+
+    def share(rows: list[dict], key: str) -> float | None:
+        return float(np.mean([bool(r[key]) for r in rows])) if rows else None
+
+    def block(rows: list[dict]) -> dict:
+        return {"n": len(rows), "exact": share(rows, "exact"), "found": share(rows, "found")}
+
+    found = [r for r in records if r["found"]]
+    right, wrong = [r for r in found if r["exact"]], [r for r in found if not r["exact"]]
+    decisions = Counter()
+    for page in pages:
+        decisions.update(page["decisions"])
+    labels = sum(p["labels"] for p in pages)
+    return {
+        "pages": len(pages),
+        "overall": block(records),
+        "by_kind": {kind: block([r for r in records if r["kind"] == kind]) for kind in KINDS},
+        "by_content": {content: block([r for r in records if r["content"] == content]) for content in CONTENTS},
+        "plain_by_kind": {kind: block([r for r in records if r["kind"] == kind and r["content"] == "plain"])
+                          for kind in KINDS},
+        "comb_across_edge": block([r for r in records if r["kind"] == "comb" and r["across_edge"]]),
+        "comb_within_cells": block([r for r in records if r["kind"] == "comb" and not r["across_edge"]]),
+        "labels": labels,
+        "labels_returned": sum(len(p["labels_returned"]) for p in pages),
+        "labels_returned_share": sum(len(p["labels_returned"]) for p in pages) / max(1, labels),
+        "labels_returned_examples": [t for p in pages for t in p["labels_returned"]][:20],
+        "returned": sum(p["returned"] for p in pages),
+        "returned_on_labels": sum(p["returned_on_labels"] for p in pages),
+        "returned_on_nothing": sum(p["returned_on_nothing"] for p in pages),
+        "missed": len(records) - len(found),
+        "needs_review": {"threshold": REVIEW_CONFIDENCE, "right": share(right, "needs_review"),
+                         "wrong": share(wrong, "needs_review"), "n_right": len(right), "n_wrong": len(wrong)},
+        # What other thresholds would flag: (threshold, share of wrong fields flagged, share of right ones).
+        "review_curve": [(t, float(np.mean([r["confidence"] < t for r in wrong])) if wrong else None,
+                          float(np.mean([r["confidence"] < t for r in right])) if right else None)
+                         for t in REVIEW_THRESHOLDS],
+        "decisions": dict(decisions),
+        "misread": [{k: r[k] for k in ("kind", "content", "raw", "read", "read_raw", "confidence")}
+                    for r in found if not r["exact"]][:40],
+    }
+
+
+def draw_page(image: np.ndarray, truth, fields: list, outcome: dict) -> Image.Image:
+    boxes = [(t.box, (40, 90, 230), "") for t in truth.fields]
+    for i, field in enumerate(fields):
+        j = outcome["matched"].get(i)
+        right = j is not None and truth.fields[j].text == field.text
+        on_label = j is None and any(_intersection(field.box, t.box) > 0 for t in truth.labels)
+        colour = (0, 170, 0) if right else (220, 0, 200) if on_label else (220, 0, 0)
+        boxes.append((field.box, colour, f"{field.raw} {field.confidence:.2f}"))
+    return draw_boxes(image, boxes)
+
+
+def percent(value: float | None) -> str:
+    return "" if value is None else f"{100 * value:.1f} %"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--pages", type=int, default=200)
+    parser.add_argument("--split", choices=("test", "dev"), default="test",
+                        help="test: MNIST test digits, the test fonts (the report); dev: the validation part of "
+                             "MNIST's training digits and the dev fonts (for choosing thresholds)")
+    parser.add_argument("--dev", action="store_const", const="dev", dest="split", help="the same as --split dev")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--examples", type=int, default=4, help="pages drawn with their boxes into --out")
+    parser.add_argument("--out", type=Path, default=Path("runs/fields"))
+    parser.add_argument("--data", help="MNIST folder (default: $DIGITSCAN_DATA, then the cache)")
+    args = parser.parse_args()
+    args.dev = args.split == "dev"
+
+    if args.dev:
+        images, labels = load_mnist("train", args.data)
+        _, val_idx = train_val_split(len(images), 0.1, 0)  # the classifier's split: its validation digits
+        digits, fonts, name = (images[val_idx], labels[val_idx]), printed_fonts("dev"), "fields_pages_dev"
+    else:
+        digits, fonts, name = load_mnist("test", args.data), printed_fonts("test"), "fields_pages"
+    recognizer = Recognizer.load()
+    args.out.mkdir(parents=True, exist_ok=True)
+    pages, seconds = [], []
+    for index in range(args.pages):
+        image, truth = make_page(digits, np.random.default_rng([args.seed, index]), fonts)
+        buffer = io.BytesIO()
+        Image.fromarray(image).save(buffer, "PNG")  # the page as a user's file: decoded like any upload
+        start = time.perf_counter()
+        fields = recognizer.read_page(buffer.getvalue()).fields
+        seconds.append(time.perf_counter() - start)
+        candidates = find_fields(decode_image(buffer.getvalue()))
+        outcome = score_page(fields, candidates, truth)
+        pages.append(outcome)
+        if index < args.examples:
+            draw_page(image, truth, fields, outcome).save(args.out / f"{name}_{index:03d}.png")
+    summary = summarize(pages)
+    summary["seconds_per_page"] = float(np.mean(seconds))
+    info = machine()
+    result = {"name": name, "seed": args.seed, "summary": summary, "machine": info}
+
+    rows = [[kind, s["n"], percent(s["exact"]), percent(s["found"]), percent(summary["plain_by_kind"][kind]["exact"])]
+            for kind, s in summary["by_kind"].items()]
+    rows.append(["all", summary["overall"]["n"], percent(summary["overall"]["exact"]),
+                 percent(summary["overall"]["found"]), ""])
+    contents = [[content, s["n"], percent(s["exact"]), percent(s["found"])]
+                for content, s in summary["by_content"].items()]
+    review = summary["needs_review"]
+    split = "MNIST training digits' validation part, FreeFont labels (dev)" if args.dev else \
+        "MNIST test digits, Liberation labels (test)"
+    markdown = "\n\n".join([
+        f"{summary['pages']} generated form pages ({split}), seed {args.seed}, read by `Recognizer.read_page`:",
+        markdown_table(["kind", "fields", "exact text", "found", "exact, plain digits only"], rows),
+        markdown_table(["content", "fields", "exact text", "found"], contents),
+        f"Printed labels returned as fields: {summary['labels_returned']} of {summary['labels']} "
+        f"({percent(summary['labels_returned_share'])}); fields returned on printed text: "
+        f"{summary['returned_on_labels']}, on nothing: {summary['returned_on_nothing']}; fields missed: "
+        f"{summary['missed']}. needs_review (confidence < {review['threshold']}): {percent(review['wrong'])} of "
+        f"{review['n_wrong']} wrong fields, {percent(review['right'])} of {review['n_right']} right ones. "
+        f"Printed-or-handwritten decisions on candidates: {summary['decisions']}. "
+        f"{summary['seconds_per_page']:.2f} s per page. Comb fields with a digit written across the cells' edge: "
+        f"{percent(summary['comb_across_edge']['exact'])} exact of {summary['comb_across_edge']['n']}, the others "
+        f"{percent(summary['comb_within_cells']['exact'])} of {summary['comb_within_cells']['n']}.",
+        markdown_table(["needs_review below", "wrong fields flagged", "right fields flagged"],
+                       [[t, percent(w), percent(r)] for t, w, r in summary["review_curve"]]),
+        f"{machine_line(info)}. Command: `.venv/bin/python benchmarks/fields_pages.py --pages {args.pages}"
+        f"{' --dev' if args.dev else ''}`.",
+    ])
+    write_results(name, result, markdown)
+    (args.out / f"{name}.json").write_text(json.dumps(result, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()

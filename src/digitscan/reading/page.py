@@ -1,0 +1,555 @@
+"""Reading a form page: every handwritten number on it, wherever it stands, as a list of fields.
+
+`read_page(gray, read_region)` -> [PageField(text, raw, box, confidence, needs_review, kind)], top to bottom and
+left to right; `find_fields(gray)` -> the FieldCandidates before reading, printed text included (marked).
+
+Stages, each a function below:
+1. Form lines (digitscan.reading.form_lines): the page levelled, its rules painted out, its comb rows and boxes.
+2. Glyphs: the cleaned ink's connected components, pieces stacked in the same columns joined (a 5's bar, an i's
+   dot).
+3. Lines of writing: neighbouring glyphs of about the same height that share a band and stand closer than their
+   height are one group; small marks (a dot, a comma, a dash) join the group they sit against.
+4. Fields: the ink inside a comb row or a box is one field whatever its gaps; groups sitting on an underline are
+   one field; every other group is a free field.
+5. Printed or handwritten (`is_printed`): printed type sits on one straight baseline with characters of a few
+   identical heights; a person's digits do not.
+6. Reading: each handwritten field's ink alone (everything else painted out) on a crop with a margin goes to the
+   caller's read_region, Recognizer.read in practice.
+"""
+
+from __future__ import annotations
+
+import bisect
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import cv2
+import numpy as np
+
+from digitscan.constants import MAX_PAGE_COMPONENTS, MAX_PAGE_FIELDS, PAGE_TIME_LIMIT_S, REVIEW_CONFIDENCE
+from digitscan.reading.form_lines import FormLines, Frame, Rule, find_form_lines
+from digitscan.reading.layout import check_time
+
+# Geometry is measured in glyph heights, never in pixels, except the floor on what counts as ink at all.
+_SPECK_AREA = 3  # components with fewer pixels are noise
+_MAX_GLYPH_HEIGHT = 0.15  # of the page's longer side: taller ink is no character of a one-line number
+_STACK_GAP = 0.35  # pieces in the same columns join into one glyph across a gap up to this (x the smaller, at least
+# 2 px) + 1 px: a broken stroke, a 5's bar, an i's dot; not a label above a field, which is as far as it is tall
+_LINK_OVERLAP = 0.5  # glyphs of one line share at least this much (x the shorter's height) of their rows,
+_LINK_HEIGHTS = 0.6  # the shorter is at least this tall (x the taller), or _LINK_SMALL and then within _LINK_GAP of
+_LINK_SMALL = 0.45  # its own height (a wide 5 beside a 0, not a label's letter beside a field)
+_LINK_GAP = 0.8  # and the space between them is at most this (x the taller's height: a word space after a small letter)
+_MARK = 0.55  # a group under this height (x its neighbour's) is a mark of that neighbour: a dot, comma or dash
+_MARK_REACH = 0.8  # ... when it stands at most this far from it (x the neighbour's height)
+_SMALL = 0.4  # in a frame or on an underline, lines of ink under this (x the tallest's height) are specks
+_MARK_WIDTH = 0.6  # ... and is at most this wide (x the neighbour's height)
+_IN_FRAME = 0.4  # a glyph with this share of its rows inside a frame (and its middle between the walls) is in it
+_FRAME_REACH = 6  # px: so is one ending this close outside the frame's top or bottom rule (the erased band's half)
+_COMB_SPACING = 0.3  # a comb row's digits are read this far apart (x their height), as people write on a line
+_MARGIN = 0.3  # crops get this margin around the field's ink (x its height)
+_SURELY_PRINTED = 0.5  # words this straight (see _evidence) set the page's text height
+_TEXT_WORDS = 8  # without any, this many words of three characters or more do
+# is_printed: printed when at least _PRINTED_STRAIGHT straight, or under _PRINTED_SIZE x the page's text height, or
+# under _LABEL_SIZE x and at least _LABEL_STRAIGHT straight or two characters at most, or _LINE_CHARACTERS or more
+# characters with _LINE_BASELINE of their feet level and _LINE_STRAIGHT straight.
+_PRINTED_STRAIGHT = 0.47
+_PRINTED_SIZE = 1.0
+_LABEL_SIZE = 1.8
+_LABEL_STRAIGHT = 0.3
+_LINE_CHARACTERS = 6
+_LINE_BASELINE = 0.85
+_LINE_STRAIGHT = 0.40
+_LINE_HEIGHTS = 0.6  # groups judged as one line of text: heights within this ratio, feet level,
+_LINE_GAP = 3.0  # and apart by at most this (x their height)
+_MAX_SPREAD = 2.5  # a line of writing is at most this tall (x its characters' median height); taller is clutter
+_MIN_FIELD_HEIGHT = 12  # px of the working copy: shorter ink is no number anyone could read (nor the reader)
+
+
+@dataclass
+class FieldCandidate:
+    """A piece of writing on the page that may be a field: one line of glyphs, a comb row's or a box's ink, or
+    the writing on an underline."""
+
+    box: list[int]  # [x, y, w, h] of its ink in input page pixels
+    kind: str  # "comb", "underline", "box" or "free"
+    printed: bool  # printed text (a label, a title, small print): never read
+    evidence: dict = field(default_factory=dict)  # the measurements is_printed decided from
+
+
+@dataclass
+class PageField:
+    """One handwritten number read on a page."""
+
+    text: str  # digits 0-9 only
+    raw: str  # as written, separators included (the digits alone until the line reader writes them)
+    box: list[int]  # [x, y, w, h] in input page pixels
+    confidence: float
+    needs_review: bool  # confidence below REVIEW_CONFIDENCE
+    kind: str  # comb, underline, box or free
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class _Glyph:
+    x0: int
+    y0: int
+    x1: int  # exclusive
+    y1: int
+    area: int
+    labels: list[int]  # its components' labels in PageLayout.labels
+
+    @property
+    def height(self) -> int:
+        return self.y1 - self.y0
+
+
+@dataclass
+class _Group:
+    glyphs: list[_Glyph]
+    kind: str = "free"
+    walls: list[int] | None = None  # a comb row's cell walls (working-copy columns), left to right
+
+    @property
+    def box(self) -> tuple[int, int, int, int]:
+        return (min(g.x0 for g in self.glyphs), min(g.y0 for g in self.glyphs), max(g.x1 for g in self.glyphs),
+                max(g.y1 for g in self.glyphs))
+
+    @property
+    def height(self) -> int:
+        x0, y0, x1, y1 = self.box
+        return y1 - y0
+
+
+@dataclass
+class PageLayout:
+    """A page's fields found (working-copy pixels inside, input pixels in the candidates)."""
+
+    lines: FormLines
+    labels: np.ndarray  # (h, w) int32: component label of every pixel of the cleaned ink, 0 = none
+    candidates: list[FieldCandidate]
+    groups: list[_Group]  # the ink of each candidate, in the same order
+
+
+def find_fields(gray: np.ndarray, *, time_limit_s: float = PAGE_TIME_LIMIT_S) -> list[FieldCandidate]:
+    """Every candidate field on a page, top to bottom and left to right, printed ones marked (see the module's
+    docstring). gray: a page as any array decode_image accepts."""
+    return layout_page(gray, deadline=time.monotonic() + time_limit_s, time_limit_s=time_limit_s).candidates
+
+
+def read_page(gray: np.ndarray, read_region: Callable[[np.ndarray], object], *,
+              time_limit_s: float = PAGE_TIME_LIMIT_S) -> list[PageField]:
+    """The handwritten numbers on a page: each handwritten candidate's ink, alone on a crop with a margin (form
+    lines removed, uint8 grey), read by read_region (a crop -> an object with .text, .confidence and, where the
+    reader writes separators, .raw: Recognizer.read). Fields read as no digits are left out. Past time_limit_s the
+    reading stops with ImageTooComplexError."""
+    deadline = time.monotonic() + time_limit_s
+    layout = layout_page(gray, deadline=deadline, time_limit_s=time_limit_s)
+    handwritten = [(c, g) for c, g in zip(layout.candidates, layout.groups) if not c.printed]
+    fields = []
+    for candidate, group in handwritten[:MAX_PAGE_FIELDS]:
+        check_time(deadline, time_limit_s)
+        result = read_region(field_crop(layout, group))
+        if not result.text:
+            continue
+        confidence = float(result.confidence)
+        fields.append(PageField(result.text, getattr(result, "raw", result.text), candidate.box, confidence,
+                                confidence < REVIEW_CONFIDENCE, candidate.kind))
+    return fields
+
+
+def layout_page(gray: np.ndarray, *, deadline: float, time_limit_s: float) -> PageLayout:
+    """Stages 1-5 of the module's docstring."""
+    lines = find_form_lines(gray)
+    check_time(deadline, time_limit_s)
+    ink = lines.ink()
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(ink.astype(np.uint8), connectivity=8, ltype=cv2.CV_32S)
+    glyphs = _glyphs(stats[1:], max(ink.shape))
+    check_time(deadline, time_limit_s)
+    framed, loose = _in_frames(glyphs, lines.frames)
+    in_frames = [(frame, _attach_marks(_link(inside))) for frame, inside in framed if inside]
+    line_groups = _attach_marks(_link(loose))
+    text_height = _text_height(line_groups + [g for _, lines_in in in_frames for g in lines_in], labels)
+    groups = [group for frame, lines_in in in_frames
+              if (group := _frame_field(lines_in, frame, labels, text_height)) is not None]
+    groups += _on_underlines(line_groups, lines.underlines)
+    check_time(deadline, time_limit_s)
+    groups = [g for g in groups if _MIN_FIELD_HEIGHT <= g.height <= _MAX_SPREAD * _character_height(g)]
+    row = max(1, int(np.median([g.height for g in groups]))) if groups else 1
+    groups.sort(key=lambda g: _reading_order(g, row))
+    candidates = []
+    for group, evidence in zip(groups, _line_evidence(groups, labels, text_height)):
+        x0, y0, x1, y1 = group.box
+        candidates.append(FieldCandidate(lines.to_input_box(x0, y0, x1, y1), group.kind, is_printed(evidence),
+                                         evidence))
+    return PageLayout(lines, labels, candidates, groups)
+
+
+def _glyphs(stats: np.ndarray, side: int) -> list[_Glyph]:
+    """Components (left, top, width, height, area per row; label = row + 1) -> glyphs: specks and ink taller
+    than a character dropped, pieces in the same columns and close above one another joined."""
+    keep = np.flatnonzero((stats[:, cv2.CC_STAT_AREA] >= _SPECK_AREA)
+                          & (stats[:, cv2.CC_STAT_HEIGHT] <= _MAX_GLYPH_HEIGHT * side))
+    keep = keep[np.argsort(-stats[keep, cv2.CC_STAT_AREA], kind="stable")[:MAX_PAGE_COMPONENTS]]
+    pieces = [_Glyph(int(s[0]), int(s[1]), int(s[0] + s[2]), int(s[1] + s[3]), int(s[4]), [int(i) + 1])
+              for i, s in zip(keep, stats[keep])]
+    pieces.sort(key=lambda g: g.x0)
+    parent = list(range(len(pieces)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i, a in enumerate(pieces):
+        for j in range(i + 1, len(pieces)):
+            b = pieces[j]
+            if b.x0 >= a.x1:
+                break
+            overlap = min(a.x1, b.x1) - b.x0
+            gap = max(b.y0 - a.y1, a.y0 - b.y1)
+            allowed = max(2, _STACK_GAP * min(a.height, b.height)) + 1
+            if overlap >= 0.5 * min(a.x1 - a.x0, b.x1 - b.x0) and gap <= allowed:
+                parent[root(j)] = root(i)
+    stacks: dict[int, list[_Glyph]] = {}
+    for i, piece in enumerate(pieces):
+        stacks.setdefault(root(i), []).append(piece)
+    return [_Glyph(min(p.x0 for p in s), min(p.y0 for p in s), max(p.x1 for p in s), max(p.y1 for p in s),
+                   sum(p.area for p in s), [label for p in s for label in p.labels]) for s in stacks.values()]
+
+
+def _in_frames(glyphs: list[_Glyph], frames: list[Frame]) -> tuple[list[tuple[Frame, list[_Glyph]]], list[_Glyph]]:
+    """The glyphs inside each frame (their middle column within its walls, _IN_FRAME of their rows between its
+    rules: a digit written across the frame's edge is in it; so is a piece of one ending at the top or bottom
+    rule), and the others."""
+    framed: list[tuple[Frame, list[_Glyph]]] = [(frame, []) for frame in frames]
+    loose = []
+    for glyph in glyphs:
+        cx = (glyph.x0 + glyph.x1) / 2
+        for frame, inside in framed:
+            overlap = min(glyph.y1, frame.y1) - max(glyph.y0, frame.y0)
+            # A piece of a digit written across the top or bottom rule, cut off by the rule's removal, ends at it.
+            across = min(abs(glyph.y1 - frame.y0), abs(glyph.y0 - frame.y1)) <= _FRAME_REACH
+            if frame.x0 <= cx <= frame.x1 and (overlap >= _IN_FRAME * glyph.height or across):
+                inside.append(glyph)
+                break
+        else:
+            loose.append(glyph)
+    return framed, loose
+
+
+def _frame_field(lines_in: list[_Group], frame: Frame, labels: np.ndarray,
+                 text_height: float | None) -> _Group | None:
+    """A frame's ink as one field, without the printed text inside it (a box's caption): its lines of writing
+    (lines_in) that are printed by themselves are left out when they are small like the page's labels or hold
+    three characters or more (one big digit alone in a comb cell says little about itself), and so are specks
+    (_without_small). None when nothing is left."""
+    kept = []
+    for group in lines_in:
+        evidence = _evidence(group, labels, text_height)
+        small = evidence["size"] is not None and evidence["size"] < _LABEL_SIZE
+        if not (is_printed(evidence) and (evidence["characters"] >= 3 or small)):
+            kept.append(group)
+    kept = _without_small(kept)
+    if not kept:
+        return None
+    return _Group(sorted([glyph for g in kept for glyph in g.glyphs], key=lambda g: g.x0), frame.kind,
+                  frame.walls if frame.kind == "comb" else None)
+
+
+def _link(glyphs: list[_Glyph]) -> list[_Group]:
+    """Glyphs -> lines of writing: neighbours of about the same height sharing a band, closer than their height.
+    Marks between two glyphs (the dashes of 12-10-1978) do not count as space between them."""
+    glyphs = sorted(glyphs, key=lambda g: g.x0)
+    parent = list(range(len(glyphs)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    marks = _marks(glyphs)
+    mark_starts = [m.x0 for m in marks]
+    widest_mark = max((m.x1 - m.x0 for m in marks), default=0)
+    for i, a in enumerate(glyphs):
+        # A partner is at most a.height / _LINK_SMALL tall and so at most _LINK_GAP of that away (twice that with
+        # marks between them).
+        reach = 2 * _LINK_GAP * a.height / _LINK_SMALL
+        for j in range(i + 1, len(glyphs)):
+            b = glyphs[j]
+            if b.x0 > a.x1 + reach:
+                break
+            short, tall = sorted((a.height, b.height))
+            if short < _LINK_SMALL * tall:
+                continue
+            if min(a.y1, b.y1) - max(a.y0, b.y0) < _LINK_OVERLAP * short:
+                continue
+            gap = max(b.x0 - a.x1, a.x0 - b.x1)
+            allowed = _LINK_GAP * (tall if short >= _LINK_HEIGHTS * tall else short)
+            if gap > allowed:
+                top, bottom = min(a.y0, b.y0), max(a.y1, b.y1)
+                left, right = min(a.x1, b.x1), max(a.x0, b.x0)
+                first = bisect.bisect_left(mark_starts, left - widest_mark)
+                gap -= sum(max(0, min(m.x1, right) - max(m.x0, left)) for m in marks[first:]
+                           if m.x0 < right and top <= (m.y0 + m.y1) / 2 <= bottom + 0.3 * tall)
+            if gap <= allowed:
+                parent[root(j)] = root(i)
+    lines: dict[int, list[_Glyph]] = {}
+    for i, glyph in enumerate(glyphs):
+        lines.setdefault(root(i), []).append(glyph)
+    return [_Group(sorted(line, key=lambda g: g.x0)) for line in lines.values()]
+
+
+def _marks(glyphs: list[_Glyph]) -> list[_Glyph]:
+    """The glyphs under _MARK of the height of a glyph within _MARK_REACH of that height beside them and sharing
+    their rows: dots, commas, dashes. In the order given."""
+    if not glyphs:
+        return []
+    x0, y0, x1, y1 = (np.array(v, np.float64) for v in zip(*[(g.x0, g.y0, g.x1, g.y1) for g in glyphs]))
+    tall = y1 - y0
+    marks = []
+    for i, mark in enumerate(glyphs):
+        near = _near_taller(i, x0, y0, x1, y1, tall)
+        if near.any():
+            marks.append(mark)
+    return marks
+
+
+def _near_taller(i: int, x0: np.ndarray, y0: np.ndarray, x1: np.ndarray, y1: np.ndarray,
+                 tall: np.ndarray) -> np.ndarray:
+    """(n,) bool: the boxes that glyph (or group) i is a mark of: over _MARK of its height taller, their rows
+    around its middle, at most _MARK_REACH of their height away (0 when they overlap)."""
+    centre = (y0[i] + y1[i]) / 2
+    gap = np.maximum(np.maximum(x0[i] - x1, x0 - x1[i]), 0)
+    return (tall * _MARK > tall[i]) & (y0 - 0.2 * tall <= centre) & (centre <= y1 + 0.4 * tall) & \
+        (gap <= _MARK_REACH * tall)
+
+
+def _attach_marks(groups: list[_Group]) -> list[_Group]:
+    """Small glyphs standing alone (a dot, a comma, a dash) join the nearest taller group they sit against: within
+    its rows (a comma may hang below them) and at most _MARK_REACH of its height away; not a word of small print,
+    wider than _MARK_WIDTH of the group's height."""
+    if not groups:
+        return []
+    boxes = np.array([g.box for g in groups], np.float64)  # (n, 4) x0, y0, x1, y1, as before any mark joined
+    x0, y0, x1, y1 = boxes.T
+    tall = y1 - y0
+    gone = np.zeros(len(groups), bool)
+    for i, mark in enumerate(groups):
+        if len(mark.glyphs) > 1:
+            continue  # a word or a number, however small
+        hosts = _near_taller(i, x0, y0, x1, y1, tall) & ~gone & (x1[i] - x0[i] <= _MARK_WIDTH * tall)
+        hosts[i] = False
+        if not hosts.any():
+            continue
+        gap = np.maximum(np.maximum(x0[i] - x1, x0 - x1[i]), 0) / np.maximum(tall, 1)
+        best = int(np.flatnonzero(hosts)[np.argmin(gap[hosts])])
+        groups[best].glyphs = sorted(groups[best].glyphs + mark.glyphs, key=lambda g: g.x0)
+        gone[i] = True
+    return [g for g, g_gone in zip(groups, gone) if not g_gone]
+
+
+def _on_underlines(groups: list[_Group], underlines: list[Rule]) -> list[_Group]:
+    """Groups written on the same underline merge into one field of kind "underline": mostly above the rule, their
+    foot on it or close above it, within its length."""
+    owner: dict[int, list[_Group]] = {}
+    free = []
+    for group in groups:
+        x0, y0, x1, y1 = group.box
+        height, cx = y1 - y0, (x0 + x1) / 2
+        for index, rule in enumerate(underlines):
+            line = rule.centre(cx)
+            if rule.start - 0.2 * height <= cx <= rule.end and line - 0.5 * height <= y1 and y0 < line - 0.3 * height:
+                owner.setdefault(index, []).append(group)
+                break
+        else:
+            free.append(group)
+    fields = [_Group(sorted([g for group in _without_small(owned) for g in group.glyphs], key=lambda g: g.x0),
+                     "underline") for owned in owner.values()]
+    return fields + free
+
+
+def _without_small(groups: list[_Group]) -> list[_Group]:
+    """The groups of one field without those under _SMALL of the tallest one's height: specks, pieces of small
+    print (its marks are part of their groups already)."""
+    tallest = max((g.height for g in groups), default=0)
+    return [g for g in groups if g.height >= _SMALL * tallest]
+
+
+def _reading_order(group: _Group, row: int) -> tuple[int, int]:
+    """Top to bottom by rows `row` px apart (a typical height), then left to right."""
+    x0, y0, x1, y1 = group.box
+    return (int(((y0 + y1) / 2) // row), x0)
+
+
+def _text_height(groups: list[_Group], labels: np.ndarray) -> float | None:
+    """The height of the page's printed text: the 25th percentile of the character heights of its words of three
+    or more characters whose outline is mostly straight (_SURELY_PRINTED, see _evidence: labels, titles), or, when
+    none is, of all its words of three or more characters if there are _TEXT_WORDS of them (labels outnumber the
+    numbers written on a form). None when there is no telling (a few numbers and nothing printed)."""
+    words = [group for group in groups if len(_bodies(group.glyphs)) >= 3]  # not the pieces of broken letters
+    printed = [group for group in words if _straightness(group, labels) >= _SURELY_PRINTED]
+    if not printed and len(words) < _TEXT_WORDS:
+        return None
+    return float(np.percentile([g.height for group in (printed or words) for g in _bodies(group.glyphs)], 25))
+
+
+def _line_evidence(groups: list[_Group], labels: np.ndarray, text_height: float | None) -> list[dict]:
+    """Each group's evidence (_evidence), measured on its whole line of text: groups not in a frame that stand
+    side by side, feet on one line and characters of about the same height (a title's words, apart by wide
+    spaces), are judged together."""
+    loose = [i for i, g in enumerate(groups) if g.kind in ("free", "underline")]
+    feet = {i: float(np.median([g.y1 for g in _bodies(groups[i].glyphs)])) for i in loose}
+    tall = {i: float(np.median([g.height for g in _bodies(groups[i].glyphs)])) for i in loose}
+    parent = {i: i for i in loose}
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            i = parent[i]
+        return i
+
+    for a in loose:
+        for b in loose:
+            if b <= a:
+                continue
+            ha, hb = tall[a], tall[b]
+            ax0, _, ax1, _ = groups[a].box
+            bx0, _, bx1, _ = groups[b].box
+            if min(ha, hb) < _LINE_HEIGHTS * max(ha, hb) or abs(feet[a] - feet[b]) > max(1.5, 0.06 * max(ha, hb)):
+                continue
+            if max(bx0 - ax1, ax0 - bx1) <= _LINE_GAP * max(ha, hb):
+                parent[root(b)] = root(a)
+    members: dict[int, list[int]] = {}
+    for i in loose:
+        members.setdefault(root(i), []).append(i)
+    evidence = [_evidence(g, labels, text_height) for g in groups]
+    for line in members.values():
+        if len(line) > 1:
+            pooled = _evidence(_Group([glyph for i in line for glyph in groups[i].glyphs]), labels, text_height)
+            for i in line:
+                evidence[i] = pooled
+    return evidence
+
+
+def _character_height(group: _Group) -> float:
+    return float(np.median([g.height for g in _bodies(group.glyphs)]))
+
+
+def _bodies(glyphs: list[_Glyph]) -> list[_Glyph]:
+    """The glyphs that are characters, not marks: at least half as tall as the tallest."""
+    tallest = max(g.height for g in glyphs)
+    return [g for g in glyphs if g.height >= 0.5 * tallest]
+
+
+def _evidence(group: _Group, labels: np.ndarray, text_height: float | None) -> dict:
+    """What is_printed looks at, measured on the group's characters (marks left out).
+
+    - straight: the share of the ink's outline on straight horizontal or vertical edges at least 15 % of the
+      height long (type has stems, bars and serifs drawn with a ruler; a pen's strokes curve and slant);
+    - size: the median character height over the page's printed text's (_text_height; None when unknown);
+    - baseline: the share of characters whose foot lies within max(1 px, 4 % of the height) of the median foot;
+    - tops: the same for the heads of the characters at least 90 % as tall as the tallest;
+    - heights: the spread of the characters' heights, (max - min) / median.
+    """
+    bodies = _bodies(group.glyphs)
+    heights = np.array([g.height for g in bodies], np.float64)
+    height = float(np.median(heights))
+    tolerance = max(1.0, 0.04 * height)
+    feet = np.array([g.y1 for g in bodies], np.float64)
+    heads = np.array([g.y0 for g in bodies if g.height >= 0.9 * heights.max()], np.float64)
+    return {
+        "characters": len(bodies),
+        "height": height,
+        "straight": _straightness(group, labels),
+        "size": height / text_height if text_height else None,
+        "baseline": float(np.mean(np.abs(feet - np.median(feet)) <= tolerance)),
+        "tops": float(np.mean(np.abs(heads - np.median(heads)) <= tolerance)),
+        "heights": float((heights.max() - heights.min()) / height),
+    }
+
+
+def _straightness(group: _Group, labels: np.ndarray) -> float:
+    """straight_edges of the group's ink, counting runs at least 15 % of its characters' median height long."""
+    x0, y0, x1, y1 = group.box
+    own = np.isin(labels[y0:y1, x0:x1], [label for g in group.glyphs for label in g.labels])
+    height = float(np.median([g.height for g in _bodies(group.glyphs)]))
+    return straight_edges(own, max(3, round(0.15 * height)))
+
+
+def straight_edges(mask: np.ndarray, length: int) -> float:
+    """The share of a mask's outline (pixel edges between ink and paper) lying on straight horizontal or vertical
+    runs of at least `length` edges."""
+    padded = np.pad(mask, 1).astype(np.int8)
+    total, straight = 0, 0
+    for edges in (np.diff(padded, axis=0) != 0, (np.diff(padded, axis=1) != 0).T):  # edges between rows, columns
+        flat = np.pad(edges, ((0, 0), (1, 1))).astype(np.int8).ravel()  # a zero between lines ends every run
+        steps = np.diff(flat)
+        runs = np.flatnonzero(steps == -1) - np.flatnonzero(steps == 1)
+        total += int(runs.sum())
+        straight += int(runs[runs >= length].sum())
+    return straight / max(1, total)
+
+
+def is_printed(evidence: dict) -> bool:
+    """Printed type, not handwriting, from the measurements of _evidence: drawn with straight edges (less straight
+    will do for text about as small as the page's labels, whose edges are only a few pixels long), or far smaller
+    than the labels, or a long line of characters sitting on one baseline, mostly straight.
+
+    Developed on generated pages with DejaVu labels, the thresholds chosen on pages with FreeFont labels and MNIST
+    validation digits (benchmarks/fields_pages.py --dev; docs/pages-draft.md gives the numbers).
+    """
+    straight, size = evidence["straight"], evidence["size"]
+    if size is None:  # nothing printed to compare with: the shape alone
+        size = _LABEL_SIZE
+    if size < _PRINTED_SIZE or straight >= _PRINTED_STRAIGHT:
+        return True
+    if size < _LABEL_SIZE and (straight >= _LABEL_STRAIGHT or evidence["characters"] <= 2):
+        return True  # as small as the labels: a little straight will do, and one letter broken off a word too
+    return evidence["characters"] >= _LINE_CHARACTERS and evidence["baseline"] >= _LINE_BASELINE and \
+        straight >= _LINE_STRAIGHT
+
+
+def field_crop(layout: PageLayout, group: _Group) -> np.ndarray:
+    """The field's ink alone on the cleaned page, with a margin: uint8 grey, every other pixel the paper's. A comb
+    row's cells are brought together first (_comb_crop)."""
+    x0, y0, x1, y1 = group.box
+    margin = max(4, round(_MARGIN * (y1 - y0)))
+    height, width = layout.labels.shape
+    y0, y1 = max(0, y0 - margin), min(height, y1 + margin)
+    if group.walls:
+        crop = _comb_crop(layout, group, y0, y1, margin)
+    else:
+        crop = _ink_alone(layout, group.glyphs, (max(0, x0 - margin), y0, min(width, x1 + margin), y1))
+    return np.round(np.clip(crop, 0, 1) * 255).astype(np.uint8)
+
+
+def _ink_alone(layout: PageLayout, glyphs: list[_Glyph], box: tuple[int, int, int, int]) -> np.ndarray:
+    """(h, w) float32: the cleaned page in box (x0, y0, x1, y1) showing only these glyphs' ink (and its soft rim),
+    the paper's level elsewhere."""
+    x0, y0, x1, y1 = box
+    own = np.isin(layout.labels[y0:y1, x0:x1], [label for g in glyphs for label in g.labels])
+    own = cv2.dilate(own.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)  # the strokes' soft rims
+    return np.where(own, layout.lines.cleaned[y0:y1, x0:x1], layout.lines.paper[y0:y1, x0:x1])
+
+
+def _comb_crop(layout: PageLayout, group: _Group, top: int, bottom: int, margin: int) -> np.ndarray:
+    """A comb row's digits side by side, _COMB_SPACING of their height apart, each cell's ink as it was written
+    (a digit across the cell's edge keeps its parts outside): the line reader reads numbers written on a line,
+    whose digits are closer than a comb's cells. Rows top to bottom of the page; (h, w) float32."""
+    cells: dict[int, list[_Glyph]] = {}
+    for glyph in group.glyphs:
+        cells.setdefault(bisect.bisect(group.walls, (glyph.x0 + glyph.x1) / 2), []).append(glyph)
+    gap = max(2, round(_COMB_SPACING * float(np.median([g.height for g in _bodies(group.glyphs)]))))
+    x0, _, x1, _ = group.box
+    paper = float(np.median(layout.lines.paper[top:bottom, x0:x1]))
+    parts = [np.full((bottom - top, margin), paper, np.float32)]
+    for cell in sorted(cells):
+        glyphs = cells[cell]
+        parts.append(_ink_alone(layout, glyphs, (min(g.x0 for g in glyphs), top, max(g.x1 for g in glyphs), bottom)))
+        parts.append(np.full((bottom - top, gap), paper, np.float32))
+    parts[-1] = np.full((bottom - top, margin), paper, np.float32)
+    return np.hstack(parts)

@@ -1,0 +1,294 @@
+"""Reading form pages (`read --layout page`): form lines removed, fields found and grouped, printed text left out.
+
+Pages are drawn here with OpenCV (rules, boxes, Hershey-font labels) and pen-stroke digits
+(digitscan.synthetic.strokes): no MNIST pixels, a few milliseconds each.
+"""
+
+from __future__ import annotations
+
+import time
+
+import cv2
+import numpy as np
+import pytest
+
+from digitscan.constants import MAX_PAGE_FIELDS
+from digitscan.errors import ImageTooComplexError
+from digitscan.reading.form_lines import find_form_lines, remove_form_lines
+from digitscan.reading.page import find_fields, read_page
+from digitscan.synthetic.forms import make_page, printed_fonts
+from digitscan.synthetic.strokes import stroke_digit
+
+from helpers import json_lines, run
+
+PAPER, INK, RULE = 245, 20, 30
+
+
+def blank(width: int = 900, height: int = 500) -> np.ndarray:
+    return np.full((height, width), PAPER, np.uint8)
+
+
+def pen_digits(page: np.ndarray, text: str, x: int, bottom: int, height: int = 40, *, seed: int = 0,
+               gap: float = 0.3, drops: dict[int, int] | None = None) -> list[tuple[int, int, int, int]]:
+    """Write pen-stroke digits into the page (dark ink), feet on row `bottom`, the i-th lowered by drops[i] px;
+    returns each digit's ink box (x0, y0, x1, y1), exclusive ends."""
+    boxes = []
+    for i, char in enumerate(text):
+        glyph = stroke_digit(int(char), seed=seed + i, size=64, thickness=0.12).astype(np.float32) / 255
+        rows, cols = np.nonzero(glyph > 0.1)
+        glyph = glyph[rows.min(): rows.max() + 1, cols.min(): cols.max() + 1]
+        scale = height / glyph.shape[0]
+        glyph = cv2.resize(glyph, (max(1, round(glyph.shape[1] * scale)), height), interpolation=cv2.INTER_AREA)
+        top = bottom - height + (drops or {}).get(i, 0)
+        region = page[top: top + height, x: x + glyph.shape[1]]
+        np.minimum(region, np.round(PAPER - (PAPER - INK) * glyph).astype(np.uint8), out=region)
+        boxes.append((x, top, x + glyph.shape[1], top + height))
+        x += glyph.shape[1] + int(gap * height)
+    return boxes
+
+
+def comb(page: np.ndarray, x: int, y: int, cells: int, width: int = 48, height: int = 56) -> None:
+    for i in range(cells + 1):
+        cv2.line(page, (x + i * width, y), (x + i * width, y + height), RULE, 2)
+    cv2.line(page, (x, y), (x + cells * width, y), RULE, 2)
+    cv2.line(page, (x, y + height), (x + cells * width, y + height), RULE, 2)
+
+
+def comb_digits(page: np.ndarray, text: str, x: int, y: int, width: int = 48, height: int = 56,
+                drops: dict[int, int] | None = None) -> list[tuple[int, int, int, int]]:
+    """One pen digit per comb cell, centred; the i-th lowered by drops[i] px (across the bottom rule)."""
+    boxes = []
+    for i, char in enumerate(text):
+        drop = (drops or {}).get(i, 0)
+        boxes += pen_digits(page, char, x + i * width + 14, y + height - 8 + drop, seed=10 + i)
+    return boxes
+
+
+def label(page: np.ndarray, text: str, x: int, baseline: int, scale: float = 0.6,
+          thickness: int = 1) -> tuple[int, int, int, int]:
+    """Printed text (a Hershey font); returns its box (x0, y0, x1, y1)."""
+    (width, height), below = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
+    cv2.putText(page, text, (x, baseline), cv2.FONT_HERSHEY_SIMPLEX, scale, INK, thickness, cv2.LINE_AA)
+    return x, baseline - height, x + width, baseline + below
+
+
+def union(boxes) -> tuple[int, int, int, int]:
+    return min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes)
+
+
+def iou(box: list[int], corners: tuple[int, int, int, int]) -> float:
+    """IoU of an [x, y, w, h] box and an (x0, y0, x1, y1) one."""
+    x, y, w, h = box
+    x0, y0, x1, y1 = corners
+    inter = max(0, min(x + w, x1) - max(x, x0)) * max(0, min(y + h, y1) - max(y, y0))
+    return inter / (w * h + (x1 - x0) * (y1 - y0) - inter)
+
+
+def overlaps(box: list[int], corners: tuple[int, int, int, int]) -> bool:
+    x, y, w, h = box
+    x0, y0, x1, y1 = corners
+    return min(x + w, x1) > max(x, x0) and min(y + h, y1) > max(y, y0)
+
+
+def small_form() -> tuple[np.ndarray, dict[str, tuple[int, int, int, int]], list[tuple[int, int, int, int]]]:
+    """A form of three fields (a comb row, an underline, a box) with printed labels holding digits:
+    (page, {text: box} of the fields, label boxes)."""
+    page = blank()
+    labels = [label(page, "Form 1040", 40, 60, scale=1.4, thickness=2), label(page, "Box 12", 40, 150),
+              label(page, "Date 2024", 40, 270), label(page, "Amount (EUR)", 40, 390)]
+    comb(page, 160, 110, 6)
+    fields = {"407815": union(comb_digits(page, "407815", 160, 110))}
+    fields["9316"] = union(pen_digits(page, "9316", 200, 272, 42, seed=30))
+    cv2.line(page, (190, 274), (420, 274), RULE, 2)
+    cv2.rectangle(page, (200, 340), (420, 410), RULE, 2)
+    fields["8532"] = union(pen_digits(page, "8532", 215, 398, 42, seed=50))
+    return page, fields, labels
+
+
+def never_called(crop):
+    raise AssertionError("nothing should have been read")
+
+
+def test_comb_lines_are_removed_and_the_digits_kept():
+    page = blank(600, 200)
+    comb(page, 100, 60, 6)
+    digits = comb_digits(page, "401825", 100, 60, drops={1: 14})  # the 0 written across the bottom rule
+    cleaned = remove_form_lines(page)
+    assert cleaned.shape == page.shape and cleaned.dtype == np.uint8
+    ink = cleaned < 128
+    written = page < 128
+    for x0, y0, x1, y1 in digits:  # every digit keeps nearly all of its ink
+        assert ink[y0:y1, x0:x1].sum() >= 0.9 * written[y0:y1, x0:x1].sum()
+    near_digits = np.zeros(page.shape, bool)
+    for x0, y0, x1, y1 in digits:
+        near_digits[y0 - 3: y1 + 3, x0 - 3: x1 + 3] = True
+    assert not (ink & ~near_digits).any()  # rules and walls are gone everywhere else
+    x0, _, x1, _ = digits[1]
+    assert ink[115:118, x0:x1].any()  # the stroke that crossed the bottom rule (rows 115-117) still crosses it
+
+
+def test_a_comb_row_is_one_field_read_as_one_number(recognizer):
+    page = blank(600, 200)
+    comb(page, 100, 60, 8)  # two cells left empty
+    digits = comb_digits(page, "407815", 100, 60, drops={3: 12})
+    candidates = find_fields(page)
+    assert [(c.kind, c.printed) for c in candidates] == [("comb", False)]
+    assert iou(candidates[0].box, union(digits)) >= 0.8
+    fields = read_page(page, recognizer.read)
+    assert [(f.text, f.kind) for f in fields] == [("407815", "comb")]
+
+
+def test_an_underline_is_removed_and_its_number_found():
+    page = blank(500, 160)
+    digits = pen_digits(page, "2738", 100, 100, 44, seed=3)
+    cv2.line(page, (80, 101), (380, 101), RULE, 2)  # the digits sit on it
+    cleaned = remove_form_lines(page)
+    assert (cleaned[99:104, 330:380] > 200).all()  # the rule beyond the digits is gone
+    for x0, y0, x1, y1 in digits:
+        assert (cleaned[y0:y1 - 3, x0:x1] < 128).sum() >= 0.95 * (page[y0:y1 - 3, x0:x1] < 128).sum()
+    candidates = find_fields(page)
+    assert [(c.kind, c.printed) for c in candidates] == [("underline", False)]
+    assert iou(candidates[0].box, union(digits)) >= 0.8
+
+
+def test_a_form_gives_its_three_fields_and_none_of_its_labels(recognizer):
+    page, truth, labels = small_form()
+    fields = read_page(page, recognizer.read)
+    assert sorted(f.text for f in fields) == sorted(truth)
+    assert [f.kind for f in fields] == ["comb", "underline", "box"]  # top to bottom
+    for field in fields:
+        assert iou(field.box, truth[field.text]) >= 0.8
+        assert not any(overlaps(field.box, box) for box in labels)
+        assert field.raw == field.text and 0 <= field.confidence <= 1
+        assert field.needs_review == (field.confidence < 0.9)
+    printed = [c for c in find_fields(page) if c.printed]
+    assert all(any(overlaps(c.box, box) for box in labels) for c in printed)
+    assert any(iou(c.box, labels[0]) >= 0.7 for c in printed)  # "Form 1040", as tall as the handwriting
+
+
+def test_boxes_are_in_the_pages_own_pixels_when_it_is_turned(recognizer):
+    page, truth, _ = small_form()
+    matrix = cv2.getRotationMatrix2D((page.shape[1] / 2, page.shape[0] / 2), 1.5, 1.0)
+    turned = cv2.warpAffine(page, matrix, (page.shape[1], page.shape[0]), borderValue=PAPER)
+    assert abs(find_form_lines(turned).angle + 1.5) <= 0.05
+    fields = read_page(turned, recognizer.read)
+    assert sorted(f.text for f in fields) == sorted(truth)
+    for field in fields:
+        x0, y0, x1, y1 = truth[field.text]
+        corners = np.array([[x0, y0, 1], [x1, y0, 1], [x0, y1, 1], [x1, y1, 1]]) @ matrix.T
+        assert iou(field.box, (*corners.min(axis=0), *corners.max(axis=0))) >= 0.7
+
+
+def test_read_layout_page_json_and_lines(tmp_path):
+    page, truth, _ = small_form()
+    path = tmp_path / "form.png"
+    cv2.imwrite(str(path), page)
+    result = run("read", "--layout", "page", "--json", path)
+    assert result.exit_code == 0, result.output
+    [record] = json_lines(result.stdout)
+    assert set(record) == {"path", "fields"} and record["path"] == str(path)
+    assert sorted(f["text"] for f in record["fields"]) == sorted(truth)
+    for field in record["fields"]:
+        assert {"text", "raw", "box", "confidence", "needs_review"} <= set(field)
+        assert len(field["box"]) == 4
+    result = run("read", "--layout", "page", path)
+    assert result.exit_code == 0
+    lines = result.stdout.strip().splitlines()
+    assert lines[0] == f"{path}: 3 fields" and len(lines) == 4
+    assert all(line.split()[0] in truth for line in lines[1:])
+
+
+def test_layout_page_is_not_a_batch_job(tmp_path):
+    page, _, _ = small_form()
+    cv2.imwrite(str(tmp_path / "form.png"), page)
+    result = run("read", "--layout", "page", "--out", tmp_path / "out.csv", tmp_path / "form.png")
+    assert result.exit_code == 2 and "--layout page" in result.output
+
+
+@pytest.mark.parametrize("page", [
+    blank(),
+    np.full((400, 300), 128, np.uint8),  # uniform grey
+    np.clip(np.random.default_rng(0).normal(PAPER, 4, (600, 800)), 0, 255).astype(np.uint8),  # paper grain
+    np.zeros((300, 300), np.uint8),  # all black
+], ids=["white", "grey", "grain", "black"])
+def test_a_page_without_writing_has_no_fields(page):
+    assert find_fields(page) == []
+    assert read_page(page, never_called) == []
+
+
+def test_a_form_without_writing_has_no_fields():
+    page = blank()
+    label(page, "Box 12", 40, 150)
+    comb(page, 160, 110, 6)
+    label(page, "Date 2024", 40, 270)
+    cv2.line(page, (190, 274), (420, 274), RULE, 2)
+    cv2.rectangle(page, (200, 340), (420, 410), RULE, 2)
+    assert read_page(page, never_called) == []
+    assert (remove_form_lines(page)[100:420, 150:430] > 200).all()
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (3, 5), (6000, 4000)], ids=["1px", "3x5", "24MP"])
+def test_tiny_and_huge_blank_pages(shape):
+    start = time.perf_counter()
+    assert read_page(np.full(shape, PAPER, np.uint8), never_called) == []
+    assert time.perf_counter() - start < 10
+
+
+def test_noise_and_graph_paper_stay_bounded():
+    noise = np.random.default_rng(1).integers(0, 256, (1200, 1200), dtype=np.uint8)
+    graph = blank(1200, 1200)
+    for k in range(0, 1200, 20):
+        cv2.line(graph, (k, 0), (k, 1199), RULE, 1)
+        cv2.line(graph, (0, k), (1199, k), RULE, 1)
+    reads = []
+
+    def count(crop):
+        reads.append(crop.shape)
+        return type("Read", (), {"text": "", "confidence": 0.0})()
+
+    for page in (noise, graph):
+        start = time.perf_counter()
+        assert read_page(page, count) == []  # the reader found no digits in whatever it was given
+        assert time.perf_counter() - start < 20
+    assert len(reads) <= 2 * MAX_PAGE_FIELDS  # at most MAX_PAGE_FIELDS crops a page
+
+
+def test_past_the_time_limit_reading_stops():
+    page, _, _ = small_form()
+    with pytest.raises(ImageTooComplexError):
+        read_page(page, never_called, time_limit_s=1e-6)
+
+
+def stroke_source() -> tuple[np.ndarray, np.ndarray]:
+    """MNIST-style (images, labels) of pen-stroke digits, a few of each."""
+    digits = [(d, seed) for d in range(10) for seed in range(3)]
+    images = np.stack([cv2.resize(stroke_digit(d, seed=seed, size=64, thickness=0.12), (28, 28),
+                                  interpolation=cv2.INTER_AREA) for d, seed in digits])
+    return images, np.array([d for d, _ in digits])
+
+
+def test_make_page_is_deterministic_and_its_truth_adds_up():
+    source, fonts = stroke_source(), printed_fonts("train")
+    first, truth = make_page(source, np.random.default_rng(5), fonts)
+    again, same = make_page(source, np.random.default_rng(5), fonts)
+    assert np.array_equal(first, again) and truth == same
+    assert first.dtype == np.uint8 and first.shape[:2] == (1400, 1000)
+    assert 1 <= len(truth.fields) <= 15 and truth.labels
+    for field in truth.fields:
+        assert field.text == "".join(c for c in field.raw if c.isdigit()) and field.text
+        x, y, w, h = field.box
+        assert 0 <= x and 0 <= y and x + w <= 1000 and y + h <= 1400 and w > 0 and h > 0
+    assert any(c.isdigit() for t in truth.labels for c in t.text)  # printed digits, never a field
+
+
+def test_a_generated_form_of_pen_digits_gives_no_label(recognizer):
+    source, fonts = stroke_source(), printed_fonts("train")
+    image, truth = make_page(source, np.random.default_rng(3), fonts, nuisances=False)
+    fields = read_page(image, recognizer.read)
+    found = [max(iou(f.box, (t.box[0], t.box[1], t.box[0] + t.box[2], t.box[1] + t.box[3])) for f in fields)
+             for t in truth.fields]
+    assert sum(o >= 0.5 for o in found) >= 0.8 * len(truth.fields)
+    for f in fields:
+        x, y, w, h = f.box
+        assert not any(min(x + w, t.box[0] + t.box[2]) - max(x, t.box[0]) >= 0.5 * t.box[2] and
+                       min(y + h, t.box[1] + t.box[3]) - max(y, t.box[1]) >= 0.5 * t.box[3] for t in truth.labels)
