@@ -548,9 +548,10 @@ def is_printed(evidence: dict) -> bool:
 
 def _printed_in_frame(evidence: dict) -> bool:
     """is_printed for what stands in a comb row or a box, which is handwriting unless plainly not: hardly taller
-    than the labels (_CAPTION_SIZE: a caption in the box's corner), or as straight as only type is
-    (_FEW_STRAIGHT)."""
-    return (evidence["size"] is not None and evidence["size"] < _CAPTION_SIZE) or evidence["straight"] >= _FEW_STRAIGHT
+    than the labels (_CAPTION_SIZE: a caption in the box's corner), or three characters or more as straight as only
+    type is (_FEW_STRAIGHT; a 1 or a 4 alone in its cell is as straight)."""
+    small = evidence["size"] is not None and evidence["size"] < _CAPTION_SIZE
+    return small or (evidence["characters"] >= 3 and evidence["straight"] >= _FEW_STRAIGHT)
 
 
 def field_crop(layout: PageLayout, group: _Group) -> np.ndarray:
