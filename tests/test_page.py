@@ -7,6 +7,7 @@ Pages are drawn here with OpenCV (rules, boxes, Hershey-font labels) and pen-str
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -16,7 +17,7 @@ from digitscan.constants import MAX_PAGE_FIELDS
 from digitscan.errors import ImageTooComplexError
 from digitscan.reading.form_lines import find_form_lines, remove_form_lines
 from digitscan.reading.page import find_fields, read_page
-from digitscan.synthetic.forms import make_page, printed_fonts
+from digitscan.synthetic.forms import PRINTED_FONT_FAMILIES, make_page, printed_fonts
 from digitscan.synthetic.strokes import stroke_digit
 
 from helpers import json_lines, run
@@ -191,11 +192,13 @@ def test_read_layout_page_json_and_lines(tmp_path):
     for field in record["fields"]:
         assert {"text", "raw", "box", "confidence", "needs_review"} <= set(field)
         assert len(field["box"]) == 4
-    result = run("read", "--layout", "page", path)
+    result = run("read", "--layout", "page", "--debug-image", tmp_path / "boxes.png", path)
     assert result.exit_code == 0
     lines = result.stdout.strip().splitlines()
     assert lines[0] == f"{path}: 3 fields" and len(lines) == 4
     assert all(line.split()[0] in truth for line in lines[1:])
+    drawn = cv2.imread(str(tmp_path / "boxes.png"))
+    assert drawn.shape[:2] == page.shape and (drawn[:, :, 1] > drawn[:, :, 2] + 60).any()  # green boxes
 
 
 def test_layout_page_is_not_a_batch_job(tmp_path):
@@ -257,6 +260,13 @@ def test_past_the_time_limit_reading_stops():
     page, _, _ = small_form()
     with pytest.raises(ImageTooComplexError):
         read_page(page, never_called, time_limit_s=1e-6)
+
+
+def test_the_label_fonts_are_installed_by_the_setup_script():
+    script = (Path(__file__).resolve().parents[1] / "scripts" / "system-deps.sh").read_text()
+    for split, (package, _) in PRINTED_FONT_FAMILIES.items():
+        assert package in script.split(), split
+        assert printed_fonts(split)
 
 
 def stroke_source() -> tuple[np.ndarray, np.ndarray]:

@@ -658,8 +658,8 @@ def compare(data: str | None, seed: int, as_json: bool, out: str, limit: int | N
 @recognizer_model_option
 @json_option
 @click.option("--debug-image", "debug_image", type=click.Path(),
-              help="Also write the input with each digit's box and label drawn: a PNG file for one input, "
-                   "a folder (one PNG per input, named after it) for several.")
+              help="Also write the input with each digit's box and label drawn (each field's with --layout "
+                   "page): a PNG file for one input, a folder (one PNG per input, named after it) for several.")
 @click.option("--method", type=click.Choice(READ_METHODS),
               help="sequence: one network reads the whole line (the line reader); segments: cut the line into "
                    "digits and classify each with the digit model. Default: sequence, or segments when --model or "
@@ -688,7 +688,8 @@ def read(paths: tuple[str, ...], model: str | None, as_json: bool, debug_image: 
          reader: str | None, ensemble: bool, time_limit_s: float | None, template_path: str | None,
          value_format: str | None, date_order: str | None, layout: str, backend: str | None,
          out: str | None, **batch) -> None:
-    """Read a whole handwritten number per image: a ZIP code, an amount, an ID written on one line.
+    """Read a whole handwritten number per image: a ZIP code, an amount, an ID written on one line; with
+    --layout page, every handwritten number on a form page, one field each, printed text left out.
 
     Digits are read left to right; touching digits, specks and underlines are handled (see
     docs/reading-numbers.md, which compares the two methods). PATHS are image files or folders, searched

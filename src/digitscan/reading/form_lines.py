@@ -81,6 +81,7 @@ class FormLines:
     gray: np.ndarray  # (h, w) float32 in [0, 1], 1 = white: the levelled page before cleaning
     cleaned: np.ndarray  # (h, w) float32: the same with every rule painted the paper's colour, crossings mended
     paper: np.ndarray  # (h, w) float32: the paper's brightness
+    erased: np.ndarray  # (h, w) bool: the pixels painted out (rules' bands, where no stroke crosses them)
     rules: list[Rule]
     frames: list[Frame]
     underlines: list[Rule]  # the horizontal rules that are no frame's top or bottom
@@ -143,10 +144,10 @@ def find_form_lines(gray: np.ndarray) -> FormLines:
     horizontal = _inside_frames(horizontal, frames)
     vertical = walls + _long_vertical_rules(ink, max(2 * min_length, round(_LONG_VERTICAL * side)), max_thickness)
     rules = horizontal + vertical
-    cleaned = _paint_out(page, paper, rules)
+    cleaned, erased = _paint_out(page, paper, rules)
     edges = {id(rule) for frame_rules in (_frame_edges(frame, horizontal) for frame in frames) for rule in frame_rules}
     underlines = [rule for rule in horizontal if id(rule) not in edges]
-    return FormLines(page, cleaned, paper, rules, frames, underlines, matrix, angle, input_shape)
+    return FormLines(page, cleaned, paper, erased, rules, frames, underlines, matrix, angle, input_shape)
 
 
 def paper_level(page: np.ndarray) -> np.ndarray:
@@ -447,11 +448,11 @@ def _long_vertical_rules(ink: np.ndarray, min_length: int, max_thickness: float)
     return rules
 
 
-def _paint_out(page: np.ndarray, paper: np.ndarray, rules: list[Rule]) -> np.ndarray:
+def _paint_out(page: np.ndarray, paper: np.ndarray, rules: list[Rule]) -> tuple[np.ndarray, np.ndarray]:
     """Every rule's band painted the paper's level, except where a pen stroke crosses it: where ink of no other rule
     reaches two pixels deep beyond the band on one side and, within the band's width along the line, on the other,
     the band is left as it is, so the stroke keeps the part the line runs through. A stroke that only touches the
-    line, or runs along it, loses what lies in the band."""
+    line, or runs along it, loses what lies in the band. Returns (the cleaned page, the pixels painted out)."""
     erased = _band_mask(page.shape, rules)
     strokes = (darkness(page, paper) >= INK_LEVEL) & ~erased
     height, width = page.shape
@@ -479,7 +480,7 @@ def _paint_out(page: np.ndarray, paper: np.ndarray, rules: list[Rule]) -> np.nda
     erased &= ~keep
     cleaned = page.copy()
     cleaned[erased] = paper[erased]
-    return cleaned
+    return cleaned, erased
 
 
 def _at(rule: Rule, across: np.ndarray, along: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -11,10 +11,12 @@ Stages, each a function below:
    height are one group; small marks (a dot, a comma, a dash) join the group they sit against.
 4. Fields: the ink inside a comb row or a box is one field whatever its gaps; groups sitting on an underline are
    one field; every other group is a free field.
-5. Printed or handwritten (`is_printed`): printed type sits on one straight baseline with characters of a few
-   identical heights; a person's digits do not.
+5. Printed or handwritten (`is_printed`, measured by `_evidence` on each line of text): type is drawn with
+   straight edges, the page's labels are small, and a long printed line sits on one baseline; a person's digits
+   curve and are written larger than the labels beside them. No model: a rule with thresholds chosen on generated
+   dev pages (benchmarks/fields_pages.py --dev).
 6. Reading: each handwritten field's ink alone (everything else painted out) on a crop with a margin goes to the
-   caller's read_region, Recognizer.read in practice.
+   caller's read_region, Recognizer.read in practice; a comb row's digits are brought together first.
 """
 
 from __future__ import annotations
@@ -33,30 +35,36 @@ from digitscan.reading.layout import check_time
 
 # Geometry is measured in glyph heights, never in pixels, except the floor on what counts as ink at all.
 _SPECK_AREA = 3  # components with fewer pixels are noise
+_BODY = 0.4  # glyphs under this (x the tallest in their line) are marks, not characters
 _MAX_GLYPH_HEIGHT = 0.15  # of the page's longer side: taller ink is no character of a one-line number
 _STACK_GAP = 0.35  # pieces in the same columns join into one glyph across a gap up to this (x the smaller, at least
 # 2 px) + 1 px: a broken stroke, a 5's bar, an i's dot; not a label above a field, which is as far as it is tall
+_STACK_WIDTH = 1.2  # ... the shorter piece at most this wide (x the taller's width): not a word of small print
+_WORD_HEIGHTS = 0.6  # pieces side by side of heights within this ratio (a capital beside small letters), sharing
+# this much of their rows and
+_WORD_GAP = 0.6  # at most this far apart (x the taller's height) are letters of a word: never stacked on a digit
 _LINK_OVERLAP = 0.5  # glyphs of one line share at least this much (x the shorter's height) of their rows,
 _LINK_HEIGHTS = 0.6  # the shorter is at least this tall (x the taller), or _LINK_SMALL and then within _LINK_GAP of
 _LINK_SMALL = 0.45  # its own height (a wide 5 beside a 0, not a label's letter beside a field)
 _LINK_GAP = 0.8  # and the space between them is at most this (x the taller's height: a word space after a small letter)
-_MARK = 0.55  # a group under this height (x its neighbour's) is a mark of that neighbour: a dot, comma or dash
+_MARK = 0.55  # a glyph under this height (x its neighbour's) is a mark of that neighbour: a dot, comma or dash
 _MARK_REACH = 0.8  # ... when it stands at most this far from it (x the neighbour's height)
-_SMALL = 0.4  # in a frame or on an underline, lines of ink under this (x the tallest's height) are specks
 _MARK_WIDTH = 0.6  # ... and is at most this wide (x the neighbour's height)
+_SMALL = 0.4  # in a frame or on an underline, lines of ink under this (x the tallest's height) are specks
 _IN_FRAME = 0.4  # a glyph with this share of its rows inside a frame (and its middle between the walls) is in it
 _FRAME_REACH = 6  # px: so is one ending this close outside the frame's top or bottom rule (the erased band's half)
 _COMB_SPACING = 0.3  # a comb row's digits are read this far apart (x their height), as people write on a line
 _MARGIN = 0.3  # crops get this margin around the field's ink (x its height)
-_SURELY_PRINTED = 0.5  # words this straight (see _evidence) set the page's text height
-_TEXT_WORDS = 8  # without any, this many words of three characters or more do
-# is_printed: printed when at least _PRINTED_STRAIGHT straight, or under _PRINTED_SIZE x the page's text height, or
-# under _LABEL_SIZE x and at least _LABEL_STRAIGHT straight or two characters at most, or _LINE_CHARACTERS or more
-# characters with _LINE_BASELINE of their feet level and _LINE_STRAIGHT straight.
-_PRINTED_STRAIGHT = 0.47
-_PRINTED_SIZE = 1.0
+_SURELY_PRINTED = 0.45  # words this straight (see _evidence) set the page's text height,
+_TEXT_ROWS = 3  # when they stand on at least this many rows of the page
+# is_printed: printed when under _LABEL_SIZE x the page's text height, or at least _PRINTED_STRAIGHT straight
+# (_FEW_STRAIGHT for _FEW_CHARACTERS or fewer), or _LINE_CHARACTERS or more characters with _LINE_BASELINE of their
+# feet level and _LINE_STRAIGHT straight.
 _LABEL_SIZE = 1.8
-_LABEL_STRAIGHT = 0.3
+_PRINTED_STRAIGHT = 0.47
+_FEW_CHARACTERS = 3
+_FEW_STRAIGHT = 0.6
+_CAPTION_SIZE = 1.3  # in a comb row or a box, only ink under this (x the page's text height) is small print
 _LINE_CHARACTERS = 6
 _LINE_BASELINE = 0.85
 _LINE_STRAIGHT = 0.40
@@ -124,6 +132,14 @@ class _Group:
 
 
 @dataclass
+class _Ink:
+    """The cleaned page's ink, as the measurements of _evidence need it."""
+
+    labels: np.ndarray  # (h, w) int32: component label of every pixel, 0 = none
+    cut: np.ndarray  # (h, w) bool: next to a painted-out rule, where the outline is the rule's edge, not the pen's
+
+
+@dataclass
 class PageLayout:
     """A page's fields found (working-copy pixels inside, input pixels in the candidates)."""
 
@@ -131,6 +147,29 @@ class PageLayout:
     labels: np.ndarray  # (h, w) int32: component label of every pixel of the cleaned ink, 0 = none
     candidates: list[FieldCandidate]
     groups: list[_Group]  # the ink of each candidate, in the same order
+
+
+class _Sets:
+    """Disjoint sets of 0..n-1 (union-find): which glyphs or groups belong together."""
+
+    def __init__(self, n: int):
+        self.parent = list(range(n))
+
+    def root(self, i: int) -> int:
+        while self.parent[i] != i:
+            self.parent[i] = self.parent[self.parent[i]]
+            i = self.parent[i]
+        return i
+
+    def join(self, i: int, j: int) -> None:
+        self.parent[self.root(j)] = self.root(i)
+
+    def members(self) -> list[list[int]]:
+        """Each set's members, in increasing order."""
+        sets: dict[int, list[int]] = {}
+        for i in range(len(self.parent)):
+            sets.setdefault(self.root(i), []).append(i)
+        return list(sets.values())
 
 
 def find_fields(gray: np.ndarray, *, time_limit_s: float = PAGE_TIME_LIMIT_S) -> list[FieldCandidate]:
@@ -166,44 +205,40 @@ def layout_page(gray: np.ndarray, *, deadline: float, time_limit_s: float) -> Pa
     check_time(deadline, time_limit_s)
     ink = lines.ink()
     _, labels, stats, _ = cv2.connectedComponentsWithStats(ink.astype(np.uint8), connectivity=8, ltype=cv2.CV_32S)
+    measure = _Ink(labels, cv2.dilate(lines.erased.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool))
     glyphs = _glyphs(stats[1:], max(ink.shape))
     check_time(deadline, time_limit_s)
     framed, loose = _in_frames(glyphs, lines.frames)
     in_frames = [(frame, _attach_marks(_link(inside))) for frame, inside in framed if inside]
     line_groups = _attach_marks(_link(loose))
-    text_height = _text_height(line_groups + [g for _, lines_in in in_frames for g in lines_in], labels)
+    text_height = _text_height(line_groups + [g for _, lines_in in in_frames for g in lines_in], measure)
     groups = [group for frame, lines_in in in_frames
-              if (group := _frame_field(lines_in, frame, labels, text_height)) is not None]
+              if (group := _frame_field(lines_in, frame, measure, text_height)) is not None]
     groups += _on_underlines(line_groups, lines.underlines)
     check_time(deadline, time_limit_s)
     groups = [g for g in groups if _MIN_FIELD_HEIGHT <= g.height <= _MAX_SPREAD * _character_height(g)]
     row = max(1, int(np.median([g.height for g in groups]))) if groups else 1
     groups.sort(key=lambda g: _reading_order(g, row))
     candidates = []
-    for group, evidence in zip(groups, _line_evidence(groups, labels, text_height)):
+    for group, evidence in zip(groups, _line_evidence(groups, measure, text_height)):
         x0, y0, x1, y1 = group.box
-        candidates.append(FieldCandidate(lines.to_input_box(x0, y0, x1, y1), group.kind, is_printed(evidence),
-                                         evidence))
+        printed = _printed_in_frame(evidence) if group.kind in ("comb", "box") else is_printed(evidence)
+        candidates.append(FieldCandidate(lines.to_input_box(x0, y0, x1, y1), group.kind, printed, evidence))
     return PageLayout(lines, labels, candidates, groups)
 
 
 def _glyphs(stats: np.ndarray, side: int) -> list[_Glyph]:
     """Components (left, top, width, height, area per row; label = row + 1) -> glyphs: specks and ink taller
-    than a character dropped, pieces in the same columns and close above one another joined."""
+    than a character dropped, pieces in the same columns and close above one another joined (_STACK_GAP,
+    _STACK_WIDTH)."""
     keep = np.flatnonzero((stats[:, cv2.CC_STAT_AREA] >= _SPECK_AREA)
                           & (stats[:, cv2.CC_STAT_HEIGHT] <= _MAX_GLYPH_HEIGHT * side))
     keep = keep[np.argsort(-stats[keep, cv2.CC_STAT_AREA], kind="stable")[:MAX_PAGE_COMPONENTS]]
     pieces = [_Glyph(int(s[0]), int(s[1]), int(s[0] + s[2]), int(s[1] + s[3]), int(s[4]), [int(i) + 1])
               for i, s in zip(keep, stats[keep])]
     pieces.sort(key=lambda g: g.x0)
-    parent = list(range(len(pieces)))
-
-    def root(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
+    in_word = _in_words(pieces)
+    stacks = _Sets(len(pieces))
     for i, a in enumerate(pieces):
         for j in range(i + 1, len(pieces)):
             b = pieces[j]
@@ -212,13 +247,36 @@ def _glyphs(stats: np.ndarray, side: int) -> list[_Glyph]:
             overlap = min(a.x1, b.x1) - b.x0
             gap = max(b.y0 - a.y1, a.y0 - b.y1)
             allowed = max(2, _STACK_GAP * min(a.height, b.height)) + 1
-            if overlap >= 0.5 * min(a.x1 - a.x0, b.x1 - b.x0) and gap <= allowed:
-                parent[root(j)] = root(i)
-    stacks: dict[int, list[_Glyph]] = {}
-    for i, piece in enumerate(pieces):
-        stacks.setdefault(root(i), []).append(piece)
-    return [_Glyph(min(p.x0 for p in s), min(p.y0 for p in s), max(p.x1 for p in s), max(p.y1 for p in s),
-                   sum(p.area for p in s), [label for p in s for label in p.labels]) for s in stacks.values()]
+            (small, small_in_word), (big, _) = sorted(((a, in_word[i]), (b, in_word[j])), key=lambda p: p[0].height)
+            if small_in_word and small.height < _LINK_HEIGHTS * big.height:
+                continue  # a letter of a word of small print just above or below a digit, not a piece of it
+            if overlap >= 0.5 * min(a.x1 - a.x0, b.x1 - b.x0) and gap <= allowed and \
+                    small.x1 - small.x0 <= _STACK_WIDTH * (big.x1 - big.x0):
+                stacks.join(i, j)
+    glyphs = []
+    for members in stacks.members():
+        parts = [pieces[i] for i in members]
+        glyphs.append(_Glyph(min(p.x0 for p in parts), min(p.y0 for p in parts), max(p.x1 for p in parts),
+                             max(p.y1 for p in parts), sum(p.area for p in parts),
+                             [label for p in parts for label in p.labels]))
+    return glyphs
+
+
+def _in_words(pieces: list[_Glyph]) -> list[bool]:
+    """Whether each piece (sorted by x0) has a neighbour beside it of about its height in its rows, at most
+    _WORD_GAP of their height away: a letter in a word (or a digit in a number), not a dot or a stroke's stub."""
+    in_word = [False] * len(pieces)
+    for i, a in enumerate(pieces):
+        for j in range(i + 1, len(pieces)):
+            b = pieces[j]
+            if b.x0 > a.x1 + _WORD_GAP * a.height / _WORD_HEIGHTS:
+                break
+            short, tall = sorted((a.height, b.height))
+            if short < _WORD_HEIGHTS * tall or min(a.y1, b.y1) - max(a.y0, b.y0) < _WORD_HEIGHTS * short:
+                continue
+            if 0 <= b.x0 - a.x1 <= _WORD_GAP * tall:
+                in_word[i] = in_word[j] = True
+    return in_word
 
 
 def _in_frames(glyphs: list[_Glyph], frames: list[Frame]) -> tuple[list[tuple[Frame, list[_Glyph]]], list[_Glyph]]:
@@ -241,17 +299,13 @@ def _in_frames(glyphs: list[_Glyph], frames: list[Frame]) -> tuple[list[tuple[Fr
     return framed, loose
 
 
-def _frame_field(lines_in: list[_Group], frame: Frame, labels: np.ndarray,
-                 text_height: float | None) -> _Group | None:
+def _frame_field(lines_in: list[_Group], frame: Frame, ink: _Ink, text_height: float | None) -> _Group | None:
     """A frame's ink as one field, without the printed text inside it (a box's caption): its lines of writing
-    (lines_in) that are printed by themselves are left out when they are small like the page's labels or hold
-    three characters or more (one big digit alone in a comb cell says little about itself), and so are specks
-    (_without_small). None when nothing is left."""
+    (lines_in) that are printed (_printed_in_frame) are left out, and so are specks (_without_small). None when
+    nothing is left."""
     kept = []
     for group in lines_in:
-        evidence = _evidence(group, labels, text_height)
-        small = evidence["size"] is not None and evidence["size"] < _LABEL_SIZE
-        if not (is_printed(evidence) and (evidence["characters"] >= 3 or small)):
+        if not _printed_in_frame(_evidence(group, ink, text_height)):
             kept.append(group)
     kept = _without_small(kept)
     if not kept:
@@ -264,14 +318,7 @@ def _link(glyphs: list[_Glyph]) -> list[_Group]:
     """Glyphs -> lines of writing: neighbours of about the same height sharing a band, closer than their height.
     Marks between two glyphs (the dashes of 12-10-1978) do not count as space between them."""
     glyphs = sorted(glyphs, key=lambda g: g.x0)
-    parent = list(range(len(glyphs)))
-
-    def root(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
+    lines = _Sets(len(glyphs))
     marks = _marks(glyphs)
     mark_starts = [m.x0 for m in marks]
     widest_mark = max((m.x1 - m.x0 for m in marks), default=0)
@@ -297,11 +344,8 @@ def _link(glyphs: list[_Glyph]) -> list[_Group]:
                 gap -= sum(max(0, min(m.x1, right) - max(m.x0, left)) for m in marks[first:]
                            if m.x0 < right and top <= (m.y0 + m.y1) / 2 <= bottom + 0.3 * tall)
             if gap <= allowed:
-                parent[root(j)] = root(i)
-    lines: dict[int, list[_Glyph]] = {}
-    for i, glyph in enumerate(glyphs):
-        lines.setdefault(root(i), []).append(glyph)
-    return [_Group(sorted(line, key=lambda g: g.x0)) for line in lines.values()]
+                lines.join(i, j)
+    return [_Group([glyphs[i] for i in members]) for members in lines.members()]  # left to right already
 
 
 def _marks(glyphs: list[_Glyph]) -> list[_Glyph]:
@@ -309,14 +353,9 @@ def _marks(glyphs: list[_Glyph]) -> list[_Glyph]:
     their rows: dots, commas, dashes. In the order given."""
     if not glyphs:
         return []
-    x0, y0, x1, y1 = (np.array(v, np.float64) for v in zip(*[(g.x0, g.y0, g.x1, g.y1) for g in glyphs]))
+    x0, y0, x1, y1 = np.array([(g.x0, g.y0, g.x1, g.y1) for g in glyphs], np.float64).T
     tall = y1 - y0
-    marks = []
-    for i, mark in enumerate(glyphs):
-        near = _near_taller(i, x0, y0, x1, y1, tall)
-        if near.any():
-            marks.append(mark)
-    return marks
+    return [mark for i, mark in enumerate(glyphs) if _near_taller(i, x0, y0, x1, y1, tall).any()]
 
 
 def _near_taller(i: int, x0: np.ndarray, y0: np.ndarray, x1: np.ndarray, y1: np.ndarray,
@@ -386,66 +425,59 @@ def _reading_order(group: _Group, row: int) -> tuple[int, int]:
     return (int(((y0 + y1) / 2) // row), x0)
 
 
-def _text_height(groups: list[_Group], labels: np.ndarray) -> float | None:
-    """The height of the page's printed text: the 25th percentile of the character heights of its words of three
-    or more characters whose outline is mostly straight (_SURELY_PRINTED, see _evidence: labels, titles), or, when
-    none is, of all its words of three or more characters if there are _TEXT_WORDS of them (labels outnumber the
-    numbers written on a form). None when there is no telling (a few numbers and nothing printed)."""
+def _text_height(groups: list[_Group], ink: _Ink) -> float | None:
+    """The height of the page's printed text: the median character height of its words of three or more
+    characters whose outline is mostly straight (_SURELY_PRINTED, see _evidence: labels, a title). None unless
+    such words stand on _TEXT_ROWS rows of the page at least (a title alone is no measure of the labels; nor is
+    the handwriting)."""
     words = [group for group in groups if len(_bodies(group.glyphs)) >= 3]  # not the pieces of broken letters
-    printed = [group for group in words if _straightness(group, labels) >= _SURELY_PRINTED]
-    if not printed and len(words) < _TEXT_WORDS:
+    printed = [group for group in words if _straightness(group, ink) >= _SURELY_PRINTED]
+    rows = sorted((y0 + y1) / 2 for _, y0, _, y1 in (group.box for group in printed))
+    heights = [g.height for group in printed for g in _bodies(group.glyphs)]
+    if not heights or sum(np.diff(rows) > np.median(heights)) + 1 < _TEXT_ROWS:
         return None
-    return float(np.percentile([g.height for group in (printed or words) for g in _bodies(group.glyphs)], 25))
+    return float(np.median(heights))
 
 
-def _line_evidence(groups: list[_Group], labels: np.ndarray, text_height: float | None) -> list[dict]:
+def _line_evidence(groups: list[_Group], ink: _Ink, text_height: float | None) -> list[dict]:
     """Each group's evidence (_evidence), measured on its whole line of text: groups not in a frame that stand
     side by side, feet on one line and characters of about the same height (a title's words, apart by wide
     spaces), are judged together."""
-    loose = [i for i, g in enumerate(groups) if g.kind in ("free", "underline")]
-    feet = {i: float(np.median([g.y1 for g in _bodies(groups[i].glyphs)])) for i in loose}
-    tall = {i: float(np.median([g.height for g in _bodies(groups[i].glyphs)])) for i in loose}
-    parent = {i: i for i in loose}
-
-    def root(i: int) -> int:
-        while parent[i] != i:
-            i = parent[i]
-        return i
-
-    for a in loose:
-        for b in loose:
-            if b <= a:
-                continue
+    loose = [g for g in groups if g.kind in ("free", "underline")]
+    feet = [float(np.median([g.y1 for g in _bodies(group.glyphs)])) for group in loose]
+    tall = [_character_height(group) for group in loose]
+    boxes = [group.box for group in loose]
+    lines = _Sets(len(loose))
+    for a in range(len(loose)):
+        for b in range(a + 1, len(loose)):
             ha, hb = tall[a], tall[b]
-            ax0, _, ax1, _ = groups[a].box
-            bx0, _, bx1, _ = groups[b].box
             if min(ha, hb) < _LINE_HEIGHTS * max(ha, hb) or abs(feet[a] - feet[b]) > max(1.5, 0.06 * max(ha, hb)):
                 continue
-            if max(bx0 - ax1, ax0 - bx1) <= _LINE_GAP * max(ha, hb):
-                parent[root(b)] = root(a)
-    members: dict[int, list[int]] = {}
-    for i in loose:
-        members.setdefault(root(i), []).append(i)
-    evidence = [_evidence(g, labels, text_height) for g in groups]
-    for line in members.values():
-        if len(line) > 1:
-            pooled = _evidence(_Group([glyph for i in line for glyph in groups[i].glyphs]), labels, text_height)
-            for i in line:
-                evidence[i] = pooled
-    return evidence
+            if max(boxes[b][0] - boxes[a][2], boxes[a][0] - boxes[b][2]) <= _LINE_GAP * max(ha, hb):
+                lines.join(a, b)
+    evidence = {id(g): _evidence(g, ink, text_height) for g in groups}
+    for members in lines.members():
+        if len(members) > 1:
+            line = [loose[i] for i in members]
+            pooled = _evidence(_Group([glyph for g in line for glyph in g.glyphs]), ink, text_height)
+            for g in line:
+                evidence[id(g)] = pooled
+    return [evidence[id(g)] for g in groups]
 
 
 def _character_height(group: _Group) -> float:
+    """The median height of the group's characters (its marks left out)."""
     return float(np.median([g.height for g in _bodies(group.glyphs)]))
 
 
 def _bodies(glyphs: list[_Glyph]) -> list[_Glyph]:
-    """The glyphs that are characters, not marks: at least half as tall as the tallest."""
+    """The glyphs that are characters, not marks: at least _BODY of the tallest one's height (x-height letters beside
+    ascenders are about half as tall; dots, commas and dashes far less)."""
     tallest = max(g.height for g in glyphs)
-    return [g for g in glyphs if g.height >= 0.5 * tallest]
+    return [g for g in glyphs if g.height >= _BODY * tallest]
 
 
-def _evidence(group: _Group, labels: np.ndarray, text_height: float | None) -> dict:
+def _evidence(group: _Group, ink: _Ink, text_height: float | None) -> dict:
     """What is_printed looks at, measured on the group's characters (marks left out).
 
     - straight: the share of the ink's outline on straight horizontal or vertical edges at least 15 % of the
@@ -464,7 +496,7 @@ def _evidence(group: _Group, labels: np.ndarray, text_height: float | None) -> d
     return {
         "characters": len(bodies),
         "height": height,
-        "straight": _straightness(group, labels),
+        "straight": _straightness(group, ink),
         "size": height / text_height if text_height else None,
         "baseline": float(np.mean(np.abs(feet - np.median(feet)) <= tolerance)),
         "tops": float(np.mean(np.abs(heads - np.median(heads)) <= tolerance)),
@@ -472,20 +504,22 @@ def _evidence(group: _Group, labels: np.ndarray, text_height: float | None) -> d
     }
 
 
-def _straightness(group: _Group, labels: np.ndarray) -> float:
-    """straight_edges of the group's ink, counting runs at least 15 % of its characters' median height long."""
+def _straightness(group: _Group, ink: _Ink) -> float:
+    """straight_edges of the group's ink, counting runs at least 15 % of its characters' median height long and
+    leaving out the edges a painted-out rule cut (a digit that sat on an underline has a flat foot)."""
     x0, y0, x1, y1 = group.box
-    own = np.isin(labels[y0:y1, x0:x1], [label for g in group.glyphs for label in g.labels])
-    height = float(np.median([g.height for g in _bodies(group.glyphs)]))
-    return straight_edges(own, max(3, round(0.15 * height)))
+    own = np.isin(ink.labels[y0:y1, x0:x1], [label for g in group.glyphs for label in g.labels])
+    return straight_edges(own, max(3, round(0.15 * _character_height(group))), ignore=ink.cut[y0:y1, x0:x1])
 
 
-def straight_edges(mask: np.ndarray, length: int) -> float:
+def straight_edges(mask: np.ndarray, length: int, ignore: np.ndarray | None = None) -> float:
     """The share of a mask's outline (pixel edges between ink and paper) lying on straight horizontal or vertical
-    runs of at least `length` edges."""
+    runs of at least `length` edges; edges next to an `ignore` pixel (same shape) count for neither."""
     padded = np.pad(mask, 1).astype(np.int8)
+    skip = np.pad(ignore, 1) if ignore is not None else np.zeros(padded.shape, bool)
     total, straight = 0, 0
-    for edges in (np.diff(padded, axis=0) != 0, (np.diff(padded, axis=1) != 0).T):  # edges between rows, columns
+    for edges in ((np.diff(padded, axis=0) != 0) & ~(skip[1:] | skip[:-1]),
+                  ((np.diff(padded, axis=1) != 0) & ~(skip[:, 1:] | skip[:, :-1])).T):  # between rows, columns
         flat = np.pad(edges, ((0, 0), (1, 1))).astype(np.int8).ravel()  # a zero between lines ends every run
         steps = np.diff(flat)
         runs = np.flatnonzero(steps == -1) - np.flatnonzero(steps == 1)
@@ -495,22 +529,29 @@ def straight_edges(mask: np.ndarray, length: int) -> float:
 
 
 def is_printed(evidence: dict) -> bool:
-    """Printed type, not handwriting, from the measurements of _evidence: drawn with straight edges (less straight
-    will do for text about as small as the page's labels, whose edges are only a few pixels long), or far smaller
-    than the labels, or a long line of characters sitting on one baseline, mostly straight.
+    """Printed type, not handwriting, from the measurements of _evidence: about as small as the page's labels
+    (handwriting on a form is larger than its print), or drawn with straight edges (all the straighter for a few
+    characters alone: a 7, a 4 and a 1 have straight strokes), or a long line of characters sitting on one
+    baseline, mostly straight.
 
-    Developed on generated pages with DejaVu labels, the thresholds chosen on pages with FreeFont labels and MNIST
-    validation digits (benchmarks/fields_pages.py --dev; docs/pages-draft.md gives the numbers).
+    Developed on generated pages with DejaVu labels, the thresholds chosen on pages with FreeFont labels, both
+    with MNIST validation digits (benchmarks/fields_pages.py --dev).
     """
     straight, size = evidence["straight"], evidence["size"]
-    if size is None:  # nothing printed to compare with: the shape alone
-        size = _LABEL_SIZE
-    if size < _PRINTED_SIZE or straight >= _PRINTED_STRAIGHT:
+    if size is not None and size < _LABEL_SIZE:
+        return True  # size None: nothing printed to compare with, the shape alone decides
+    if straight >= (_PRINTED_STRAIGHT if evidence["characters"] > _FEW_CHARACTERS else _FEW_STRAIGHT):
         return True
-    if size < _LABEL_SIZE and (straight >= _LABEL_STRAIGHT or evidence["characters"] <= 2):
-        return True  # as small as the labels: a little straight will do, and one letter broken off a word too
     return evidence["characters"] >= _LINE_CHARACTERS and evidence["baseline"] >= _LINE_BASELINE and \
         straight >= _LINE_STRAIGHT
+
+
+def _printed_in_frame(evidence: dict) -> bool:
+    """is_printed for what stands in a comb row or a box, which is handwriting unless plainly not: hardly taller
+    than the labels (_CAPTION_SIZE: a caption in the box's corner), or three characters or more as straight as only
+    type is (_FEW_STRAIGHT; a 1 or a 4 alone in its cell is as straight)."""
+    small = evidence["size"] is not None and evidence["size"] < _CAPTION_SIZE
+    return small or (evidence["characters"] >= 3 and evidence["straight"] >= _FEW_STRAIGHT)
 
 
 def field_crop(layout: PageLayout, group: _Group) -> np.ndarray:
@@ -543,7 +584,7 @@ def _comb_crop(layout: PageLayout, group: _Group, top: int, bottom: int, margin:
     cells: dict[int, list[_Glyph]] = {}
     for glyph in group.glyphs:
         cells.setdefault(bisect.bisect(group.walls, (glyph.x0 + glyph.x1) / 2), []).append(glyph)
-    gap = max(2, round(_COMB_SPACING * float(np.median([g.height for g in _bodies(group.glyphs)]))))
+    gap = max(2, round(_COMB_SPACING * _character_height(group)))
     x0, _, x1, _ = group.box
     paper = float(np.median(layout.lines.paper[top:bottom, x0:x1]))
     parts = [np.full((bottom - top, margin), paper, np.float32)]

@@ -93,6 +93,15 @@ class _Sheet:
         self.hand = np.zeros((height, width), np.float32)
         self.truth = PageTruth()
 
+    def snapshot(self) -> tuple:
+        return self.printed.copy(), self.hand.copy(), len(self.truth.fields), len(self.truth.labels)
+
+    def restore(self, snapshot: tuple) -> None:
+        """Take back everything drawn since the snapshot, truth included."""
+        printed, hand, fields, labels = snapshot
+        self.printed[...], self.hand[...] = printed, hand
+        del self.truth.fields[fields:], self.truth.labels[labels:]
+
     def paste(self, layer: np.ndarray, patch: np.ndarray, x: int, y: int) -> list[int] | None:
         """Add patch's coverage at (x, y) (clipped to the page); the box of its ink there, None when none lands."""
         height, width = layer.shape
@@ -259,6 +268,7 @@ def make_page(digits: tuple[np.ndarray, np.ndarray], rng: np.random.Generator, f
     wanted = int(rng.integers(fields[0], fields[1] + 1))
     footer_room = 3 * label_size
     while len(sheet.truth.fields) < wanted:
+        before = sheet.snapshot()  # to take the row back if it runs off the sheet
         if rng.random() < 0.15:
             y += _section(sheet, rng, str(rng.choice(bold)), label_size, margin, y, width)
         columns = 2 if rng.random() < 0.4 else 1
@@ -270,8 +280,8 @@ def make_page(digits: tuple[np.ndarray, np.ndarray], rng: np.random.Generator, f
                             filled=rng.random() >= blank_share, across_edge=across_edge)
             bottoms.append(bottom)
         bottom = max(bottoms)
-        if bottom > height - margin - footer_room:  # the row does not fit: undo it and stop
-            _undo_below(sheet, y)
+        if bottom > height - margin - footer_room:  # the row does not fit: take it back and stop
+            sheet.restore(before)
             break
         y = int(bottom + rng.uniform(25, 60))
     if frame_top is not None:
@@ -280,14 +290,6 @@ def make_page(digits: tuple[np.ndarray, np.ndarray], rng: np.random.Generator, f
     if rng.random() < 0.6:
         sheet.text(str(rng.choice(FOOTERS)), font, max(11, label_size - 4), margin, height - margin)
     return _photograph(sheet, rng, nuisances)
-
-
-def _undo_below(sheet: _Sheet, y: int) -> None:
-    """Erase everything drawn from row y down (a row that ran off the sheet) and its truth."""
-    sheet.printed[y:] = 0
-    sheet.hand[y:] = 0
-    sheet.truth.fields = [f for f in sheet.truth.fields if f.box[1] < y]
-    sheet.truth.labels = [t for t in sheet.truth.labels if t.box[1] < y]
 
 
 def _title(sheet: _Sheet, rng: np.random.Generator, font: str, x: int, y: int) -> int:
@@ -343,7 +345,7 @@ def _field(sheet: _Sheet, writer: _Writer, rng: np.random.Generator, font: str, 
             middle = (top + bottom) / 2
     if kind == "underline":
         left = x + int(rng.uniform(5, 30))
-        baseline = top + int(1.3 * h)
+        baseline = top + max(int(1.3 * h), writing.shape[0])  # written below the row's top: not into a label above
         if filled:
             ink = sheet.paste(sheet.hand, writing, left, baseline - writing.shape[0])
         rule_y = baseline + rng.uniform(-0.05, 0.12) * h
@@ -365,10 +367,10 @@ def _field(sheet: _Sheet, writer: _Writer, rng: np.random.Generator, font: str, 
         bottom = int(top + box_h + caption_h)
         middle = (top + bottom) / 2
     elif kind == "free":
-        baseline = int(top + 1.2 * h)
+        baseline = top + max(int(1.2 * h), writing.shape[0])
         if filled:
             ink = sheet.paste(sheet.hand, writing, x + int(rng.uniform(0, 20)), baseline - writing.shape[0])
-        bottom, middle = int(top + 1.4 * h), baseline - 0.5 * h
+        bottom, middle = max(int(top + 1.4 * h), baseline + 4), baseline - 0.5 * h
     if beside:  # the label's middle level with the field's, give or take
         cap = 0.7 * label_size
         label_box = sheet.text(label, font, label_size, int(span[0]),
