@@ -5,11 +5,17 @@ ink, the rules found (underlines, box and comb edges, table borders, frames) and
 (a row of adjacent cells, one digit each) or a box, whose ink the page reader (digitscan.reading.page) takes as one
 field. `remove_form_lines(gray)` is the cleaned page alone, as uint8 grey.
 
-How a rule is told from a pen stroke: it is long and thin and straight once the page is level. A horizontal run
-longer than MIN_RULE_LENGTH is a rule when it is also much longer than the ink it touches is tall (the bar of a
-7 is about as long as the 7 is tall; an underline runs under several digits), or very long. Short vertical rules
-(a comb's cell walls, a box's sides) are only looked for between two horizontal rules, where they cross the whole
-gap: a pen's "1" never fills the same column from rule to rule. Long vertical ones (table borders) anywhere.
+The page is levelled first (`level_angle`: the turn that makes the ink's row profile sharpest, to about 0.03
+degrees), so that rules are rows and columns of the working copy. How a rule is told from a pen stroke: it is long
+and thin and straight. A horizontal run longer than MIN_RULE_LENGTH is a rule when it is also much longer than the
+ink it touches is tall (the bar of a 7 is about as long as the 7 is tall; an underline runs under several digits),
+or very long. Short vertical rules (a comb's cell walls, a box's sides) are only looked for between two horizontal
+rules of the same extent, where they cross the whole gap; of those, a comb keeps the evenly spaced ones (a "1"
+drawn straight down from rule to rule is off the grid). Long vertical ones (table borders) anywhere.
+
+Painting out: each rule's band (as thick as the line) takes the paper's level, except where a pen stroke crosses
+it (ink beyond the band on both sides), which keeps the stroke whole; a stroke that only sits on a line loses
+what the line covered.
 """
 
 from __future__ import annotations

@@ -69,7 +69,8 @@ _LINE_CHARACTERS = 6
 _LINE_BASELINE = 0.85
 _LINE_STRAIGHT = 0.40
 _LINE_HEIGHTS = 0.6  # groups judged as one line of text: heights within this ratio, feet level,
-_LINE_GAP = 3.0  # and apart by at most this (x their height)
+_LINE_GAP = 3.0  # and apart by at most this (x their height); characters of one size too, unless both are at least
+_WORD_STRAIGHT = 0.35  # this straight (a printed word beside a printed number: "form A-2024")
 _MAX_SPREAD = 2.5  # a line of writing is at most this tall (x its characters' median height); taller is clutter
 _MIN_FIELD_HEIGHT = 12  # px of the working copy: shorter ink is no number anyone could read (nor the reader)
 
@@ -441,17 +442,24 @@ def _text_height(groups: list[_Group], ink: _Ink) -> float | None:
 
 def _line_evidence(groups: list[_Group], ink: _Ink, text_height: float | None) -> list[dict]:
     """Each group's evidence (_evidence), measured on its whole line of text: groups not in a frame that stand
-    side by side, feet on one line and characters of about the same height (a title's words, apart by wide
-    spaces), are judged together."""
+    side by side, feet on one line and characters of about the same height (a title's words, apart by wide spaces),
+    are judged together."""
     loose = [g for g in groups if g.kind in ("free", "underline")]
     feet = [float(np.median([g.y1 for g in _bodies(group.glyphs)])) for group in loose]
-    tall = [_character_height(group) for group in loose]
+    tall = [float(max(g.height for g in group.glyphs)) for group in loose]  # a word's capitals and ascenders
+    middle = [_character_height(group) for group in loose]
+    straight = [_straightness(group, ink) >= _WORD_STRAIGHT for group in loose]
     boxes = [group.box for group in loose]
     lines = _Sets(len(loose))
     for a in range(len(loose)):
         for b in range(a + 1, len(loose)):
             ha, hb = tall[a], tall[b]
             if min(ha, hb) < _LINE_HEIGHTS * max(ha, hb) or abs(feet[a] - feet[b]) > max(1.5, 0.06 * max(ha, hb)):
+                continue
+            # Characters of about one size too, unless both words look printed already ("form" beside "A-2024"):
+            # a label's small letters beside handwriting, on its baseline by chance, are not one line.
+            sizes_differ = min(middle[a], middle[b]) < _LINE_HEIGHTS * max(middle[a], middle[b])
+            if sizes_differ and not (straight[a] and straight[b]):
                 continue
             if max(boxes[b][0] - boxes[a][2], boxes[a][0] - boxes[b][2]) <= _LINE_GAP * max(ha, hb):
                 lines.join(a, b)
