@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 from pathlib import Path
 
 import pytest
+from PIL import Image
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from digitscan.synthetic.strokes import DIGIT_STROKES, render_number, resample, stroke_digit
 
 from helpers import EXAMPLES, REPO
+from helpers.forms import iou, small_form
 from helpers.live_server import live_server
 
 SCREENSHOTS = REPO / "out" / "screenshots"
@@ -184,6 +187,55 @@ def test_number_mode_on_an_uploaded_photo(page):
     drawn = [[round(float(rect.get_attribute(k))) for k in ("x", "y", "width", "height")] for rect in rects.all()]
     assert all(abs(a - b) <= 6 for got, true in zip(drawn, boxes, strict=True) for a, b in zip(got, true, strict=True))
     screenshot(page, "number_photo")
+
+
+def png_file(name: str, image) -> dict:
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, "PNG")
+    return {"name": name, "mimeType": "image/png", "buffer": buffer.getvalue()}
+
+
+def test_page_mode_boxes_every_field_of_an_uploaded_form(page):
+    page.get_by_label("A form page").check()
+    expect(page.locator("#template")).to_be_visible()
+    form, truth, _ = small_form()
+    page.set_input_files("#file", png_file("form.png", form))
+    settled(page)
+    expect(page.locator("#answer")).to_have_text("3 fields")
+    fields = page.locator("#fields li")
+    expect(fields).to_have_count(3)
+    readings = [item.locator(".field-reading").inner_text() for item in fields.all()]
+    assert sorted(reading.replace(" ", "") for reading in readings) == sorted(truth)
+    rects = page.locator("#boxes rect")
+    expect(rects).to_have_count(3)
+    drawn = [[float(rect.get_attribute(k)) for k in ("x", "y", "width", "height")] for rect in rects.all()]
+    assert all(max(iou(box, corners) for box in drawn) > 0.5 for corners in truth.values())  # in the form's pixels
+    screenshot(page, "page_mode")
+
+    # A template: its named fields, each checked; a template that is not JSON is one clear error.
+    template = {"name": "small form", "size": [900, 500], "fields": {
+        "account": {"box": [150, 100, 310, 76], "units": "px", "kind": "comb", "pattern": "digits{6}"},
+        "code": {"box": [195, 335, 230, 80], "units": "px", "pattern": "digits{5}"}}}  # 8532 has 4: to check
+    page.set_input_files("#template-file", {"name": "form.json", "mimeType": "application/json",
+                                            "buffer": json.dumps(template).encode()})
+    settled(page)
+    expect(page.locator("#template-name")).to_have_text("Template: form.json")
+    expect(page.locator("#answer")).to_have_text("2 fields")
+    expect(page.locator("#confidence")).to_have_text("1 to check by hand")
+    expect(fields.nth(0)).to_contain_text("account")
+    expect(fields.nth(1).locator(".review-badge")).to_have_text("check")
+    expect(fields.nth(1).locator(".field-reason")).to_contain_text("5 digits expected")
+    expect(page.locator("#boxes rect.review")).to_have_count(1)
+    screenshot(page, "page_mode_template")
+
+    page.set_input_files("#template-file", {"name": "broken.json", "mimeType": "application/json",
+                                            "buffer": b"{not json"})
+    settled(page)
+    expect(page.locator("#error")).to_contain_text("not valid JSON")
+    page.problems.remove("Failed to load resource: the server responded with a status of 422 (Unprocessable Entity)")
+    page.click("#template-remove")
+    settled(page)
+    expect(page.locator("#answer")).to_have_text("3 fields")
 
 
 def test_keyboard_and_labels(page):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import json
 import logging
 import os
 import pickle
@@ -34,6 +35,7 @@ from digitscan.serve.routes import get_recognizer
 from digitscan.synthetic.strokes import render_number, stroke_digit
 
 from helpers import EXAMPLES
+from helpers.forms import iou, small_form
 from helpers.live_server import live_server
 
 EXPECTED = {"seven_ink_on_paper.png": 7, "three_blue_pen.png": 3, "zero_pencil_off_centre.png": 0,
@@ -196,6 +198,59 @@ def test_read_a_number(client, text):
     assert all(len(d["box"]) == 4 and 0 < d["confidence"] <= 1 for d in body["digits"])
 
 
+# The small form's fields (tests/helpers/forms.py) as a template on its 900 x 500 page; 8532 passes Luhn.
+SMALL_FORM_TEMPLATE = {"name": "small form", "size": [900, 500], "fields": {
+    "account": {"box": [150, 100, 310, 76], "units": "px", "kind": "comb", "pattern": "digits{6}"},
+    "ref": {"box": [185, 215, 245, 68], "units": "px", "pattern": "digits{4}"},
+    "code": {"box": [195, 335, 230, 80], "units": "px", "pattern": "digits{4}", "checksum": "luhn"},
+}}
+
+
+def post_page(client, page: bytes, template: bytes | None = None) -> httpx.Response:
+    files = {"file": ("form.png", page, "image/png")}
+    if template is not None:
+        files["template"] = ("form.json", template, "application/json")
+    return client.post("/api/page", files=files)
+
+
+def test_page_gives_every_field_with_its_box(client):
+    page, truth, _ = small_form()
+    response = post_page(client, png(page))
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["size"] == [900, 500]
+    fields = {field["text"]: field for field in body["fields"]}
+    assert set(fields) == set(truth)  # the labels "Form 1040", "Box 12", "Date 2024" are not fields
+    for text, corners in truth.items():
+        field = fields[text]
+        assert iou(field["box"], corners) > 0.5
+        assert {"raw", "confidence", "needs_review", "kind"} <= set(field)
+    assert fields["407815"]["kind"] == "comb" and fields["8532"]["kind"] == "box"
+
+
+def test_page_with_a_template_gives_its_named_fields(client):
+    page, _, _ = small_form()
+    response = post_page(client, png(page), json.dumps(SMALL_FORM_TEMPLATE).encode())
+    assert response.status_code == 200, response.text
+    fields = response.json()["fields"]
+    assert list(fields) == ["account", "ref", "code"]
+    assert [fields[name]["value"] for name in fields] == ["407815", "9316", "8532"]
+    assert all(fields[name]["valid"] for name in fields)
+    assert {"needs_review", "alternatives", "reason", "box", "confidence"} <= set(fields["code"])
+
+
+@pytest.mark.parametrize("template, status, message", [
+    (b"{not json", 422, "not valid JSON"),
+    (json.dumps({"name": "x", "fields": {"zip": {"box": [0.1, 0.1, 0.2, 0.1], "colour": "red"}}}).encode(), 422,
+     "field 'zip': unknown key 'colour'"),
+    (b"\xff\xfe binary", 422, "not UTF-8"),
+    (b" " * (2**20 + 1), 413, "too large"),  # past the body cap here; past MAX_TEMPLATE_BYTES under a larger one
+])
+def test_a_bad_template_is_a_clear_4xx(client, template, status, message):
+    page, _, _ = small_form()
+    assert message in assert_error(post_page(client, png(page), template), status)
+
+
 # ---- limits and errors ----------------------------------------------------------------------------------------------
 
 
@@ -218,7 +273,7 @@ BAD_UPLOADS = {
 }
 
 
-@pytest.mark.parametrize("route", ["/api/predict", "/api/read"])
+@pytest.mark.parametrize("route", ["/api/predict", "/api/read", "/api/page"])
 @pytest.mark.parametrize("case", sorted(BAD_UPLOADS))
 def test_bad_uploads_are_4xx_json(client, route, case):
     data, status = BAD_UPLOADS[case]

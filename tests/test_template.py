@@ -17,6 +17,7 @@ from digitscan.recognize import Alternative, ReadResult
 from digitscan.synthetic.strokes import render_number, stroke_digit
 
 from helpers import json_lines, read_rows, run
+from helpers.forms import small_form
 
 PAPER, INK = 245, 30
 GOOD = {"name": "card form", "size": [800, 600], "align": "none", "fields": {
@@ -363,6 +364,19 @@ def test_the_recognizer_reads_a_form(recognizer, card_form):
     assert results["card"].valid and not results["card"].needs_review
     bad = results["bad_card"]
     assert not bad.valid and bad.needs_review and bad.value is None and "luhn checksum" in bad.reason
+
+
+def test_printed_boxes_inside_a_fields_box_are_not_read(recognizer):
+    """A template's box drawn a little wider than the printed frame or comb row around the writing: the frame fills
+    most of the crop, and its walls must not be read as 1s."""
+    page, _, _ = small_form()
+    template = template_from_dict({"name": "small form", "size": [900, 500], "fields": {
+        "account": {"box": [150, 100, 310, 76], "units": "px", "kind": "comb", "pattern": "digits{6}"},
+        "code": {"box": [195, 335, 230, 80], "units": "px", "pattern": "digits{4}", "checksum": "luhn"}}})
+    results = recognizer.read_template(page, template)
+    assert {name: r.text for name, r in results.items()} == {"account": "407815", "code": "8532"}
+    assert results["code"].valid
+    assert results["account"].raw == "407815"  # a comb's cells are not group gaps
 
 
 FIELD_KEYS = {"text", "raw", "value", "confidence", "box", "valid", "needs_review", "alternatives", "reason"}

@@ -941,6 +941,8 @@ def data_fetch(cache: str | None) -> None:
               help="Seconds allowed per API request, upload included; 503 beyond (default: 10).")
 @click.option("--read-time-limit", "read_time_limit_s", type=float, metavar="SECONDS",
               help="Seconds /api/read may spend on one image; 422 beyond (default: 5).")
+@click.option("--page-time-limit", "page_time_limit_s", type=float, metavar="SECONDS",
+              help="Seconds /api/page may spend on one form page; 422 beyond (default: 8).")
 @click.option("--header-timeout", "header_timeout_s", type=float, metavar="SECONDS",
               help="Seconds a client has to send a request's headers; then the connection is closed (default: 10).")
 @click.option("--keep-alive-timeout", "keep_alive_timeout_s", type=float, metavar="SECONDS",
@@ -970,6 +972,7 @@ def serve(**options) -> None:
       GET  /                  the drawing page
       POST /api/predict       one digit (multipart field "file")
       POST /api/read          a whole number (multipart field "file")
+      POST /api/page          every field of a form page ("file"; optional "template": a FORM.json)
       GET  /healthz, /readyz  liveness; readiness (model loaded)
       GET  /metrics           Prometheus metrics
 

@@ -235,7 +235,7 @@ class Recognizer:
         FieldResult}. Each field's box is read with `read` (method, time_limit_s per field) once its printed
         form lines (comb boxes, underlines, frames) are painted out; docs/templates.md."""
         return read_template(decode_image(image), template, lambda crop: self.read(
-            remove_form_lines(crop), method=method, time_limit_s=time_limit_s))
+            remove_form_lines(crop, field=True), method=method, time_limit_s=time_limit_s))
 
     def read_page(self, image, *, method: str | None = None,
                   time_limit_s: float = PAGE_TIME_LIMIT_S) -> PageResult:

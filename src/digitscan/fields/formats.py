@@ -209,10 +209,16 @@ class FieldSpec:
             raise ValueError(f"unknown pattern {self.pattern!r}; use digits, digits{{N}}, digits{{MIN,MAX}}, "
                              f"amount, date or regex:EXPRESSION")
 
+    def raw(self, reading) -> str:
+        """The reading as written in this field: a comb's cells hold one digit each, so the gaps between them
+        (which the reader may take for group spaces) are not part of it."""
+        raw = reading_raw(reading)
+        return raw.replace(" ", "") if self.kind == "comb" else raw
+
     def check(self, reading) -> tuple[bool, str | None, str | None]:
         """(valid, value, reason) for a reading (.text, .raw): value is the parsed value when valid, else None;
         reason says why it is not valid (None when it is)."""
-        text, raw = reading.text, reading_raw(reading)
+        text, raw = reading.text, self.raw(reading)
         try:
             if self.kind == "amount":
                 value = parse_amount(raw)

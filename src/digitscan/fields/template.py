@@ -21,7 +21,7 @@ import numpy as np
 
 from digitscan.constants import MAX_DESKEW_DEG, MAX_TEMPLATE_BYTES, REVIEW_CONFIDENCE, REVIEW_MARGIN
 from digitscan.errors import TemplateError
-from digitscan.fields.formats import FieldSpec, reading_raw
+from digitscan.fields.formats import FieldSpec
 from digitscan.image.decode import decode_image
 from digitscan.image.ink import components, ink_map
 
@@ -104,20 +104,26 @@ def load_template(path) -> Template:
             data = f.read(MAX_TEMPLATE_BYTES + 1)
     except OSError as exc:
         raise TemplateError(f"{path}: cannot read the template: {exc.strerror or exc}") from None
+    return parse_template(data, source=str(path))
+
+
+def parse_template(data: bytes, source: str = "template") -> Template:
+    """A Template from a FORM.json's bytes (an upload, say), checked as load_template checks a file; `source`
+    names it in the messages."""
     if len(data) > MAX_TEMPLATE_BYTES:
-        raise TemplateError(f"{path}: larger than {MAX_TEMPLATE_BYTES // 2**10} KiB: not a form template")
+        raise TemplateError(f"{source}: larger than {MAX_TEMPLATE_BYTES // 2**10} KiB: not a form template")
     try:
         document = json.loads(data.decode("utf-8-sig"), object_pairs_hook=_unique_keys,
                               parse_constant=_refuse_constant)
     except UnicodeDecodeError:
-        raise TemplateError(f"{path}: not UTF-8 text: a template is a JSON file") from None
+        raise TemplateError(f"{source}: not UTF-8 text: a template is a JSON file") from None
     except json.JSONDecodeError as exc:
-        raise TemplateError(f"{path}: not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})") from None
+        raise TemplateError(f"{source}: not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})") from None
     except RecursionError:
-        raise TemplateError(f"{path}: not a form template: JSON nested too deeply") from None
+        raise TemplateError(f"{source}: not a form template: JSON nested too deeply") from None
     except TemplateError as exc:
-        raise TemplateError(f"{path}: {exc}") from None
-    return template_from_dict(document, source=str(path))
+        raise TemplateError(f"{source}: {exc}") from None
+    return template_from_dict(document, source=source)
 
 
 def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
@@ -407,7 +413,7 @@ def judge_reading(reading, spec: FieldSpec, box: list[int]) -> FieldResult:
     others = list(reading.alternatives)
     checked = [(alternative, spec.check(alternative)[0]) for alternative in others]
     ordered = [(a, ok) for a, ok in checked if ok] + [(a, ok) for a, ok in checked if not ok]
-    alternatives = [{"raw": reading_raw(a), "text": a.text, "confidence": float(a.confidence), "valid": ok}
+    alternatives = [{"raw": spec.raw(a), "text": a.text, "confidence": float(a.confidence), "valid": ok}
                     for a, ok in ordered]
     confidence = float(reading.confidence)
     closest = max((a.confidence for a in others), default=None)
@@ -417,5 +423,5 @@ def judge_reading(reading, spec: FieldSpec, box: list[int]) -> FieldResult:
             reason += f"; the alternative reading {passing[0]!r} passes"
     else:
         reason = review_reason(confidence, closest)
-    return FieldResult(text=reading.text, raw=reading_raw(reading), value=value, confidence=confidence, box=box,
+    return FieldResult(text=reading.text, raw=spec.raw(reading), value=value, confidence=confidence, box=box,
                        valid=valid, needs_review=reason is not None, alternatives=alternatives, reason=reason)

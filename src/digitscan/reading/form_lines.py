@@ -109,11 +109,12 @@ class FormLines:
         return [int(left), int(top), int(right - left), int(bottom - top)]
 
 
-def remove_form_lines(gray: np.ndarray) -> np.ndarray:
+def remove_form_lines(gray: np.ndarray, *, field: bool = False) -> np.ndarray:
     """The page with its printed rules (comb boxes, underlines, boxes, table borders) painted the paper's colour
     and the pen strokes that crossed them mended: uint8 grey, the input's size, levelled by the angle of its
-    lines (see find_form_lines; a page that is already level is not turned)."""
-    lines = find_form_lines(gray)
+    lines (see find_form_lines; a page that is already level is not turned). field: the image is one field cut
+    from a form (a template's box), which its frame may fill."""
+    lines = find_form_lines(gray, field=field)
     cleaned = lines.cleaned
     height, width = lines.input_shape
     if cleaned.shape != (height, width):  # worked on a smaller copy
@@ -121,9 +122,11 @@ def remove_form_lines(gray: np.ndarray) -> np.ndarray:
     return np.round(np.clip(cleaned, 0, 1) * 255).astype(np.uint8)
 
 
-def find_form_lines(gray: np.ndarray) -> FormLines:
+def find_form_lines(gray: np.ndarray, *, field: bool = False) -> FormLines:
     """Level the page (within MAX_SKEW_DEG), find its rules and frames and paint them out. gray: any grey or
-    colour array decode_image accepts (dark ink on light paper; a dark page with light ink is inverted)."""
+    colour array decode_image accepts (dark ink on light paper; a dark page with light ink is inverted). field:
+    the image is one field's crop, so a frame may be as tall as the image (on a page, taller frames than
+    _MAX_FRAME_GAP of its side are sections, not fields)."""
     page = gray_from_array(gray, max_pixels=NO_PIXEL_LIMIT)
     input_shape = page.shape
     if float(np.median(page[:: max(1, page.shape[0] // 64), :: max(1, page.shape[1] // 64)])) < 0.4:
@@ -146,7 +149,7 @@ def find_form_lines(gray: np.ndarray) -> FormLines:
     min_length = max(MIN_RULE_LENGTH, round(_RULE_PAGE_FRACTION * side))
     max_thickness = max(6.0, _MAX_RULE_THICKNESS * side)
     horizontal = _horizontal_rules(ink, min_length, max_thickness)
-    frames, walls = _frames(ink, horizontal, max_thickness, side)
+    frames, walls = _frames(ink, horizontal, max_thickness, side if field else _MAX_FRAME_GAP * side)
     horizontal = _inside_frames(horizontal, frames)
     vertical = walls + _long_vertical_rules(ink, max(2 * min_length, round(_LONG_VERTICAL * side)), max_thickness)
     rules = horizontal + vertical
@@ -333,10 +336,10 @@ def _touching_height(ink: np.ndarray, bands: np.ndarray, rule: Rule) -> float:
 
 
 def _frames(ink: np.ndarray, horizontal: list[Rule], max_thickness: float,
-            side: int) -> tuple[list[Frame], list[Rule]]:
-    """Comb rows and boxes: two horizontal rules of about the same extent, one above the other, with walls that
-    cross the whole gap between them at both ends (see the module's docstring). Returns the frames and their walls
-    as vertical rules."""
+            max_gap: float) -> tuple[list[Frame], list[Rule]]:
+    """Comb rows and boxes: two horizontal rules of about the same extent, at most max_gap px one above the
+    other, with walls that cross the whole gap between them at both ends (see the module's docstring). Returns
+    the frames and their walls as vertical rules."""
     frames, walls = [], []
     by_row = sorted(horizontal, key=lambda r: r.centre((r.start + r.end) / 2))
     for i, upper in enumerate(by_row):
@@ -346,7 +349,7 @@ def _frames(ink: np.ndarray, horizontal: list[Rule], max_thickness: float,
                 continue
             middle = (left + right) / 2
             gap = lower.centre(middle) - upper.centre(middle)
-            if gap > _MAX_FRAME_GAP * side:
+            if gap > max_gap:
                 break
             if gap < _MIN_FRAME_GAP:
                 continue

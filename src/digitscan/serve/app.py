@@ -34,7 +34,8 @@ from digitscan.serve.settings import Settings, get_settings
 log = logging.getLogger("digitscan.serve")
 
 DESCRIPTION = """Handwritten digit recognition over HTTP. Upload an image as the multipart field `file`:
-`/api/predict` reads one digit, `/api/read` a whole number. Bad input is a 4xx with `{"detail": "..."}`:
+`/api/predict` reads one digit, `/api/read` a whole number, `/api/page` every field of a form page (or, with a
+`template` file, the template's named fields). Bad input is a 4xx with `{"detail": "..."}`:
 413 too large, 415 not a supported image, 422 unreadable; 503 with Retry-After when the server is busy."""
 
 

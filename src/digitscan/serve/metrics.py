@@ -32,7 +32,7 @@ class Metrics:
                                  ["method", "route", "status"], buckets=LATENCY_BUCKETS, registry=self.registry)
         self.inference = Histogram("digitscan_inference_duration_seconds",
                                    "Time on a worker thread per image: decoding and preprocessing (predict), "
-                                   "or the whole reading with its model calls (read).",
+                                   "or the whole reading with its model calls (read, page).",
                                    ["endpoint", "outcome"], buckets=LATENCY_BUCKETS, registry=self.registry)
         self.batch_size = Histogram("digitscan_batch_size", "Inputs per model call of /api/predict's batcher.",
                                     buckets=BATCH_SIZE_BUCKETS, registry=self.registry)
@@ -41,7 +41,8 @@ class Metrics:
                                     buckets=MODEL_CALL_BUCKETS, registry=self.registry)
         self.rejected = Counter("digitscan_rejected_requests",
                                 "API requests refused, by reason (too_large, unsupported, unreadable, too_costly, "
-                                "invalid_request, saturated, timeout, not_ready, processing_error, out_of_memory).",
+                                "invalid_request, bad_template, saturated, timeout, not_ready, processing_error, "
+                                "out_of_memory).",
                                 ["reason"], registry=self.registry)
         self.admitted = Gauge("digitscan_inference_admitted", "Inferences running or waiting for a worker thread.",
                               registry=self.registry)

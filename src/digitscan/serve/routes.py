@@ -22,7 +22,9 @@ from fastapi.responses import FileResponse, Response
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
-from digitscan.errors import ImageError, Saturated
+from digitscan.constants import MAX_TEMPLATE_BYTES
+from digitscan.errors import ImageError, Saturated, TemplateError
+from digitscan.fields.template import Template, parse_template
 from digitscan.image.decode import decode_image
 from digitscan.recognize import Recognizer
 from digitscan.serve.batcher import Batcher
@@ -66,6 +68,24 @@ class ReadResponse(BaseModel):
     text: str = Field(description='Only the characters 0-9, left to right; "" when no digit is found.')
     confidence: float
     digits: list[ReadDigit]
+
+
+class PageFieldResponse(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    text: str = Field(description="The field's digits 0-9.")
+    raw: str = Field(description="The field as written, separators included.")
+    confidence: float
+    box: list[int] = Field(description="[x, y, w, h] in the uploaded page's pixel coordinates.")
+    needs_review: bool = Field(description="A person should check this reading.")
+
+
+class PageResponse(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    fields: list[PageFieldResponse] | dict[str, PageFieldResponse] = Field(
+        description="Without a template: every handwritten number found, top to bottom (with its kind: comb, "
+                    "underline, box or free). With one: {NAME: field} in the template's order, each with value, "
+                    "valid, alternatives and reason.")
+    size: list[int] = Field(description="[width, height] of the uploaded page in pixels, which the boxes refer to.")
 
 
 class ErrorResponse(BaseModel):
@@ -112,6 +132,8 @@ PoolDep = Annotated[InferencePool, Depends(get_pool)]
 BatcherDep = Annotated[Batcher, Depends(get_batcher)]
 RecognizerDep = Annotated[Recognizer, Depends(get_recognizer)]
 ImageUpload = Annotated[UploadFile, File(description="An image: PNG, JPEG, BMP, GIF, TIFF or WebP.")]
+TemplateUpload = Annotated[UploadFile | None, File(description="Optional: a form template (FORM.json, "
+                                                                 "docs/templates.md) naming the fields to read.")]
 IncludeInput = Annotated[bool, Query(description="Add the 28x28 model input as input_image (a PNG data URL).")]
 
 router = APIRouter()
@@ -164,6 +186,17 @@ async def read(file: ImageUpload, recognizer: RecognizerDep, pool: PoolDep, sett
                        settings.read_time_limit_s)
 
 
+@router.post("/api/page", tags=["recognition"], response_model=PageResponse, responses=ERRORS)
+async def form_page(file: ImageUpload, recognizer: RecognizerDep, pool: PoolDep, settings: SettingsDep,
+                    metrics: MetricsDep, template: TemplateUpload = None) -> dict:
+    """Every handwritten number on a form page (comb boxes, underlines and boxes removed, printed text left out),
+    or, with a template, the template's named fields: each with its reading, box and needs_review."""
+    data = await read_upload(file, settings.max_upload_bytes)
+    form = await read_template_upload(template) if template is not None else None
+    return await infer(pool, metrics, "page", read_page_image, recognizer, data, form, settings.max_pixels,
+                       settings.page_time_limit_s)
+
+
 # ---- the work done on a pool thread -------------------------------------------------------------------------------
 
 
@@ -176,6 +209,17 @@ def prepare_image(recognizer: Recognizer, data: bytes, max_pixels: int) -> np.nd
 def read_image(recognizer: Recognizer, data: bytes, max_pixels: int, time_limit_s: float) -> dict:
     gray = decode_image(data, max_pixels=max_pixels, max_bytes=len(data))
     return recognizer.read(gray, time_limit_s=time_limit_s).to_dict()
+
+
+def read_page_image(recognizer: Recognizer, data: bytes, template: Template | None, max_pixels: int,
+                    time_limit_s: float) -> dict:
+    gray = decode_image(data, max_pixels=max_pixels, max_bytes=len(data))
+    if template is None:
+        result = recognizer.read_page(gray, time_limit_s=time_limit_s).to_dict()
+    else:  # the limit is the page's: each field gets what is left, at most
+        fields = recognizer.read_template(gray, template, time_limit_s=time_limit_s)
+        result = {"fields": {name: field.to_dict() for name, field in fields.items()}}
+    return result | {"size": [gray.shape[1], gray.shape[0]]}
 
 
 def png_data_url(image: np.ndarray) -> str:
@@ -191,6 +235,17 @@ async def read_upload(file: UploadFile, limit: int) -> bytes:
     if len(data) > limit:
         raise ApiError(413, f"file is too large: more than {limit:,} bytes", "too_large")
     return data
+
+
+async def read_template_upload(file: UploadFile) -> Template:
+    """An uploaded FORM.json, checked like a template file; 413 past MAX_TEMPLATE_BYTES, 422 for anything wrong."""
+    data = await file.read(MAX_TEMPLATE_BYTES + 1)
+    if len(data) > MAX_TEMPLATE_BYTES:
+        raise ApiError(413, f"template is too large: more than {MAX_TEMPLATE_BYTES // 2**10} KiB", "too_large")
+    try:
+        return parse_template(data, source="template")
+    except TemplateError as exc:
+        raise ApiError(422, str(exc), "bad_template") from None
 
 
 async def infer(pool: InferencePool, metrics: Metrics, endpoint: str, work: Callable[..., Any], *args: Any) -> Any:

@@ -50,6 +50,8 @@ class Settings(BaseSettings):
     request_timeout_s: float = Field(10.0, gt=0, le=600, description="Whole request, upload included; then 503.")
     # /api/read on a page of clutter stops after this long with a 422; keep it below request_timeout_s.
     read_time_limit_s: float = Field(READ_TIME_LIMIT_S, gt=0, le=600, description="Per image for /api/read; then 422.")
+    # /api/page finds and reads every field of a form page (~0.3 s for a generated A4 form on one core).
+    page_time_limit_s: float = Field(8.0, gt=0, le=600, description="Per page for /api/page; then 422.")
     # Connections, before any request reaches the app (serve/connections.py). A client gets header_timeout_s for the
     # headers of each request, from connecting or from its first byte; then the connection is closed.
     header_timeout_s: float = Field(10.0, gt=0, le=600, description="Seconds to send a request's headers.")

@@ -1,4 +1,5 @@
-// The drawing page: a canvas to write on, live predictions from /api/predict (one digit) or /api/read (a number).
+// The drawing page: a canvas to write on, live predictions from /api/predict (one digit), /api/read (a number) or
+// /api/page (every field of a form page, or a template's fields).
 // Plain JavaScript, no build step. Strokes are kept as point lists so undo and a change of mode can redraw them.
 "use strict";
 
@@ -7,7 +8,8 @@ const MAX_WAIT_MS = 450; // ... but never longer than this while the pen keeps m
 const PAPER = "#ffffff";
 const INK = "#111111";
 const PEN_WIDTH = 0.065; // of the canvas height: ~18 px on the 280 px pad, like a felt pen relative to the digit
-const PAD_SIZE = { digit: [280, 280], number: [560, 280] };
+const PAD_SIZE = { digit: [280, 280], number: [560, 280], page: [560, 760] }; // page: an A4 sheet's shape
+const API = { digit: "/api/predict?include_input=1", number: "/api/read", page: "/api/page" };
 
 const $ = (id) => document.getElementById(id);
 const canvas = $("canvas");
@@ -24,12 +26,14 @@ const modelInputEmpty = $("model-input-empty");
 const fileInput = $("file");
 const undoButton = $("undo");
 const clearButton = $("clear");
+const templateInput = $("template-file");
 
 const state = {
   mode: "digit",
   strokes: [], // each stroke: [[x, y], ...] in canvas pixels
   drawing: null, // the stroke under the pen, with its pointer id
   photo: null, // {file, image (or null when the browser cannot show it), width, height}
+  template: null, // page mode: a FORM.json File sent with the page, or null
   seq: 0, // number of the latest request; answers to older ones are ignored
   controller: null,
   timer: null,
@@ -121,7 +125,10 @@ canvas.addEventListener("pointercancel", endStroke);
 function undo() {
   if (state.drawing) return;
   if (state.strokes.length) state.strokes.pop();
-  else state.photo = null;
+  else {
+    state.photo = null;
+    fitPad();
+  }
   clearBoxes();
   redraw();
   changed();
@@ -131,6 +138,7 @@ function clearAll() {
   state.strokes = [];
   state.photo = null;
   state.drawing = null;
+  fitPad();
   clearBoxes();
   redraw();
   changed();
@@ -147,17 +155,30 @@ document.addEventListener("keydown", (event) => {
 
 // ---- mode: one digit or a whole number ---------------------------------------------------------------------------
 
-function setMode(mode) {
-  state.mode = mode;
-  const [width, height] = PAD_SIZE[mode];
+// The pad's size: the mode's, except that a form page takes the uploaded page's shape (a landscape form is not shown
+// small in a portrait pad).
+function fitPad() {
+  let [width, height] = PAD_SIZE[state.mode];
+  const photo = state.photo;
+  if (state.mode === "page" && photo && photo.image) {
+    height = Math.round(Math.min(1.6 * width, Math.max(0.4 * width, (width * photo.height) / photo.width)));
+  }
   if (canvas.width !== width || canvas.height !== height) {
     canvas.width = width; // strokes keep their coordinates: a digit drawn in the square pad stays on the left
     canvas.height = height;
   }
+}
+
+function setMode(mode) {
+  state.mode = mode;
+  fitPad();
   pad.dataset.mode = mode;
   result.dataset.mode = mode;
   $("digit-view").hidden = mode !== "digit";
   $("number-view").hidden = mode !== "number";
+  $("page-view").hidden = mode !== "page";
+  $("template-tools").hidden = mode !== "page";
+  $("upload").textContent = mode === "page" ? "Upload a form…" : "Upload a photo…";
   clearBoxes();
   redraw();
   changed({ now: true });
@@ -202,8 +223,28 @@ async function usePhoto(file) {
   state.photo = { file, image, width: image ? image.width : 0, height: image ? image.height : 0 };
   state.strokes = [];
   state.drawing = null;
+  fitPad();
   clearBoxes();
   redraw();
+  changed({ now: true });
+}
+
+// ---- page mode: an optional template --------------------------------------------------------------------------------
+
+$("template").addEventListener("click", () => templateInput.click());
+templateInput.addEventListener("change", () => {
+  if (templateInput.files.length) setTemplate(templateInput.files[0]);
+  templateInput.value = "";
+});
+$("template-remove").addEventListener("click", () => setTemplate(null));
+
+function setTemplate(file) {
+  state.template = file;
+  $("template-name").textContent = file ? `Template: ${file.name}` : "";
+  $("template-name").hidden = !file;
+  $("template-remove").hidden = !file;
+  $("template").textContent = file ? "Another template…" : "Use a template…";
+  clearBoxes();
   changed({ now: true });
 }
 
@@ -246,13 +287,14 @@ async function submit() {
     const body = new FormData();
     if (photo) body.append("file", photo.file, photo.file.name || "photo");
     else body.append("file", await canvasBlob(), "drawing.png");
-    const url = mode === "digit" ? "/api/predict?include_input=1" : "/api/read";
-    const response = await fetch(url, { method: "POST", body, signal: controller.signal });
+    if (mode === "page" && state.template) body.append("template", state.template, state.template.name);
+    const response = await fetch(API[mode], { method: "POST", body, signal: controller.signal });
     const data = await response.json().catch(() => ({ detail: `${response.status} ${response.statusText}` }));
     if (seq !== state.seq) return; // a newer request is on its way
     if (!response.ok) showError(data.detail || `request failed (${response.status})`);
     else if (mode === "digit") showPrediction(data);
-    else showNumber(data, source);
+    else if (mode === "number") showNumber(data, source);
+    else showPage(data);
   } catch (err) {
     if (err.name === "AbortError" || seq !== state.seq) return;
     showError("cannot reach the server: " + err.message);
@@ -305,6 +347,7 @@ function showEmpty() {
   modelInput.removeAttribute("src");
   modelInputEmpty.hidden = false;
   $("digits").replaceChildren();
+  $("fields").replaceChildren();
   clearBoxes();
   result.dataset.status = "idle";
 }
@@ -336,7 +379,53 @@ function showNumber(r, source) {
     item.textContent = `${d.digit} (${percent(d.confidence)})`;
     return item;
   }));
-  drawBoxes(r.digits, source);
+  drawBoxes(r.digits.map((d) => ({ box: d.box, label: String(d.digit) })), source);
+}
+
+// A page's fields: a list without a template (each with its kind), {name: field} with one (each with its value,
+// validity and the reason it needs a check). Boxes are in the uploaded page's pixels, whose size the answer gives.
+function showPage(r) {
+  const named = !Array.isArray(r.fields);
+  const fields = named ? Object.entries(r.fields).map(([name, f]) => ({ name, ...f })) : r.fields;
+  const toCheck = fields.filter((f) => f.needs_review).length;
+  if (fields.length) {
+    const count = `${fields.length} field${fields.length === 1 ? "" : "s"}`;
+    setAnswer("page", count, toCheck ? `${toCheck} to check by hand` : "none needs a check");
+  } else setAnswer("not-digit", "no fields found", "");
+  delete answer.dataset.digit;
+  $("fields").replaceChildren(...fields.map((f) => {
+    const item = document.createElement("li");
+    item.classList.toggle("review", f.needs_review);
+    const reading = document.createElement("span");
+    reading.className = "field-reading";
+    reading.textContent = f.raw || f.text || "(empty)";
+    const detail = document.createElement("span");
+    detail.className = "field-detail";
+    const parts = [f.name || f.kind, `confidence ${percent(f.confidence)}`];
+    if (named && f.value !== null && f.value !== f.text) parts.push(`value ${f.value}`);
+    detail.textContent = parts.join(" · ");
+    item.append(reading, " ", detail);
+    if (f.needs_review) {
+      const badge = document.createElement("span");
+      badge.className = "review-badge";
+      badge.textContent = "check";
+      if (f.reason) badge.title = f.reason;
+      item.append(" ", badge);
+      if (f.reason) {
+        const reason = document.createElement("span");
+        reason.className = "field-reason";
+        reason.textContent = f.reason;
+        item.append(reason);
+      }
+    }
+    return item;
+  }));
+  const [width, height] = r.size;
+  drawBoxes(fields.map((f) => ({
+    box: f.box,
+    label: `${f.name ? f.name + ": " : ""}${f.raw || f.text || "?"}${f.needs_review ? " (check)" : ""}`,
+    review: f.needs_review,
+  })), { width, height });
 }
 
 function showError(message) {
@@ -351,19 +440,25 @@ function showError(message) {
 
 // Digit boxes are in the pixel coordinates of the image that was sent; the SVG's viewBox uses the same coordinates
 // and "xMidYMid meet" fits them exactly where the canvas (or the contained photo) is shown.
-function drawBoxes(digits, source) {
+// items: [{box, label, review}]; a box to review is drawn in the warning colour, dashed.
+function drawBoxes(items, source) {
   clearBoxes();
   if (!source.width || !source.height) return;
   boxes.setAttribute("viewBox", `0 0 ${source.width} ${source.height}`);
   const stroke = Math.max(1.5, 0.008 * Math.max(source.width, source.height));
-  for (const d of digits) {
-    const [x, y, w, h] = d.box;
+  const fontSize = stroke * (state.mode === "page" ? 5 : 8); // a page's labels are longer and its fields closer
+  for (const item of items) {
+    const [x, y, w, h] = item.box;
     const rect = document.createElementNS("http://www.w3.org/2000/svg", "rect");
     Object.entries({ x, y, width: w, height: h, "stroke-width": stroke }).forEach(([k, v]) => rect.setAttribute(k, v));
     const label = document.createElementNS("http://www.w3.org/2000/svg", "text");
-    Object.entries({ x, y: Math.max(y - stroke * 2, stroke * 8), "font-size": stroke * 8 })
+    Object.entries({ x, y: Math.max(y - stroke * 2, fontSize), "font-size": fontSize })
       .forEach(([k, v]) => label.setAttribute(k, v));
-    label.textContent = String(d.digit);
+    label.textContent = item.label;
+    if (item.review) {
+      rect.classList.add("review");
+      label.classList.add("review");
+    }
     boxes.append(rect, label);
   }
 }
