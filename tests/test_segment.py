@@ -5,16 +5,19 @@ import json
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image
 
 from digitscan.models.checkpoint import shipped_path
+from digitscan.reading.layout import find_atoms
 from digitscan.reading.segments import METHODS, Penalties, segment_number
 from digitscan.recognize import ReadResult
 from digitscan.synthetic.strokes import render_number, stroke_digit
 
 from helpers import EXAMPLES, run
+from helpers.forms import INK, blank, pen_digits
 
 
 def number(text: str, seed: int = 0, **options) -> tuple[Image.Image, list[list[int]]]:
@@ -62,6 +65,21 @@ def test_touching_digits_are_split(recognizer, method):
 def test_underline_and_specks_are_ignored(recognizer, method):
     image, _ = number("1250", seed=4, underline=True, specks=40)
     assert recognizer.read(image, method=method).text == "1250"
+
+
+def test_a_decimal_point_in_a_long_line_is_not_dust(recognizer):
+    """A pen dot spans a few pixels, far less than a 50th of a long line: the ink finder keeps it for the line
+    reader (small_marks), which then reads it with confidence instead of guessing."""
+    page = blank(980, 150)
+    boxes = pen_digits(page, "3395318", 40, 110, 44, seed=3)
+    dot_x = boxes[-1][2] + 11
+    cv2.circle(page, (dot_x, 106), 3, INK, -1)
+    pen_digits(page, "00", dot_x + 13, 110, 44, seed=12)
+    layout = find_atoms(page, small_marks=True)
+    assert any(a.x0 <= dot_x * layout.scale <= a.x1 and a.x1 - a.x0 <= 4 for a in layout.atoms)
+    assert len(find_atoms(page).atoms) == len(layout.atoms) - 1  # without small_marks a speck is dropped
+    result = recognizer.read(page)
+    assert result.raw == "3395318.00" and result.confidence > 0.9
 
 
 def test_a_single_digit_on_a_ruled_line(recognizer, method):

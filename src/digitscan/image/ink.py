@@ -51,7 +51,7 @@ _CROP_STROKE = 0.3  # the ink is pen-wide: stroke width at most this share of th
 
 
 def ink_map(gray: np.ndarray, *, speck_fraction: float = _SPECK_FRACTION,
-            work_side: int = WORK_SIDE) -> tuple[np.ndarray, float]:
+            work_side: int = WORK_SIDE, line: bool = False) -> tuple[np.ndarray, float]:
     """Where the ink is: (ink, scale), ink float32 in [0, 1] with ink bright and background exactly 0.
 
     Images whose longer side exceeds work_side are first downscaled (area interpolation) for speed, and tiny ones
@@ -60,12 +60,14 @@ def ink_map(gray: np.ndarray, *, speck_fraction: float = _SPECK_FRACTION,
     noise, only dust) -> all zeros.
     speck_fraction: strokes with less area than this fraction of the largest are dropped as specks; a reader of
     whole numbers passes 0 (a thin "1" is small next to an underline touching ten digits) and judges specks itself.
+    line: the image is a line of writing: dust is what spans less than _MIN_INK_EXTENT of its shorter side (the
+    line's height) instead of its longer one, since a decimal point is far smaller than a 50th of a long line.
     """
-    return _ink_map(gray_from_array(gray, max_pixels=NO_PIXEL_LIMIT), speck_fraction, work_side)
+    return _ink_map(gray_from_array(gray, max_pixels=NO_PIXEL_LIMIT), speck_fraction, work_side, line)
 
 
 def _ink_map(gray: np.ndarray, speck_fraction: float = _SPECK_FRACTION,
-             work_side: int = WORK_SIDE) -> tuple[np.ndarray, float]:
+             work_side: int = WORK_SIDE, line: bool = False) -> tuple[np.ndarray, float]:
     """ink_map for an already validated (H, W) float32 array in [0, 1]."""
     work, scale = _downscale(gray, work_side)
     tiny = max(work.shape) < _TINY_SIDE
@@ -75,10 +77,10 @@ def _ink_map(gray: np.ndarray, speck_fraction: float = _SPECK_FRACTION,
         scale = float(factor)
     ground = _tight_crop_ground(work, tiny)
     if ground is None:
-        return _find_ink(work, speck_fraction), scale
+        return _find_ink(work, speck_fraction, line), scale
     pad = max(2, round(_CROP_MARGIN * max(work.shape)))
     framed = cv2.copyMakeBorder(work, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=ground)
-    return _find_ink(framed, speck_fraction)[pad:-pad, pad:-pad], scale
+    return _find_ink(framed, speck_fraction, line)[pad:-pad, pad:-pad], scale
 
 
 def _tight_crop_ground(work: np.ndarray, tiny: bool = False) -> float | None:
@@ -146,8 +148,9 @@ def _tight_crop_ground(work: np.ndarray, tiny: bool = False) -> float | None:
     return ground
 
 
-def _find_ink(work: np.ndarray, speck_fraction: float) -> np.ndarray:
+def _find_ink(work: np.ndarray, speck_fraction: float, line: bool = False) -> np.ndarray:
     """The ink map of a working-size image (see ink_map)."""
+    dust = _MIN_INK_EXTENT * (min(work.shape) if line else max(work.shape))  # px: smaller components are dust
     # Background without knowing the polarity yet: a robust fit ignores the ink, which is a minority of the pixels.
     background = _background(work)
     residual = work - background  # (h, w), ink is far from 0 on one side
@@ -163,14 +166,14 @@ def _find_ink(work: np.ndarray, speck_fraction: float) -> np.ndarray:
     if dark_mass <= light_mass and (dark_mass == 0 or _median(work) < _LIGHT_GROUND):
         # Light ink on a dark ground (MNIST itself, chalkboards, canvases): the ground is ~0, no division. On a
         # light ground, "light ink" is a bright patch of a photographed sheet (a lamp's spot beside a shadow).
-        return _strokes_from(residual, speck_fraction, work.shape)
+        return _strokes_from(residual, speck_fraction, dust)
     # Dark ink on paper: what we see is reflectance x illumination, so dividing by the paper level makes a stroke
     # in a shadow as strong as one in full light. A first look with the smooth paper level measures the pen;
     # the second measures the paper level locally, wider than the pen, which follows a sharp shadow edge too.
-    first = _strokes_from(-residual / np.maximum(background, _MIN_PAPER_LEVEL), speck_fraction, work.shape)
+    first = _strokes_from(-residual / np.maximum(background, _MIN_PAPER_LEVEL), speck_fraction, dust)
     pen = stroke_width(first > 0) if first.any() else max(work.shape) / 50  # > 0: blurred edges count too
     paper = _local_paper_level(work, pen)
-    ink = _strokes_from((paper - work) / np.maximum(paper, _MIN_PAPER_LEVEL), speck_fraction, work.shape)
+    ink = _strokes_from((paper - work) / np.maximum(paper, _MIN_PAPER_LEVEL), speck_fraction, dust)
     return ink if ink.any() else first
 
 
@@ -182,9 +185,10 @@ def _local_paper_level(work: np.ndarray, pen: float) -> np.ndarray:
     return cv2.morphologyEx(smooth, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_RECT, (side, side)))
 
 
-def _strokes_from(signed: np.ndarray, speck_fraction: float, shape: tuple[int, int]) -> np.ndarray:
-    """Ink contrast (ink positive, background ~0) -> the soft ink map of the strokes, or all zeros for no ink."""
-    empty = np.zeros(shape, np.float32)
+def _strokes_from(signed: np.ndarray, speck_fraction: float, dust: float) -> np.ndarray:
+    """Ink contrast (ink positive, background ~0) -> the soft ink map of the strokes, or all zeros for no ink;
+    components spanning under `dust` px are dropped."""
+    empty = np.zeros(signed.shape, np.float32)
     signed = signed - _median(signed)  # the background (most pixels) at 0, whichever way its level was found
     noise = _MAD_TO_SIGMA * _median(np.abs(_level_sample(signed)))  # _robust_sigma, the median being 0 now
     raw = np.clip(signed, 0, None)
@@ -195,7 +199,7 @@ def _strokes_from(signed: np.ndarray, speck_fraction: float, shape: tuple[int, i
     if peak < max(_MIN_INK_CONTRAST, _NOISE_FACTOR * noise):
         return empty
     threshold = max(_otsu(smooth / peak) * peak, 2 * noise)
-    strokes = _select_strokes(smooth > threshold, min_extent=_MIN_INK_EXTENT * max(shape),
+    strokes = _select_strokes(smooth > threshold, min_extent=dust,
                               speck_fraction=speck_fraction)
     if strokes is None:
         return empty

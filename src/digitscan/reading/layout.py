@@ -95,7 +95,9 @@ def find_atoms(gray: np.ndarray, cut: bool = True, *, small_marks: bool = False)
     small_marks: keep the small pieces written in the line's own band instead of dropping them as specks (the
     dots, commas and dashes of an amount or a date are speck-sized); dirt above or below the line, or far to
     its side, is still dropped."""
-    ink, scale = ink_map(gray, speck_fraction=0.0)  # specks are judged below, against the digits' height
+    # Specks are judged below, against the digits' height; with small_marks, a dot far smaller than a 50th of a long
+    # line is not dust to the ink finder either.
+    ink, scale = ink_map(gray, speck_fraction=0.0, line=small_marks)
     mask = ink >= _INK_LEVEL
     empty = Layout(ink, np.zeros(ink.shape, np.int32), [], [], 0.0, scale)
     if not mask.any():
