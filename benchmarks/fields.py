@@ -25,7 +25,7 @@ from common import machine, machine_line, markdown_table, write_results  # noqa:
 from digitscan.data.mnist import load_mnist, train_val_split  # noqa: E402
 from digitscan.errors import FieldFormatError  # noqa: E402
 from digitscan.fields.formats import parse_amount, parse_date  # noqa: E402
-from digitscan.fields.template import review_reason  # noqa: E402
+from digitscan.reading.text import review_reason  # noqa: E402
 from digitscan.recognize import Recognizer  # noqa: E402
 from digitscan.synthetic.fields import FIELD_KINDS, Field, field_tokens, render_field  # noqa: E402
 from digitscan.synthetic.photos import PATTERNS, Condition, photograph  # noqa: E402

@@ -32,7 +32,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine, machine_line, markdown_table, write_results  # noqa: E402
-from digitscan.constants import REVIEW_CONFIDENCE  # noqa: E402
+from digitscan.constants import REVIEW_CONFIDENCE, REVIEW_MARGIN  # noqa: E402
 from digitscan.data.mnist import load_mnist, train_val_split  # noqa: E402
 from digitscan.image.decode import decode_image  # noqa: E402
 from digitscan.reading.page import find_fields  # noqa: E402
@@ -227,7 +227,8 @@ def main() -> None:
         f"Printed labels returned as fields: {summary['labels_returned']} of {summary['labels']} "
         f"({percent(summary['labels_returned_share'])}); fields returned on printed text: "
         f"{summary['returned_on_labels']}, on nothing: {summary['returned_on_nothing']}; fields missed: "
-        f"{summary['missed']}. needs_review (confidence < {review['threshold']}): {percent(review['wrong'])} of "
+        f"{summary['missed']}. needs_review (confidence < {review['threshold']}, or an alternative reading at least "
+        f"{REVIEW_MARGIN} times as likely): {percent(review['wrong'])} of "
         f"{review['n_wrong']} wrong fields, {percent(review['right'])} of {review['n_right']} right ones. "
         f"Printed-or-handwritten decisions on candidates: {summary['decisions']}. "
         f"{summary['seconds_per_page']:.2f} s per page. Comb fields with a digit written across the cells' edge: "

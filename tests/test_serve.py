@@ -226,6 +226,7 @@ def test_page_gives_every_field_with_its_box(client):
         assert iou(field["box"], corners) > 0.5
         assert {"raw", "confidence", "needs_review", "kind"} <= set(field)
     assert fields["407815"]["kind"] == "comb" and fields["8532"]["kind"] == "box"
+    assert all((field["reason"] is None) == (not field["needs_review"]) for field in body["fields"])
 
 
 def test_page_with_a_template_gives_its_named_fields(client):

@@ -19,11 +19,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from digitscan.constants import MAX_DESKEW_DEG, MAX_TEMPLATE_BYTES, REVIEW_CONFIDENCE, REVIEW_MARGIN
+from digitscan.constants import MAX_DESKEW_DEG, MAX_TEMPLATE_BYTES
 from digitscan.errors import TemplateError
 from digitscan.fields.formats import FieldSpec
 from digitscan.image.decode import decode_image
 from digitscan.image.ink import components, ink_map
+from digitscan.reading.text import review_reason
 
 TEMPLATE_KEYS = ("name", "size", "align", "fields")
 FIELD_KEYS = ("box", "units", "kind", "pattern", "checksum", "date_order")
@@ -391,17 +392,6 @@ def read_template(gray, template: Template, read_region: Callable[[np.ndarray], 
             continue
         results[name] = judge_reading(read_region(crop), field.spec, box)
     return results
-
-
-def review_reason(confidence: float, closest: float | None, *, min_confidence: float = REVIEW_CONFIDENCE,
-                  margin: float = REVIEW_MARGIN) -> str | None:
-    """Why a valid reading needs a person's check (None when it does not): its confidence is under
-    min_confidence, or its closest alternative's confidence reaches `margin` times its own."""
-    if confidence < min_confidence:
-        return f"confidence {confidence:.3f} is under {min_confidence}"
-    if closest is not None and closest >= margin * confidence:
-        return f"an alternative reading is close: {closest:.3f} against {confidence:.3f}"
-    return None
 
 
 def judge_reading(reading, spec: FieldSpec, box: list[int]) -> FieldResult:

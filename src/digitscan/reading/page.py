@@ -1,7 +1,7 @@
 """Reading a form page: every handwritten number on it, wherever it stands, as a list of fields.
 
-`read_page(gray, read_region)` -> [PageField(text, raw, box, confidence, needs_review, kind)], top to bottom and
-left to right; `find_fields(gray)` -> the FieldCandidates before reading, printed text included (marked).
+`read_page(gray, read_region)` -> [PageField(text, raw, box, confidence, needs_review, kind, reason)], top to
+bottom and left to right; `find_fields(gray)` -> the FieldCandidates before reading, printed text included (marked).
 
 Stages, each a function below:
 1. Form lines (digitscan.reading.form_lines): the page levelled, its rules painted out, its comb rows and boxes.
@@ -29,9 +29,10 @@ from dataclasses import asdict, dataclass, field
 import cv2
 import numpy as np
 
-from digitscan.constants import MAX_PAGE_COMPONENTS, MAX_PAGE_FIELDS, PAGE_TIME_LIMIT_S, REVIEW_CONFIDENCE
+from digitscan.constants import MAX_PAGE_COMPONENTS, MAX_PAGE_FIELDS, PAGE_TIME_LIMIT_S
 from digitscan.reading.form_lines import FormLines, Frame, Rule, find_form_lines
 from digitscan.reading.layout import check_time
+from digitscan.reading.text import review_reason
 
 # Geometry is measured in glyph heights, never in pixels, except the floor on what counts as ink at all.
 _SPECK_AREA = 3  # components with fewer pixels are noise
@@ -94,8 +95,9 @@ class PageField:
     raw: str  # as written, separators included (the digits alone until the line reader writes them)
     box: list[int]  # [x, y, w, h] in input page pixels
     confidence: float
-    needs_review: bool  # confidence below REVIEW_CONFIDENCE
+    needs_review: bool  # a person should check it: see reason
     kind: str  # comb, underline, box or free
+    reason: str | None = None  # why it needs review (reading.text.review_reason), None when it does not
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -195,8 +197,10 @@ def read_page(gray: np.ndarray, read_region: Callable[[np.ndarray], object], *,
         if not result.text:
             continue
         confidence = float(result.confidence)
+        closest = max((a.confidence for a in getattr(result, "alternatives", [])), default=None)
+        reason = review_reason(confidence, closest)
         fields.append(PageField(result.text, getattr(result, "raw", result.text), candidate.box, confidence,
-                                confidence < REVIEW_CONFIDENCE, candidate.kind))
+                                reason is not None, candidate.kind, reason))
     return fields
 
 

@@ -8,6 +8,7 @@ the end of an amount) and separators outside that span (`15.000.-`, `1250,--`) a
 `marks`. The confidence is the product of every symbol's, marks included: a digit misread as a mark lowers it.
 `alternatives` are the readings one symbol away, each symbol replaced by its runner-up class (or dropped, when the
 runner-up is "nothing there"), scored by the product with that one probability swapped in, best first.
+`review_reason(confidence, closest)` says why a reading needs a person's check (pages and templates flag it).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from digitscan.constants import MARK, SEPARATORS
+from digitscan.constants import MARK, REVIEW_CONFIDENCE, REVIEW_MARGIN, SEPARATORS
 from digitscan.reading.layout import Symbol
 
 GROUP_GAP = 0.8  # a gap this wide (x the digits' median height) between two digits is a space in `raw`
@@ -83,3 +84,14 @@ def _spell(symbols: list[Symbol]) -> Reading:
 def is_symbol(name: str) -> bool:
     """A class a line reader may have besides its blank: a digit, a separator or the mark."""
     return (len(name) == 1 and name.isdigit()) or name in SEPARATORS or name == MARK
+
+
+def review_reason(confidence: float, closest: float | None, *, min_confidence: float = REVIEW_CONFIDENCE,
+                  margin: float = REVIEW_MARGIN) -> str | None:
+    """Why a valid reading needs a person's check (None when it does not): its confidence is under
+    min_confidence, or its closest alternative's confidence reaches `margin` times its own."""
+    if confidence < min_confidence:
+        return f"confidence {confidence:.3f} is under {min_confidence}"
+    if closest is not None and closest >= margin * confidence:
+        return f"an alternative reading is close: {closest:.3f} against {confidence:.3f}"
+    return None
