@@ -265,15 +265,17 @@ def _background(work: np.ndarray) -> np.ndarray:
     level = _median(small)
     if min(small.shape) < 3:
         return np.full(work.shape, level, np.float32)
-    terms = _quadratic_terms(*small.shape)  # (h * w, 6)
+    terms, products = _quadratic_terms(*small.shape)  # (h * w, 6), (h * w, 36)
     values = small.reshape(-1).astype(np.float64)
+    weighted = terms * values[:, None]  # (h * w, 6): each pixel's share of the normal equations' right side
     coefficients = np.array([level, 0, 0, 0, 0, 0])
     for _ in range(_BACKGROUND_ROUNDS):
         residual = values - terms @ coefficients
-        inliers = np.abs(residual) <= 2.5 * _robust_sigma(residual) + 1 / 255  # 1/255: one grey level of slack
-        chosen = terms[inliers]
-        # Normal equations with a whisker of ridge: a 6x6 solve, fast and defined even for degenerate inlier sets.
-        coefficients = np.linalg.solve(chosen.T @ chosen + 1e-6 * np.eye(6), chosen.T @ values[inliers])
+        inliers = (np.abs(residual) <= 2.5 * _robust_sigma(residual) + 1 / 255).astype(np.float64)  # 1/255: one
+        # grey level of slack. Normal equations over the inliers (sums of precomputed per-pixel products, two
+        # vector-matrix products) with a whisker of ridge: a 6x6 solve, defined even for degenerate inlier sets.
+        gram = (inliers @ products).reshape(6, 6)
+        coefficients = np.linalg.solve(gram + 1e-6 * np.eye(6), inliers @ weighted)
     columns, rows = _unit_coordinates(*work.shape)
     c = coefficients.astype(np.float32)
     # The surface as a row part + a column part + the cross term: two full-size operations instead of ten.
@@ -285,12 +287,15 @@ def _background(work: np.ndarray) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=256)
-def _quadratic_terms(height: int, width: int) -> np.ndarray:
-    """(height * width, 6): 1, x, y, x^2, xy, y^2 at each pixel centre of a small copy (read-only, shared)."""
+def _quadratic_terms(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """(height * width, 6): 1, x, y, x^2, xy, y^2 at each pixel centre of a small copy, and (height * width, 36)
+    their pairwise products, each pixel's term of the normal equations' matrix (read-only, shared)."""
     columns, rows = _unit_coordinates(height, width)
     terms = np.stack(np.broadcast_arrays(1.0, columns, rows, columns**2, columns * rows, rows**2), -1).reshape(-1, 6)
+    products = (terms[:, :, None] * terms[:, None, :]).reshape(-1, 36)
     terms.flags.writeable = False
-    return terms
+    products.flags.writeable = False
+    return terms, products
 
 
 def _unit_coordinates(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
