@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from digitscan.constants import MAX_TEMPLATE_BYTES, REVIEW_CONFIDENCE, REVIEW_MARGIN
-from digitscan.errors import TemplateError
+from digitscan.errors import ImageTooComplexError, TemplateError
 from digitscan.fields.template import align_page, load_template, read_template, template_from_dict
 from digitscan.recognize import Alternative, ReadResult
 from digitscan.synthetic.strokes import render_number, stroke_digit
@@ -364,6 +364,13 @@ def test_the_recognizer_reads_a_form(recognizer, card_form):
     assert results["card"].valid and not results["card"].needs_review
     bad = results["bad_card"]
     assert not bad.valid and bad.needs_review and bad.value is None and "luhn checksum" in bad.reason
+
+
+def test_a_page_time_limit_bounds_the_whole_template(recognizer, card_form):
+    page, template = card_form
+    with pytest.raises(ImageTooComplexError, match="time limit"):
+        recognizer.read_template(page, load_template(template), page_time_limit_s=1e-9)
+    assert len(recognizer.read_template(page, load_template(template), page_time_limit_s=30)) == 3
 
 
 def test_printed_boxes_inside_a_fields_box_are_not_read(recognizer):

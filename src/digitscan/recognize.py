@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,7 +28,7 @@ from digitscan.image.decode import decode_image
 from digitscan.image.prepare import preprocess
 from digitscan.models.backends import softmax
 from digitscan.reading.form_lines import remove_form_lines
-from digitscan.reading.layout import DigitBox, Symbol
+from digitscan.reading.layout import DigitBox, Symbol, check_time
 from digitscan.reading.page import PageField, read_page
 from digitscan.reading.segments import segment_number
 from digitscan.reading.text import Alternative, assemble
@@ -230,12 +231,22 @@ class Recognizer:
                           symbols=reading.symbols, marks=reading.marks, alternatives=reading.alternatives)
 
     def read_template(self, image, template: Template, *, method: str | None = None,
-                      time_limit_s: float = READ_TIME_LIMIT_S) -> dict[str, FieldResult]:
+                      time_limit_s: float = READ_TIME_LIMIT_S,
+                      page_time_limit_s: float | None = None) -> dict[str, FieldResult]:
         """Every field of a form (a Template from digitscan.fields.load_template) read on a page image: {name:
         FieldResult}. Each field's box is read with `read` (method, time_limit_s per field) once its printed
-        form lines (comb boxes, underlines, frames) are painted out; docs/templates.md."""
-        return read_template(decode_image(image), template, lambda crop: self.read(
-            remove_form_lines(crop, field=True), method=method, time_limit_s=time_limit_s))
+        form lines (comb boxes, underlines, frames) are painted out; docs/templates.md. page_time_limit_s bounds
+        the whole page too (a server's request): past it ImageTooComplexError."""
+        deadline = None if page_time_limit_s is None else time.monotonic() + page_time_limit_s
+
+        def read_field(crop: np.ndarray) -> ReadResult:
+            limit = time_limit_s
+            if deadline is not None:
+                check_time(deadline, page_time_limit_s)
+                limit = min(limit, max(deadline - time.monotonic(), 1e-3))
+            return self.read(remove_form_lines(crop, field=True), method=method, time_limit_s=limit)
+
+        return read_template(decode_image(image), template, read_field)
 
     def read_page(self, image, *, method: str | None = None,
                   time_limit_s: float = PAGE_TIME_LIMIT_S) -> PageResult:

@@ -216,8 +216,8 @@ def read_page_image(recognizer: Recognizer, data: bytes, template: Template | No
     gray = decode_image(data, max_pixels=max_pixels, max_bytes=len(data))
     if template is None:
         result = recognizer.read_page(gray, time_limit_s=time_limit_s).to_dict()
-    else:  # the limit is the page's: each field gets what is left, at most
-        fields = recognizer.read_template(gray, template, time_limit_s=time_limit_s)
+    else:  # the limit is the page's: each field gets what is left of it, at most
+        fields = recognizer.read_template(gray, template, time_limit_s=time_limit_s, page_time_limit_s=time_limit_s)
         result = {"fields": {name: field.to_dict() for name, field in fields.items()}}
     return result | {"size": [gray.shape[1], gray.shape[0]]}
 
