@@ -16,7 +16,8 @@ import pytest
 from digitscan.constants import MAX_PAGE_FIELDS
 from digitscan.errors import ImageTooComplexError
 from digitscan.reading.form_lines import find_form_lines, remove_form_lines
-from digitscan.reading.page import find_fields, read_page
+from digitscan.reading.page import PageField, find_fields, read_page
+from digitscan.recognize import PageResult, Recognizer
 from digitscan.synthetic.forms import PRINTED_FONT_FAMILIES, make_page, printed_fonts
 from digitscan.synthetic.strokes import stroke_digit
 
@@ -117,6 +118,16 @@ def test_read_layout_page_json_and_lines(tmp_path):
     assert all(line.split()[0] in truth for line in lines[1:])
     drawn = cv2.imread(str(tmp_path / "boxes.png"))
     assert drawn.shape[:2] == page.shape and (drawn[:, :, 1] > drawn[:, :, 2] + 60).any()  # green boxes
+
+
+def test_a_field_to_review_says_why_on_the_command_line(tmp_path, monkeypatch):
+    page, _, _ = small_form()
+    cv2.imwrite(str(tmp_path / "form.png"), page)
+    unsure = PageField("9316", "9316", [200, 230, 125, 42], 0.5, True, "underline", "confidence 0.500 is under 0.9")
+    monkeypatch.setattr(Recognizer, "read_page", lambda self, image, **options: PageResult([unsure]))
+    result = run("read", "--layout", "page", tmp_path / "form.png")
+    assert result.stdout.splitlines()[1] == ("  9316 (confidence 0.500) underline at [200, 230, 125, 42]; "
+                                             "needs review: confidence 0.500 is under 0.9")
 
 
 def test_layout_page_is_not_a_batch_job(tmp_path):

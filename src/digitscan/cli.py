@@ -771,8 +771,8 @@ def read(paths: tuple[str, ...], model: str | None, as_json: bool, debug_image: 
     def describe(result) -> str:
         if layout == "page":  # one line per field
             return "".join([f"{len(result.fields)} field{'s' * (len(result.fields) != 1)}"] + [
-                f"\n  {f.raw} (confidence {f.confidence:.3f}{', needs review' if f.needs_review else ''}) "
-                f"{f.kind} at {f.box}" for f in result.fields])
+                f"\n  {f.raw} (confidence {f.confidence:.3f}) {f.kind} at {f.box}"
+                + (f"; needs review: {f.reason}" if f.needs_review else "") for f in result.fields])
         confidence = f"(confidence {result.confidence:.3f})"
         if field_spec is None:
             if not result.text:
