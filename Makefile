@@ -36,6 +36,7 @@ run: $(STAMP)
 	$(BIN)/digitscan predict examples/*.png examples/*.jpg
 	$(BIN)/digitscan read examples/numbers/
 	$(BIN)/digitscan read --format amount examples/fields/amount_1.250,00_cheque.png
+	$(BIN)/digitscan read --layout page examples/forms/form_9_fields.png
 
 # The whole test suite, slow tests included.
 test: system $(STAMP)

@@ -1,15 +1,18 @@
 """Regenerate the bundled example images (hand-drawn strokes from digitscan.synthetic.strokes, no MNIST pixels).
 
 Run: `.venv/bin/python examples/generate.py` — writes the PNG/JPEG files next to this script, and whole numbers
-(for `digitscan read`) into numbers/, and an amount and a date with separators into fields/.
+(for `digitscan read`) into numbers/, an amount and a date with separators into fields/, and a form page with nine
+fields (comb row, underlines, boxes, free numbers, printed labels in the Liberation fonts) into forms/.
 """
 
 from pathlib import Path
 
+import cv2
 import numpy as np
 from PIL import Image
 
 from digitscan.synthetic.fields import Field, render_field
+from digitscan.synthetic.forms import make_page, printed_fonts
 from digitscan.synthetic.photos import Condition, photograph
 from digitscan.synthetic.strokes import render_digit, render_number, stroke_digit
 
@@ -70,6 +73,20 @@ def numbers() -> None:
         (HERE / "fields" / name).write_bytes(photograph(coverage, condition, rng, encoding="png"))
 
 
+def forms() -> None:
+    """A form page for `digitscan read --layout page` and the drawing page's form-page mode: pen-stroke digits (made
+    MNIST-sized, as the page generator takes them) on a generated form, clean as from a flatbed scanner."""
+    folder = HERE / "forms"
+    folder.mkdir(exist_ok=True)
+    kinds = [(d, seed) for d in range(10) for seed in range(3)]
+    images = np.stack([cv2.resize(stroke_digit(d, seed=seed, size=64, thickness=0.12), (28, 28),
+                                  interpolation=cv2.INTER_AREA) for d, seed in kinds])
+    page, _ = make_page((images, np.array([d for d, _ in kinds])), np.random.default_rng(11), printed_fonts("test"),
+                        fields=(6, 9), nuisances=False)
+    Image.fromarray(page).save(folder / "form_9_fields.png", optimize=True)
+
+
 if __name__ == "__main__":
     main()
     numbers()
+    forms()

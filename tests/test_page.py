@@ -21,7 +21,7 @@ from digitscan.recognize import PageResult, Recognizer
 from digitscan.synthetic.forms import PRINTED_FONT_FAMILIES, make_page, printed_fonts
 from digitscan.synthetic.strokes import stroke_digit
 
-from helpers import json_lines, run
+from helpers import EXAMPLES, json_lines, run
 from helpers.forms import PAPER, RULE, blank, comb, comb_digits, iou, label, overlaps, pen_digits, small_form, union
 
 
@@ -118,6 +118,18 @@ def test_read_layout_page_json_and_lines(tmp_path):
     assert all(line.split()[0] in truth for line in lines[1:])
     drawn = cv2.imread(str(tmp_path / "boxes.png"))
     assert drawn.shape[:2] == page.shape and (drawn[:, :, 1] > drawn[:, :, 2] + 60).any()  # green boxes
+
+
+EXAMPLE_FORM_FIELDS = ["13726459885", "3,171.82", "2368", "4118", "180", "7641609", "05/10/2005", "691.94",
+                       "77798863"]  # examples/forms/form_9_fields.png (examples/generate.py), top to bottom
+
+
+def test_the_example_form_reads_every_field_and_no_label():
+    result = run("read", "--layout", "page", "--json", EXAMPLES / "forms" / "form_9_fields.png")
+    assert result.exit_code == 0, result.output
+    [record] = json_lines(result.stdout)
+    assert [field["raw"] for field in record["fields"]] == EXAMPLE_FORM_FIELDS
+    assert {field["kind"] for field in record["fields"]} == {"box", "underline", "comb", "free"}
 
 
 def test_a_field_to_review_says_why_on_the_command_line(tmp_path, monkeypatch):
