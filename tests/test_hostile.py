@@ -257,7 +257,7 @@ def post(client: TestClient, route: str, data: bytes, name: str) -> httpx.Respon
     return client.post(route, files={"file": (name, data, "application/octet-stream")})
 
 
-@pytest.mark.parametrize("route", ["/api/predict", "/api/read"])
+@pytest.mark.parametrize("route", ["/api/predict", "/api/read", "/api/page"])
 @pytest.mark.parametrize("name", UPLOADS)
 def test_every_upload_gets_its_status_and_the_server_carries_on(client, by_name, route, name):
     item = by_name[name]
@@ -268,18 +268,23 @@ def test_every_upload_gets_its_status_and_the_server_carries_on(client, by_name,
         assert item.says in body["detail"] and "\n" not in body["detail"]
     elif route == "/api/predict":
         assert (body["digit"], body["is_digit"]) == (item.digit, item.digit is not None)
-    else:
+    elif route == "/api/read":
         assert body["text"] == ("" if item.digit is None else str(item.digit))
-    after = post(client, route, GOOD.read_bytes(), GOOD.name)  # the server carries on as if nothing happened
+    else:  # a page: whatever fields it finds, in the image's pixels
+        width, height = body["size"]
+        assert all(0 <= f["box"][0] < width and 0 <= f["box"][1] < height for f in body["fields"])
+    # The server carries on as if nothing happened (a lone 7 on a page is as straight as type: no field there).
+    after = post(client, "/api/read" if route == "/api/page" else route, GOOD.read_bytes(), GOOD.name)
     field, value = ("digit", 7) if route == "/api/predict" else ("text", "7")
     assert after.status_code == 200 and after.json()[field] == value
 
 
 def test_read_time_limit_is_a_422_and_the_server_carries_on():
-    settings = Settings(read_time_limit_s=1e-9, torch_threads=None)
+    settings = Settings(read_time_limit_s=1e-9, page_time_limit_s=1e-9, torch_threads=None)
     with TestClient(create_app(settings)) as client:
-        response = post(client, "/api/read", GOOD.read_bytes(), GOOD.name)
-        assert response.status_code == 422 and "time limit" in response.json()["detail"]
+        for route in ("/api/read", "/api/page"):
+            response = post(client, route, GOOD.read_bytes(), GOOD.name)
+            assert response.status_code == 422 and "time limit" in response.json()["detail"]
         assert post(client, "/api/predict", GOOD.read_bytes(), GOOD.name).json()["digit"] == 7
 
 
