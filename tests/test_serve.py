@@ -615,6 +615,12 @@ def test_real_server_with_two_workers():
                 answers = list(pool.map(lambda i: post(http, "/api/predict", files[i % len(files)]), range(24)))
             assert [a.status_code for a in answers] == [200] * 24
             assert [a.json()["digit"] for a in answers] == [EXPECTED[names[i % len(names)]] for i in range(24)]
+            # /metrics adds up both workers, whichever of them answers (each connection may reach either).
+            for _ in range(4):
+                with httpx.Client(base_url=server.url, timeout=30) as fresh:
+                    assert metric(fresh, 'digitscan_http_requests_total{method="POST",route="/api/predict",'
+                                         'status="200"}') == 24
+                    assert metric(fresh, "digitscan_model_ready") == 2
         with httpx.Client(base_url=server.url, timeout=30) as kept_alive:  # answers on one connection do not wait
             seconds = [timed_call(lambda: kept_alive.get("/healthz")) for _ in range(12)]  # for a delayed ACK
             assert min(seconds[1:]) < 0.025, seconds  # ~0.042 each before TCP_NODELAY was set (connections.py)

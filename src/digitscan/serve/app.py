@@ -12,6 +12,8 @@ import copy
 import logging
 import logging.config
 import os
+import shutil
+import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -27,7 +29,7 @@ from digitscan.json_output import strict_json
 from digitscan.recognize import Recognizer
 from digitscan.serve.batcher import Batcher
 from digitscan.serve.limits import BodyTooLarge, InferencePool, RequestLimits
-from digitscan.serve.metrics import Metrics, MetricsMiddleware
+from digitscan.serve.metrics import MULTIPROCESS_ENV, Metrics, MetricsMiddleware
 from digitscan.serve.routes import STATIC_DIR, ApiError, bench_router, router
 from digitscan.serve.settings import Settings, get_settings
 
@@ -51,9 +53,8 @@ def load_recognizer(settings: Settings) -> Recognizer:
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
-    pool = InferencePool(settings.inference_threads, settings.max_queue)
+    pool = InferencePool(settings.inference_threads, settings.max_queue, on_change=app.state.metrics.admitted_now)
     app.state.pool = pool
-    app.state.metrics.track_admitted(lambda: pool.admitted)
     batcher = None
     try:
         recognizer = await asyncio.to_thread(load_recognizer, settings)  # keeps the event loop free meanwhile
@@ -118,7 +119,8 @@ def run(settings: Settings) -> None:
     request's headers, a cap on open connections, a bound on the headers' size, and a log that a flood of bad
     connections cannot fill. With `workers` > 1, uvicorn starts that many processes on one listening socket; each
     rebuilds the settings from the DIGITSCAN_* variables set here, then the app with `create_app()`, loads its own
-    model, and has its own threads, batcher and limits.
+    model, and has its own threads, batcher and limits; their metrics go into a temporary directory
+    (PROMETHEUS_MULTIPROC_DIR, unless the environment names one), removed when the server stops.
     """
     import uvicorn
     from uvicorn.config import LOGGING_CONFIG
@@ -136,20 +138,29 @@ def run(settings: Settings) -> None:
     logging.config.dictConfig(log_config)  # uvicorn configures the same again; this is for the line below
     # Raises this process's soft open-file limit, which the worker processes inherit: the cap holds in each.
     max_connections = fit_to_open_file_limit(settings.max_connections)
+    metrics_dir = None
     if settings.workers > 1:
         os.environ.update(settings.as_environment())  # what each worker's create_app() reads (get_settings)
+        if not os.environ.get(MULTIPROCESS_ENV):  # the workers' metrics, added up by whichever answers /metrics;
+            metrics_dir = tempfile.mkdtemp(prefix="digitscan-metrics-")  # an operator's own directory is kept
+            os.environ[MULTIPROCESS_ENV] = metrics_dir
         app = "digitscan.serve.app:create_app"  # uvicorn's workers need an import string; factory=True calls it
     else:
         app = create_app(settings)
-    uvicorn.run(app, factory=settings.workers > 1, workers=settings.workers,
-                host=settings.host, port=settings.port, log_level=settings.log_level, log_config=log_config,
-                # A picklable factory, not a class made at run time: spawned workers receive it and rebuild it.
-                http=GuardedProtocol(settings.header_timeout_s, max_connections),
-                # One more than the protocol's own cap, which refuses connections before they send anything, so
-                # uvicorn's check (a 503 once a request is complete) is the second line, never the first.
-                limit_concurrency=max_connections + 1,
-                timeout_keep_alive=settings.keep_alive_timeout_s,
-                h11_max_incomplete_event_size=settings.max_header_bytes)
+    try:
+        uvicorn.run(app, factory=settings.workers > 1, workers=settings.workers,
+                    host=settings.host, port=settings.port, log_level=settings.log_level, log_config=log_config,
+                    # A picklable factory, not a class made at run time: spawned workers receive it and rebuild it.
+                    http=GuardedProtocol(settings.header_timeout_s, max_connections),
+                    # One more than the protocol's own cap, which refuses connections before they send anything,
+                    # so uvicorn's check (a 503 once a request is complete) is the second line, never the first.
+                    limit_concurrency=max_connections + 1,
+                    timeout_keep_alive=settings.keep_alive_timeout_s,
+                    h11_max_incomplete_event_size=settings.max_header_bytes)
+    finally:
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+            del os.environ[MULTIPROCESS_ENV]
 
 
 def add_error_handlers(app: FastAPI, metrics: Metrics) -> None:

@@ -37,12 +37,13 @@ class InferencePool:
     storm of timed-out requests cannot pile up unbounded work behind the server's back.
     """
 
-    def __init__(self, workers: int, queue: int):
+    def __init__(self, workers: int, queue: int, on_change: Callable[[int], None] = lambda admitted: None):
         self.workers = workers
         self.capacity = workers + queue
         self._executor = ThreadPoolExecutor(workers, thread_name_prefix="digitscan-inference")
         self._admitted = 0
         self._lock = threading.Lock()  # slots are released on worker threads
+        self._on_change = on_change  # told the new count of admitted inferences (a gauge), under the lock
 
     @property
     def admitted(self) -> int:
@@ -54,6 +55,7 @@ class InferencePool:
             if self._admitted >= self.capacity:
                 raise Saturated(f"{self._admitted} requests are already running or waiting")
             self._admitted += 1
+            self._on_change(self._admitted)
         try:
             future = self._executor.submit(fn, *args)
         except RuntimeError:  # the executor is shut down: the server is stopping
@@ -69,6 +71,7 @@ class InferencePool:
     def _release(self, _future: Future | None = None) -> None:
         with self._lock:
             self._admitted -= 1
+            self._on_change(self._admitted)
 
     def close(self) -> None:
         """Drop waiting work and let running work finish on its own; does not block the caller."""

@@ -1,14 +1,19 @@
 """Prometheus metrics for the server: request counts and latencies per route and status, inference time, refusals.
 
 `metrics = Metrics()` owns its own registry (one per app, so tests can build many apps); `metrics.render()` is /metrics.
+With several worker processes (PROMETHEUS_MULTIPROC_DIR set, as `digitscan serve --workers N` does) every process
+writes its values into files there and /metrics, whichever worker answers it, adds up all of them
+(prometheus_client's multiprocess mode): the counters and histograms are the server's, the gauges the sum over the
+live workers.
 """
 
 from __future__ import annotations
 
+import os
 import time
-from collections.abc import Callable
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 # Every label value must come from a fixed set: a client choosing one (a made-up method, a random URL) would add a
@@ -22,9 +27,13 @@ BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)  # max_batch 
 MODEL_CALL_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 
 
+MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's variable: its value classes read it at import
+
+
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        self.multiprocess_dir = os.environ.get(MULTIPROCESS_ENV) or None
         self.requests = Counter("digitscan_http_requests", "HTTP requests answered, by route and status.",
                                 ["method", "route", "status"], registry=self.registry)
         self.latency = Histogram("digitscan_http_request_duration_seconds",
@@ -44,12 +53,15 @@ class Metrics:
                                 "invalid_request, bad_template, saturated, timeout, not_ready, processing_error, "
                                 "out_of_memory).",
                                 ["reason"], registry=self.registry)
+        # livesum: with several workers, the sum over the live processes (ignored in a single process).
         self.admitted = Gauge("digitscan_inference_admitted", "Inferences running or waiting for a worker thread.",
-                              registry=self.registry)
-        self.ready = Gauge("digitscan_model_ready", "1 once the model is loaded and warmed up.", registry=self.registry)
+                              registry=self.registry, multiprocess_mode="livesum")
+        self.ready = Gauge("digitscan_model_ready", "Worker processes whose model is loaded and warmed up (1 with "
+                           "one worker).", registry=self.registry, multiprocess_mode="livesum")
 
-    def track_admitted(self, count: Callable[[], float]) -> None:
-        self.admitted.set_function(count)
+    def admitted_now(self, count: int) -> None:
+        """The inference pool's count of running and waiting inferences, whenever it changes."""
+        self.admitted.set(count)
 
     def batch(self, size: int, seconds: float) -> None:
         self.batch_size.observe(size)
@@ -59,7 +71,11 @@ class Metrics:
         self.rejected.labels(reason).inc()
 
     def render(self) -> tuple[bytes, str]:
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        if self.multiprocess_dir is None:
+            return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        every_worker = CollectorRegistry()
+        MultiProcessCollector(every_worker, path=self.multiprocess_dir)
+        return generate_latest(every_worker), CONTENT_TYPE_LATEST
 
 
 class MetricsMiddleware:
