@@ -152,7 +152,7 @@ async def run_load(url: str, requests: list[bytes], concurrency: int) -> dict:
 
 
 def server_totals(url: str) -> dict[str, float]:
-    """From /metrics (of the worker that answers): seconds and counts of preparing predict inputs, batch sizes."""
+    """From /metrics (every worker's, added up): seconds and counts of preparing predict inputs, batch sizes."""
     totals: dict[str, float] = {}
     wanted = {"digitscan_inference_duration_seconds", "digitscan_batch_size"}
     for family in text_string_to_metric_families(httpx.get(f"{url}/metrics").text):
@@ -281,8 +281,8 @@ def main() -> None:
         table.append([name, run["requests"], run["concurrency"], f"{run['throughput_rps']:.0f}",
                       f"{share:.0%}" if share is not None else "", f"{run['p50_ms']:.1f}", f"{run['p95_ms']:.1f}",
                       f"{run['p99_ms']:.1f}", run["errors"],
-                      f"{run['mean_batch']:.1f}" if "mean_batch" in run and args.workers == 1 else "",
-                      f"{run['server_work_ms']:.1f}" if "server_work_ms" in run and args.workers == 1 else "",
+                      f"{run['mean_batch']:.1f}" if "mean_batch" in run else "",
+                      f"{run['server_work_ms']:.1f}" if "server_work_ms" in run else "",
                       f"{run['server_cpu_cores']:.2f}" if "server_cpu_cores" in run else "",
                       f"{run['client_cpu_share']:.2f}"])
     at_32 = next(run for name, run in runs if name == "photo mix" and run["concurrency"] == 32)
@@ -300,7 +300,7 @@ def main() -> None:
         f"Server: {server}. Photo mix: {len(photos)} files, the example images and {args.photos} photos of MNIST test "
         f"digits ('mixed' conditions, 200-520 px); bare: the same uploads to POST /bench/bare. Read: {len(written)} "
         f"written numbers of 2-5 digits. 'mean batch' and 'server prep ms' (decode + prepare per predict; the whole "
-        f"reading for read) come from the server's /metrics (left empty with several workers: each has its own). "
+        f"reading for read) come from the server's /metrics (every worker's, added up). "
         f"CPU in cores: seconds of CPU per second of the run, the server's processes and this client's (a raw "
         f"asyncio HTTP/1.1 client in the benchmark's own process, on the same cores).",
         machine_line(info) + f"; load average {load_before:.1f} before the run",
