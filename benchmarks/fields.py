@@ -23,8 +23,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine, machine_line, markdown_table, write_results  # noqa: E402
 from digitscan.data.mnist import load_mnist, train_val_split  # noqa: E402
-from digitscan.errors import FieldFormatError  # noqa: E402
-from digitscan.fields.formats import parse_amount, parse_date  # noqa: E402
+from digitscan.fields.formats import VALUE_KINDS, FieldSpec  # noqa: E402
 from digitscan.reading.text import review_reason  # noqa: E402
 from digitscan.recognize import Recognizer  # noqa: E402
 from digitscan.synthetic.fields import FIELD_KINDS, Field, field_tokens, render_field  # noqa: E402
@@ -62,24 +61,20 @@ def samples(images: np.ndarray, labels: np.ndarray, kind: str, count: int, seed:
     return out
 
 
-def value_of(kind: str, raw: str) -> str | None:
-    """The parsed value of a reading (None when it does not parse, or for an ID)."""
-    try:
-        return parse_amount(raw) if kind == "amount" else parse_date(raw) if kind == "date" else None
-    except FieldFormatError:
-        return None
-
-
 def read_all(recognizer: Recognizer, data: list[tuple[bytes, Field]], kind: str) -> list[dict]:
+    """Each field read, and its value parsed as `read --format amount|date` does (FieldSpec.parse: an amount or a
+    date that does not parse takes the value of its best alternative that does, and needs review)."""
+    spec = FieldSpec(kind=kind) if kind in VALUE_KINDS else None
     rows = []
     for blob, field in data:
         result = recognizer.read(blob)
-        value = value_of(kind, result.raw)
+        parses, value, note = spec.parse(result) if spec else (True, None, None)
         rows.append({"truth_raw": field.raw, "truth_value": field.value, "text": result.text, "raw": result.raw,
                      "value": value, "confidence": result.confidence,
                      "alternative": result.alternatives[0].confidence if result.alternatives else 0.0,
                      "text_ok": result.text == field.text, "raw_ok": result.raw == field.raw,
-                     "value_ok": kind == "id" or value == field.value, "parses": kind == "id" or value is not None})
+                     "value_ok": spec is None or value == field.value, "parses": parses,
+                     "corrected": bool(parses and note)})
     return rows
 
 
@@ -90,7 +85,8 @@ def review_split(rows: list[dict], kind: str, confidence: float | None = None, m
     for row in rows:
         options = {**({} if confidence is None else {"min_confidence": confidence}),
                    **({} if margin is None else {"margin": margin})}
-        flagged = not row["parses"] or review_reason(row["confidence"], row["alternative"], **options) is not None
+        flagged = not row["parses"] or row["corrected"] or \
+            review_reason(row["confidence"], row["alternative"], **options) is not None
         ok = row["raw_ok"] and row["value_ok"]
         wrong, right = wrong + (not ok), right + ok
         flagged_wrong += flagged and not ok

@@ -231,3 +231,26 @@ def test_default_patterns_follow_the_kind():
 def test_alternatives_are_checked_like_readings():
     spec = FieldSpec(checksum="luhn")
     assert spec.check(Alternative(raw="79927398713", text="79927398713", confidence=0.2))[0]
+
+
+def with_alternatives(raw: str, *alternatives: str) -> ReadResult:
+    result = reading(raw)
+    result.alternatives = [Alternative(raw=a, text="".join(c for c in a if c.isdigit()), confidence=0.1 / (i + 1))
+                           for i, a in enumerate(alternatives)]
+    return result
+
+
+def test_an_amount_or_date_that_does_not_parse_takes_the_best_alternative_that_does():
+    speck = with_alternatives("8.35,620.00", "8.35,620.80", "835,620.00", "835,620.0")  # a speck read as a dot
+    valid, value, note = FieldSpec(kind="amount").parse(speck)
+    assert (valid, value) == (True, "835620.00") and "'835,620.00'" in note and "does not parse" in note
+    slash = with_alternatives("26104/1967", "26/04/1967")  # a slash read as a 1
+    assert FieldSpec(kind="date").parse(slash)[:2] == (True, "1967-04-26")
+    assert FieldSpec(kind="amount").parse(reading("1.250,00")) == (True, "1250.00", None)  # nothing to correct
+    assert FieldSpec(kind="amount").parse(with_alternatives("1.2.5,0", "1.2.5,1"))[0] is False  # none passes
+
+
+def test_digit_patterns_and_checksums_are_never_corrected_from_alternatives():
+    card = with_alternatives("79927398710", "79927398713")  # the alternative passes Luhn: a guess, not a reading
+    assert FieldSpec(checksum="luhn").parse(card)[:2] == (False, None)
+    assert FieldSpec(pattern="digits{5}").parse(with_alternatives("902101", "90210"))[:2] == (False, None)

@@ -307,6 +307,14 @@ def test_a_failing_reading_stays_the_text_and_the_passing_alternatives_come_firs
     assert "luhn checksum" in result.reason and "'79927398713' passes" in result.reason
 
 
+def test_an_amount_read_from_its_alternative_is_valid_and_to_review():
+    reading = ReadResult(text="83562000", confidence=0.8, digits=[], raw="8.35,620.00", alternatives=[
+        Alternative(raw="835,620.00", text="83562000", confidence=0.1)])
+    result = judged(one_field(kind="amount"), reading)
+    assert (result.raw, result.value, result.valid, result.needs_review) == ("8.35,620.00", "835620.00", True, True)
+    assert "the alternative '835,620.00'" in result.reason
+
+
 def test_review_follows_the_confidence_and_the_closest_alternative():
     sure = REVIEW_CONFIDENCE + (1 - REVIEW_CONFIDENCE) / 2
 
@@ -477,6 +485,7 @@ def test_format_amount_parses_the_separators_as_written(numbers, monkeypatch):
     def with_separators(self, image, **options):  # what the retrained line reader gives: the marks as written
         result = read(self, image, **options)
         result.raw = {"125000": "1.250,00", "90210": "9.02.10"}.get(result.text, result.raw)
+        result.alternatives = []  # none to take a value from (FieldSpec.parse): 9.02.10 stays an error
         return result
 
     monkeypatch.setattr(Recognizer, "read", with_separators)

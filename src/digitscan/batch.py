@@ -106,7 +106,7 @@ def read_job(recognizer, *, template=None, field_spec=None, **read_options) -> J
         result = recognizer.read(gray, **read_options)
         row = {"text": result.text, "confidence": f"{result.confidence:.6f}"}
         if field_spec is not None:
-            valid, value, reason = field_spec.check(result)
+            valid, value, reason = field_spec.parse(result)
             row.update({"value": value or ""} if valid else {"value": "", "error": reason})
         return row
 

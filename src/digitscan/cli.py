@@ -779,16 +779,20 @@ def read(paths: tuple[str, ...], model: str | None, as_json: bool, debug_image: 
                 return "no digits found"
             return f"{result.text} {confidence}" if result.raw in ("", result.text) else \
                 f"{result.raw} (digits {result.text}) {confidence}"
-        valid, value, _ = field_spec.check(result)  # when not valid, the error follows on stderr
+        valid, value, note = field_spec.parse(result)  # when not valid, the error follows on stderr
         shown = result.raw or result.text or "no digits found"
-        return f"{shown} = {value} {confidence}" if valid else f"{shown} {confidence}"
+        if not valid:
+            return f"{shown} {confidence}"
+        return f"{shown} = {value} {confidence}" + (f"; needs review: {note}" if note else "")
 
     def record(result) -> dict:
         data = result.to_dict()
         if field_spec is not None:
-            valid, data["value"], reason = field_spec.check(result)
+            valid, data["value"], reason = field_spec.parse(result)
             if not valid:
                 data["error"] = reason
+            elif reason:  # the value comes from an alternative reading
+                data["needs_review"], data["reason"] = True, reason
         return data
 
     process_files(files, read_one, describe, as_json, record=record)

@@ -18,6 +18,7 @@ from digitscan.errors import FieldFormatError
 KINDS = ("digits", "amount", "date", "comb")  # comb: digits written one per printed box
 DATE_ORDERS = ("dmy", "mdy", "ymd")
 VALUE_FORMATS = ("amount", "date", "digits")  # `read --format`: one number per image parsed as a kind
+VALUE_KINDS = ("amount", "date")  # kinds whose value is parsed from the writing (and may be taken from an alternative)
 DIGIT_KINDS = ("digits", "comb")  # kinds whose value is the text itself, and the only ones a checksum applies to
 
 _AMOUNT_TRAILING = ".,- "  # "15.000." and "15,-" end with a mark that says nothing: dropped
@@ -240,6 +241,22 @@ class FieldSpec:
         if self.checksum is not None and not CHECKSUMS[self.checksum](text):
             return False, None, f"the {self.checksum} checksum of {text!r} fails"
         return True, value, None
+
+
+    def parse(self, reading) -> tuple[bool, str | None, str | None]:
+        """check, except that an amount or a date that does not parse takes its value from the most likely of the
+        reading's alternatives that does (a speck read as a separator, a separator read as a 1): then (True,
+        value, a note saying so), and the field needs review. Digit patterns and checksums are never corrected
+        this way: a Luhn check would let one wrong alternative in ten through by chance."""
+        valid, value, reason = self.check(reading)
+        if valid or self.kind not in VALUE_KINDS:
+            return valid, value, reason
+        for alternative in getattr(reading, "alternatives", []):  # best first
+            passes, corrected, _ = self.check(alternative)
+            if passes:
+                return True, corrected, (f"{self.raw(reading)!r} does not parse ({reason}): the value is read from "
+                                         f"the alternative {self.raw(alternative)!r}")
+        return valid, value, reason
 
 
 def reading_raw(reading) -> str:

@@ -396,10 +396,11 @@ def read_template(gray, template: Template, read_region: Callable[[np.ndarray], 
 
 def judge_reading(reading, spec: FieldSpec, box: list[int]) -> FieldResult:
     """A reading of one field checked against its spec, with its alternatives, and whether it needs review:
-    it does when it is not valid, when its confidence is under REVIEW_CONFIDENCE, or when its best alternative's
-    confidence reaches REVIEW_MARGIN times its own. The best reading stays the text even when it fails and an
-    alternative passes; the passing alternatives are listed first."""
-    valid, value, reason = spec.check(reading)
+    it does when it is not valid, when its confidence is under REVIEW_CONFIDENCE, when its best alternative's
+    confidence reaches REVIEW_MARGIN times its own, or when an amount's or a date's value had to be read from an
+    alternative (FieldSpec.parse). The best reading stays the text even when it fails and an alternative passes;
+    the passing alternatives are listed first."""
+    valid, value, reason = spec.parse(reading)
     others = list(reading.alternatives)
     checked = [(alternative, spec.check(alternative)[0]) for alternative in others]
     ordered = [(a, ok) for a, ok in checked if ok] + [(a, ok) for a, ok in checked if not ok]
@@ -411,7 +412,7 @@ def judge_reading(reading, spec: FieldSpec, box: list[int]) -> FieldResult:
         passing = [a["raw"] for a in alternatives if a["valid"]]
         if passing:
             reason += f"; the alternative reading {passing[0]!r} passes"
-    else:
+    elif reason is None:  # else the value was read from an alternative: to review, for the reason given
         reason = review_reason(confidence, closest)
     return FieldResult(text=reading.text, raw=spec.raw(reading), value=value, confidence=confidence, box=box,
                        valid=valid, needs_review=reason is not None, alternatives=alternatives, reason=reason)
