@@ -92,7 +92,7 @@ class PageField:
     """One handwritten number read on a page."""
 
     text: str  # digits 0-9 only
-    raw: str  # as written, separators included (the digits alone until the line reader writes them)
+    raw: str  # as written, separators and group spaces included (reading.text.assemble)
     box: list[int]  # [x, y, w, h] in input page pixels
     confidence: float
     needs_review: bool  # a person should check it: see reason
