@@ -90,7 +90,7 @@ def test_boxes_are_in_the_pages_own_pixels_when_it_is_turned(recognizer):
     page, truth, _ = small_form()
     matrix = cv2.getRotationMatrix2D((page.shape[1] / 2, page.shape[0] / 2), 1.5, 1.0)
     turned = cv2.warpAffine(page, matrix, (page.shape[1], page.shape[0]), borderValue=PAPER)
-    assert abs(find_form_lines(turned).angle + 1.5) <= 0.05
+    assert abs(find_form_lines(turned).angle + 1.5) <= 0.05 + 1e-9  # the search steps 0.01 degrees
     fields = read_page(turned, recognizer.read)
     assert sorted(f.text for f in fields) == sorted(truth)
     for field in fields:

@@ -26,9 +26,9 @@ def number(text: str, seed: int = 0, **options) -> tuple[Image.Image, list[list[
     return render_number(digits, seed=seed, **options)
 
 
-@pytest.fixture(params=["sequence", "segments"])
+@pytest.fixture(params=["sequence", "segments", "both"])
 def method(request) -> str:
-    """Both ways of reading a number: the line reader (the default) and cutting into digits."""
+    """Every way of reading a number: the line reader (the default), cutting into digits, and the two averaged."""
     return request.param
 
 

@@ -6,7 +6,7 @@ import pytest
 
 from digitscan.constants import MARK
 from digitscan.reading.layout import Symbol
-from digitscan.reading.text import GROUP_GAP, assemble
+from digitscan.reading.text import GROUP_GAP, assemble, merge_readers
 
 
 def line(spec: str, *, height: int = 40, gaps: dict[int, float] | None = None, confidence: float = 0.99):
@@ -59,3 +59,24 @@ def test_alternatives_swap_one_symbol_for_its_runner_up_best_first():
     assert reading.alternatives[0].confidence == pytest.approx(reading.confidence / 0.6 * 0.3)
     assert reading.alternatives[1].text == "1250"
     assert reading.alternatives[0].confidence > reading.alternatives[1].confidence
+
+
+def test_merged_readers_average_each_digits_probabilities():
+    """Where the two readers disagree on a digit, the one surer of its class wins, and the field's confidence
+    shows the disagreement; separators stay the line reader's."""
+    sequence = line("12.5")
+    sequence[1] = Symbol("7", 0.6, sequence[1].box, "2", 0.3)
+    segments = [Symbol("1", 0.98, [0, 0, 1, 1]), Symbol("2", 0.9, [0, 0, 1, 1]), Symbol("5", 0.99, [0, 0, 1, 1])]
+    merged = merge_readers(sequence, segments)
+    assert [s.symbol for s in merged] == ["1", "2", ".", "5"]
+    assert merged[1].confidence == pytest.approx((0.3 + 0.9) / 2)
+    assert (merged[1].runner_up, merged[1].runner_up_confidence) == ("7", pytest.approx(0.3))
+    assert merged[0].confidence == pytest.approx((0.99 + 0.98) / 2)
+    reading = assemble(merged)
+    assert reading.text == "125" and reading.raw == "12.5"
+    assert reading.alternatives[0].text == "175"
+
+
+def test_readers_that_find_different_digits_are_not_merged():
+    sequence = line("123")
+    assert merge_readers(sequence, [Symbol("1", 0.9, [0, 0, 1, 1]), Symbol("2", 0.9, [0, 0, 1, 1])]) == sequence

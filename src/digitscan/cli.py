@@ -662,8 +662,10 @@ def compare(data: str | None, seed: int, as_json: bool, out: str, limit: int | N
                    "page): a PNG file for one input, a folder (one PNG per input, named after it) for several.")
 @click.option("--method", type=click.Choice(READ_METHODS),
               help="sequence: one network reads the whole line (the line reader); segments: cut the line into "
-                   "digits and classify each with the digit model. Default: sequence, or segments when --model or "
-                   "--ensemble chooses a digit model (the line reader uses none).")
+                   "digits and classify each with the digit model; both: the two, each digit's class from their "
+                   "averaged probabilities (where they find as many digits). Default: sequence, or segments when "
+                   "--model or --ensemble chooses a digit model (the line reader uses none). --layout page reads "
+                   "comb rows with both unless told otherwise.")
 @click.option("--reader", type=click.Path(dir_okay=False),
               help="The line reader: a checkpoint from `digitscan train-reader` (PyTorch) or its `digitscan "
                    "export` (.onnx); default: the shipped one (onnxruntime).")

@@ -34,7 +34,7 @@ PREDICT_WORK_SIDE = 160
 DIGIT_WORK_SIDE = 40
 
 # Reading numbers.
-READ_METHODS = ("sequence", "segments")  # the line reader, or cutting into digits first
+READ_METHODS = ("sequence", "segments", "both")  # the line reader, cutting into digits first, or both averaged
 LINE_HEIGHT = 32  # the line reader's strip height: a 20 px digit plus room for a wandering baseline
 LINE_STRIDE = 4  # strip columns per output frame of the line reader
 # What the line reader reads besides digits: the separators kept in `raw`, and one class for every mark written

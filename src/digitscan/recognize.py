@@ -31,7 +31,7 @@ from digitscan.reading.form_lines import remove_form_lines
 from digitscan.reading.layout import DigitBox, Symbol, check_time
 from digitscan.reading.page import PageField, read_page
 from digitscan.reading.segments import segment_number
-from digitscan.reading.text import Alternative, assemble
+from digitscan.reading.text import Alternative, assemble, merge_readers
 
 
 @dataclass
@@ -210,6 +210,8 @@ class Recognizer:
         line is cut into digits and each goes through this recognizer's model (digitscan.reading.segments); a piece
         the model rejects is dropped when it is also small next to the other digits (a speck, a dash), and a rejected
         digit-sized piece is kept as its most likely digit with its low confidence, so the text keeps its length.
+        "both": the two, each digit's class from their averaged probabilities where they find as many digits
+        (reading.text.merge_readers; the separators are the line reader's). Pages read comb rows this way.
         docs/reading-numbers.md compares the two.
         Both use the robust ink finder, whatever this recognizer's preprocess mode. Reading a page of clutter that
         would take longer than time_limit_s raises ImageTooComplexError (an ImageError).
@@ -218,13 +220,15 @@ class Recognizer:
         if method not in READ_METHODS:
             raise ValueError(f"unknown reading method {method!r}; choose one of: {', '.join(READ_METHODS)}")
         gray = decode_image(image)
-        if method == "sequence":
+        deadline = time.monotonic() + time_limit_s
+        if method in ("sequence", "both"):
             from digitscan.reading.line_reader import read_line
 
             symbols = read_line(self.line_reader, gray, time_limit_s=time_limit_s)
-        else:
-            symbols = [Symbol(str(d.digit), d.confidence, d.box)
-                       for d in segment_number(gray, self.digit_probabilities, time_limit_s=time_limit_s)]
+        if method in ("segments", "both"):
+            cut = [Symbol(str(d.digit), d.confidence, d.box) for d in segment_number(
+                gray, self.digit_probabilities, time_limit_s=max(deadline - time.monotonic(), 1e-3))]
+            symbols = merge_readers(symbols, cut) if method == "both" else cut
         reading = assemble(symbols)
         digits = [DigitBox(int(s.symbol), s.confidence, s.box) for s in reading.symbols if s.symbol.isdigit()]
         return ReadResult(text=reading.text, confidence=reading.confidence, digits=digits, raw=reading.raw,
@@ -255,7 +259,9 @@ class Recognizer:
         `method` (digitscan.reading.page). A page that would take longer than time_limit_s raises
         ImageTooComplexError."""
         gray = decode_image(image)
-        return PageResult(read_page(gray, lambda crop: self.read(crop, method=method), time_limit_s=time_limit_s))
+        return PageResult(read_page(gray, lambda crop: self.read(crop, method=method),
+                                    read_comb=lambda crop: self.read(crop, method=method or "both"),
+                                    time_limit_s=time_limit_s))
 
     def warm_up(self, read: str | None = None) -> None:
         """Load and run now what a first request would wait for, so that a model that cannot serve fails here, once,

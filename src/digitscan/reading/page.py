@@ -182,10 +182,12 @@ def find_fields(gray: np.ndarray, *, time_limit_s: float = PAGE_TIME_LIMIT_S) ->
 
 
 def read_page(gray: np.ndarray, read_region: Callable[[np.ndarray], object], *,
+              read_comb: Callable[[np.ndarray], object] | None = None,
               time_limit_s: float = PAGE_TIME_LIMIT_S) -> list[PageField]:
     """The handwritten numbers on a page: each handwritten candidate's ink, alone on a crop with a margin (form
     lines removed, uint8 grey), read by read_region (a crop -> an object with .text, .confidence and, where the
-    reader writes separators, .raw: Recognizer.read). Fields read as no digits are left out. Past time_limit_s the
+    reader writes separators, .raw: Recognizer.read); comb rows, whose cells part the digits, by read_comb when
+    given (Recognizer.read_page: both readers averaged). Fields read as no digits are left out. Past time_limit_s the
     reading stops with ImageTooComplexError."""
     deadline = time.monotonic() + time_limit_s
     layout = layout_page(gray, deadline=deadline, time_limit_s=time_limit_s)
@@ -193,7 +195,7 @@ def read_page(gray: np.ndarray, read_region: Callable[[np.ndarray], object], *,
     fields = []
     for candidate, group in handwritten[:MAX_PAGE_FIELDS]:
         check_time(deadline, time_limit_s)
-        result = read_region(field_crop(layout, group))
+        result = (read_comb if group.walls and read_comb else read_region)(field_crop(layout, group))
         if not result.text:
             continue
         confidence = float(result.confidence)

@@ -8,6 +8,8 @@ the end of an amount) and separators outside that span (`15.000.-`, `1250,--`) a
 `marks`. The confidence is the product of every symbol's, marks included: a digit misread as a mark lowers it.
 `alternatives` are the readings one symbol away, each symbol replaced by its runner-up class (or dropped, when the
 runner-up is "nothing there"), scored by the product with that one probability swapped in, best first.
+`merge_readers(sequence, segments)` joins two readers' symbols for one line: each digit's class from the average
+of both readers' probabilities (an ensemble of the line reader and the cut-and-classify reader, which err apart).
 `review_reason(confidence, closest)` says why a reading needs a person's check (pages and templates flag it).
 """
 
@@ -59,6 +61,28 @@ def assemble(symbols: list[Symbol]) -> Reading:
             candidates[other.raw] = Alternative(other.raw, other.text, float(score))
     reading.alternatives = sorted(candidates.values(), key=lambda a: -a.confidence)[:MAX_ALTERNATIVES]
     return reading
+
+
+def merge_readers(sequence: list[Symbol], segments: list[Symbol]) -> list[Symbol]:
+    """The line reader's symbols (`sequence`, separators and marks included) with each digit's class and
+    confidence taken from the average of its probabilities and those of the digit in the same place read by the
+    cut-and-classify reader (`segments`, digits only); the runner-up is the average's second class. When the two
+    find a different number of digits, they do not read the same digits: `sequence` is returned as it is."""
+    digits = [i for i, s in enumerate(sequence) if s.symbol.isdigit()]
+    if len(digits) != len(segments):
+        return sequence
+    merged = list(sequence)
+    for i, other in zip(digits, segments):
+        own = sequence[i]
+        votes: dict[str, float] = {}
+        for symbol, probability in ((own.symbol, own.confidence), (own.runner_up, own.runner_up_confidence),
+                                    (other.symbol, other.confidence), (other.runner_up, other.runner_up_confidence)):
+            if probability:
+                votes[symbol] = votes.get(symbol, 0.0) + probability / 2
+        (best, score), *rest = sorted(votes.items(), key=lambda kv: -kv[1])
+        runner_up, runner_score = rest[0] if rest else ("", 0.0)
+        merged[i] = Symbol(best, score, own.box, runner_up, runner_score)
+    return merged
 
 
 def _spell(symbols: list[Symbol]) -> Reading:
