@@ -3,7 +3,7 @@
 Run: `.venv/bin/python benchmarks/preprocess_speed.py` (about 2 minutes on 2 cores; needs DIGITSCAN_DATA). Images
 are MNIST *test* digits photographed by digitscan.synthetic.photos ("mixed" conditions; "huge-image" for 12 MP),
 encoded as the condition draws (PNG, JPEG, ...): 28x28 PNG files of the digits themselves, ~200 px and 520 px
-photos, and 4000x3000 JPEG photos. Each image is timed as decode (`decode_image`, as `predict` calls it) and
+photos, and 4000x3000 JPEG photos. Each image is timed as decode (`decode_for_digit`, as `predict` decodes a file) and
 prepare (`to_model_input`) separately, the best of --repeats runs each (the least disturbed by other processes),
 and the median over the images is reported.
 
@@ -30,10 +30,9 @@ from pathlib import Path
 import numpy as np
 
 from common import machine, machine_line, markdown_table, write_results
-from digitscan.constants import WORK_SIDE
+from digitscan.constants import PREDICT_DECODE_SIDE
 from digitscan.data.mnist import load_mnist
-from digitscan.image.decode import decode_image
-from digitscan.image.prepare import to_model_input
+from digitscan.image.prepare import decode_for_digit, to_model_input
 from digitscan.recognize import Recognizer
 from digitscan.synthetic.photos import CONDITIONS, glyph_from_mnist, photograph
 
@@ -112,7 +111,7 @@ def main() -> None:
         same = 0
         shapes = []
         for data in files:
-            ms, gray = best_ms(lambda d: decode_image(d, min_side=WORK_SIDE), data, args.repeats)
+            ms, gray = best_ms(decode_for_digit, data, args.repeats)
             times["decode"].append(ms)
             ms, new_input = best_ms(to_model_input, gray, args.repeats)
             times["prepare"].append(ms)
@@ -143,8 +142,9 @@ def main() -> None:
                         f"{args.baseline} decode", f"{args.baseline} prepare", f"{args.baseline} total", "speed-up",
                         "paper pipeline ms", "same answer"], rows), "",
         "Median over the images of the best of "
-        f"{args.repeats} runs, in milliseconds, from the file's bytes: decode = `decode_image` as `predict` calls it "
-        f"(a JPEG at the smallest DCT scale that keeps {WORK_SIDE} px), prepare = `to_model_input` (robust). The "
+        f"{args.repeats} runs, in milliseconds, from the file's bytes: decode = `decode_for_digit` as `predict` "
+        f"calls it (a JPEG at the smallest DCT scale that keeps {PREDICT_DECODE_SIDE} px), prepare = "
+        "`to_model_input` (robust). The "
         f"baseline columns run the image modules of {args.baseline} on the same files in the same run; the paper "
         "pipeline (grey + resize, no ink finding) is the floor. Same answer: the shipped model's digit and "
         "accept/reject agree on the two inputs.",

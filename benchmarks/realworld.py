@@ -41,7 +41,7 @@ from digitscan.constants import READ_METHODS
 from digitscan.data.datasets import load_fashion_mnist  # noqa: E402
 from digitscan.data.mnist import load_mnist, train_val_split  # noqa: E402
 from digitscan.image.decode import decode_image
-from digitscan.image.prepare import to_model_input  # noqa: E402
+from digitscan.image.prepare import decode_for_digit, to_model_input  # noqa: E402
 from digitscan.reading.layout import find_atoms  # noqa: E402
 from digitscan.reading.segments import Penalties, best_partition, read_candidates
 from digitscan.recognize import Recognizer  # noqa: E402
@@ -72,8 +72,9 @@ NUMBER_LENGTHS = [1, 2, 3, 4, 5, 5, 5, 6, 7, 8, 9, 10, 11, 12]  # ZIP codes (5) 
 
 
 def prepared(source) -> tuple[np.ndarray, np.ndarray]:
-    """A photo's bytes -> the (28, 28) inputs of the robust and of the paper preprocessing (one decode)."""
-    gray = decode_image(source)
+    """A photo's bytes -> the (28, 28) inputs of the robust and of the paper preprocessing (one decode, as
+    `predict` decodes a file)."""
+    gray = decode_for_digit(source)
     return to_model_input(gray, "robust"), to_model_input(gray, "paper")
 
 

@@ -32,6 +32,9 @@ WORK_SIDE = 512  # longer side of the ink finder's working copy for a line or a 
 # DIGIT_WORK_SIDE there (a digit far away in a big frame); at 2x the 20 px box a digit loses nothing to the resize.
 PREDICT_WORK_SIDE = 160
 DIGIT_WORK_SIDE = 40
+# A JPEG for one digit is decoded at the smallest DCT scale that keeps this many px on its longer side (twice the
+# first look's copy): a 640x480 photo at half size, a 12 MP one at an eighth.
+PREDICT_DECODE_SIDE = 2 * PREDICT_WORK_SIDE
 
 # Reading numbers.
 READ_METHODS = ("sequence", "segments", "both")  # the line reader, cutting into digits first, or both averaged

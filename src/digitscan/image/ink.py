@@ -16,8 +16,9 @@ from digitscan.constants import WORK_SIDE
 from digitscan.image.decode import NO_PIXEL_LIMIT, gray_from_array
 
 # Each tuning value is a ratio or a level on the [0, 1] scale, so it does not depend on image size.
-_BACKGROUND_SIDE = 64  # the smooth background estimate (6 coefficients) is fitted on a copy this small
-_BACKGROUND_ROUNDS = 4  # robust refits of the background surface; the inlier set settles after two or three
+_BACKGROUND_PIXELS = 1024  # the smooth background (6 coefficients) is fitted on a copy of about this many pixels
+_BACKGROUND_ROUNDS = 3  # robust refits of the background surface; the inlier set settles after two or three
+_RIDGE = 1e-6 * np.eye(6)  # a whisker of ridge on the fit's normal equations (see _background)
 _MIN_INK_CONTRAST = 0.1  # ink must differ from the paper by this much (uniform greys and JPEG noise do not)
 _NOISE_FACTOR = 4.0  # ...and by this many robust noise sigmas (pure noise has no ink)
 _SPECK_FRACTION = 0.05  # components with less area than this fraction of the largest are specks
@@ -170,11 +171,11 @@ def _find_ink(work: np.ndarray, speck_fraction: float, line: bool = False) -> np
     # Dark ink on paper: what we see is reflectance x illumination, so dividing by the paper level makes a stroke
     # in a shadow as strong as one in full light. A first look with the smooth paper level measures the pen;
     # the second measures the paper level locally, wider than the pen, which follows a sharp shadow edge too.
-    first = _strokes_from(-residual / np.maximum(background, _MIN_PAPER_LEVEL), speck_fraction, dust)
-    pen = stroke_width(first > 0) if first.any() else max(work.shape) / 50  # > 0: blurred edges count too
+    first = _stroke_mask(-residual / np.maximum(background, _MIN_PAPER_LEVEL), speck_fraction, dust)
+    pen = stroke_width(_soft_support(*first)) if first else max(work.shape) / 50  # blurred edges count too
     paper = _local_paper_level(work, pen)
     ink = _strokes_from((paper - work) / np.maximum(paper, _MIN_PAPER_LEVEL), speck_fraction, dust)
-    return ink if ink.any() else first
+    return ink if ink.any() or not first else _soft(*first)
 
 
 def _local_paper_level(work: np.ndarray, pen: float) -> np.ndarray:
@@ -188,7 +189,14 @@ def _local_paper_level(work: np.ndarray, pen: float) -> np.ndarray:
 def _strokes_from(signed: np.ndarray, speck_fraction: float, dust: float) -> np.ndarray:
     """Ink contrast (ink positive, background ~0) -> the soft ink map of the strokes, or all zeros for no ink;
     components spanning under `dust` px are dropped."""
-    empty = np.zeros(signed.shape, np.float32)
+    found = _stroke_mask(signed, speck_fraction, dust)
+    return _soft(*found) if found else np.zeros(signed.shape, np.float32)
+
+
+def _stroke_mask(signed: np.ndarray, speck_fraction: float,
+                 dust: float) -> tuple[np.ndarray, np.ndarray, float, float] | None:
+    """The strokes of _strokes_from before their soft edges are drawn: (strokes mask, contrast clipped at 0, noise
+    sigma, stroke level), or None for no ink."""
     signed = signed - _median(signed)  # the background (most pixels) at 0, whichever way its level was found
     noise = _MAD_TO_SIGMA * _median(np.abs(_level_sample(signed)))  # _robust_sigma, the median being 0 now
     raw = np.clip(signed, 0, None)
@@ -197,19 +205,30 @@ def _strokes_from(signed: np.ndarray, speck_fraction: float, dust: float) -> np.
     smooth = cv2.GaussianBlur(raw, (0, 0), 1.0) if min(raw.shape) >= 3 else raw
     peak = float(smooth.max())
     if peak < max(_MIN_INK_CONTRAST, _NOISE_FACTOR * noise):
-        return empty
+        return None
     threshold = max(_otsu(smooth / peak) * peak, 2 * noise)
     strokes = _select_strokes(smooth > threshold, min_extent=dust,
                               speck_fraction=speck_fraction)
     if strokes is None:
-        return empty
-
-    # Soft output: keep antialiased edges next to the strokes, saturate the stroke cores to 1 like MNIST's pen.
-    keep = cv2.dilate(strokes.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
-    floor = 2 * noise
+        return None
     level = _quantile(raw[strokes], 0.9)
-    if level <= floor:
-        return empty
+    return None if level <= 2 * noise else (strokes, raw, noise, level)
+
+
+def _near(strokes: np.ndarray) -> np.ndarray:
+    """The strokes and the pixels next to them (a 3x3 dilation): where _soft may draw ink."""
+    return cv2.dilate(strokes.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+
+
+def _soft_support(strokes: np.ndarray, raw: np.ndarray, noise: float, level: float) -> np.ndarray:
+    """Where _soft(strokes, raw, noise, level) is above 0, without drawing it."""
+    return _near(strokes) & (raw > 2 * noise)
+
+
+def _soft(strokes: np.ndarray, raw: np.ndarray, noise: float, level: float) -> np.ndarray:
+    """Soft output: keep antialiased edges next to the strokes, saturate the stroke cores to 1 like MNIST's pen."""
+    keep = _near(strokes)
+    floor = 2 * noise
     soft = raw - np.float32(floor)
     soft *= np.float32(1 / (level - floor))
     np.clip(soft, 0, 1, out=soft)
@@ -255,13 +274,24 @@ def _downscale(gray: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
     return cv2.resize(gray, size, interpolation=cv2.INTER_AREA), size[1] / height
 
 
+def _shrink_to_pixels(gray: np.ndarray, pixels: int) -> np.ndarray:
+    """An area-interpolated copy of about `pixels` pixels, the aspect kept (the image itself when it is smaller): a
+    32 x 32 copy of a square photo, 72 x 14 of a line five times as wide as tall."""
+    height, width = gray.shape
+    scale = (pixels / (height * width)) ** 0.5
+    if scale >= 1:
+        return gray
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))  # cv2 wants (w, h)
+    return cv2.resize(gray, size, interpolation=cv2.INTER_AREA)
+
+
 def _background(work: np.ndarray) -> np.ndarray:
     """Smooth paper level: a quadratic surface fitted to the pixels that are not ink, on a small copy.
 
     Light across a sheet (a gradient, vignetting) is smooth, so six coefficients describe it. Ink, and a desk
     around the sheet, are a minority of pixels with large residuals: each round refits to the inliers only.
     """
-    small, _ = _downscale(work, _BACKGROUND_SIDE)
+    small = _shrink_to_pixels(work, _BACKGROUND_PIXELS)
     level = _median(small)
     if min(small.shape) < 3:
         return np.full(work.shape, level, np.float32)
@@ -275,7 +305,7 @@ def _background(work: np.ndarray) -> np.ndarray:
         # grey level of slack. Normal equations over the inliers (sums of precomputed per-pixel products, two
         # vector-matrix products) with a whisker of ridge: a 6x6 solve, defined even for degenerate inlier sets.
         gram = (inliers @ products).reshape(6, 6)
-        coefficients = np.linalg.solve(gram + 1e-6 * np.eye(6), inliers @ weighted)
+        coefficients = np.linalg.solve(gram + _RIDGE, inliers @ weighted)
     columns, rows = _unit_coordinates(*work.shape)
     c = coefficients.astype(np.float32)
     # The surface as a row part + a column part + the cross term: two full-size operations instead of ten.
@@ -334,7 +364,8 @@ def _select_strokes(mask: np.ndarray, min_extent: float, speck_fraction: float =
     if not areas.any():
         return None
     keep = np.concatenate([[False], areas >= max(1, speck_fraction * areas.max())])  # label -> kept
-    return keep[labels]
+    kept = np.flatnonzero(keep)
+    return labels == kept[0] if kept.size == 1 else keep.take(labels)  # ~4x and ~2x faster than keep[labels]
 
 
 def components(mask: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:

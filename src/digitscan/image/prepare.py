@@ -1,7 +1,7 @@
 """The one preprocessing path: a decoded grey image -> the model's (28, 28) input, the way MNIST was made.
 
-`preprocess(source)` = decode_image then `to_model_input`; `fit_to_mnist_box` turns a cropped ink patch into the
-model's input and serves the line readers too.
+`preprocess(source)` = `decode_for_digit` then `to_model_input`; `fit_to_mnist_box` turns a cropped ink patch into
+the model's input and serves the line readers too.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from digitscan.constants import (
     IMAGE_SIZE,
     MAX_FILE_BYTES,
     MAX_PIXELS,
+    PREDICT_DECODE_SIDE,
     PREDICT_WORK_SIDE,
     PREPROCESS_MODES,
-    WORK_SIDE,
 )
 from digitscan.image.decode import NO_PIXEL_LIMIT, decode_image, gray_from_array
 from digitscan.image.ink import ink_map, stroke_width
@@ -28,11 +28,16 @@ _MNIST_STROKE_FRACTION = 0.1  # MNIST pens are 2-3 px in the 20 px box; thinner 
 def preprocess(
     source, mode: str = "robust", *, max_pixels: int = MAX_PIXELS, max_bytes: int = MAX_FILE_BYTES
 ) -> np.ndarray:
-    """decode_image then to_model_input: the model's (28, 28) float32 input from any supported source."""
+    """decode_for_digit then to_model_input: the model's (28, 28) float32 input from any supported source."""
     _check_mode(mode)
-    # One digit needs no more than the ink finder's largest working size: big JPEGs are decoded at a reduced scale.
-    gray = decode_image(source, max_pixels=max_pixels, max_bytes=max_bytes, min_side=WORK_SIDE)
-    return to_model_input(gray, mode)
+    return to_model_input(decode_for_digit(source, max_pixels=max_pixels, max_bytes=max_bytes), mode)
+
+
+def decode_for_digit(source, *, max_pixels: int = MAX_PIXELS, max_bytes: int = MAX_FILE_BYTES) -> np.ndarray:
+    """decode_image as one digit needs it: a JPEG at the smallest DCT scale that keeps PREDICT_DECODE_SIDE px on
+    its longer side (twice the ink finder's first look, so a digit far away in the frame still has pixels for its
+    second one), any other file at its own size."""
+    return decode_image(source, max_pixels=max_pixels, max_bytes=max_bytes, min_side=PREDICT_DECODE_SIDE)
 
 
 def to_model_input(gray: np.ndarray, mode: str = "robust") -> np.ndarray:
