@@ -144,9 +144,11 @@ def _paste_centred_by_mass(patch: np.ndarray) -> np.ndarray:
     mass_row = float((patch.sum(axis=1) * np.arange(height)).sum()) / total
     mass_col = float((patch.sum(axis=0) * np.arange(width)).sum()) / total
     centre = IMAGE_SIZE // 2  # MNIST's centres of mass sit on pixel 14 (measured: mean 13.99, 14.01)
-    # Integer shift keeps the pixels sharp; clamping keeps a lopsided digit (a "7") entirely in the frame.
-    top = int(np.clip(round(centre - mass_row), 0, IMAGE_SIZE - height))
-    left = int(np.clip(round(centre - mass_col), 0, IMAGE_SIZE - width))
+    # Integer shift keeps the pixels sharp; clamping keeps a lopsided digit (a "7") entirely in the frame. A
+    # symmetric digit's centre sits on a half pixel: rounded to 1e-3 first, float noise in faint pixels (1e-7)
+    # cannot decide which way it goes, so a crop and the same crop with a margin land on the same pixel.
+    top = int(np.clip(round(round(centre - mass_row, 3)), 0, IMAGE_SIZE - height))
+    left = int(np.clip(round(round(centre - mass_col, 3)), 0, IMAGE_SIZE - width))
     out = np.zeros((IMAGE_SIZE, IMAGE_SIZE), np.float32)
     out[top : top + height, left : left + width] = patch
     return out

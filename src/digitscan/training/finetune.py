@@ -36,7 +36,7 @@ from digitscan.data.mnist import default_cache_dir
 from digitscan.data.realdev import REALDEV_SETS, load_realdev
 from digitscan.files import atomic_write
 from digitscan.image.decode import decode_image
-from digitscan.image.prepare import to_model_input
+from digitscan.image.prepare import preprocess, to_model_input
 from digitscan.reading.segments import candidate_pieces
 from digitscan.synthetic.nondigits import BLANK_PAGES, blank_glyph, letter_glyph, scribble_glyph
 from digitscan.synthetic.photos import CONDITIONS, Condition, font_split, glyph_from_font, glyph_from_mnist, photograph
@@ -232,7 +232,7 @@ def _run_job(job: tuple) -> list[tuple[np.ndarray, int]]:
         _, glyph, condition, seed, label = job
         condition = {"font": FONT_CONDITION, "mixed": PHOTO_CONDITION}.get(condition) or BLANK_PAGES.get(condition) \
             or _smaller(CONDITIONS[condition])
-        pieces = [(to_model_input(decode_image(photograph(glyph, condition, np.random.default_rng(seed)))), label)]
+        pieces = [(preprocess(photograph(glyph, condition, np.random.default_rng(seed))), label)]  # as predict
     else:
         pieces = _number_pieces(*job[1:])
     return [(_as_uint8(x), label) for x, label in pieces if x.max() > 0]
