@@ -6,6 +6,7 @@ Pages are drawn here with OpenCV (rules, boxes, Hershey-font labels) and pen-str
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -140,6 +141,27 @@ def test_a_field_to_review_says_why_on_the_command_line(tmp_path, monkeypatch):
     result = run("read", "--layout", "page", tmp_path / "form.png")
     assert result.stdout.splitlines()[1] == ("  9316 (confidence 0.500) underline at [200, 230, 125, 42]; "
                                              "needs review: confidence 0.500 is under 0.9")
+
+
+@pytest.mark.parametrize("how", ["page", "template"])
+def test_the_command_line_reads_comb_rows_with_both_readers(tmp_path, monkeypatch, how):
+    """Without --method, `read --layout page` and `read --template` read comb rows with both readers, as
+    Recognizer.read_page and read_template do (and as the benchmarks measure); --method still chooses."""
+    page, _, _ = small_form()
+    cv2.imwrite(str(tmp_path / "form.png"), page)
+    (tmp_path / "form.json").write_text(json.dumps({"name": "small form", "size": [900, 500], "fields": {
+        "account": {"box": [150, 100, 310, 76], "units": "px", "kind": "comb"},
+        "code": {"box": [195, 335, 230, 80], "units": "px"}}}))
+    methods = []
+    read = Recognizer.read
+    monkeypatch.setattr(Recognizer, "read", lambda self, image, *, method=None, **options: (
+        methods.append(method), read(self, image, method=method, **options))[1])
+    options = ["--layout", "page"] if how == "page" else ["--template", tmp_path / "form.json"]
+    assert run("read", *options, tmp_path / "form.png").exit_code == 0
+    assert "both" in methods and set(methods) <= {"both", None}
+    methods.clear()
+    assert run("read", *options, "--method", "sequence", tmp_path / "form.png").exit_code == 0
+    assert set(methods) == {"sequence"}
 
 
 def test_layout_page_is_not_a_batch_job(tmp_path):

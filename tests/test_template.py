@@ -364,6 +364,17 @@ def card_form(tmp_path_factory) -> tuple[Path, Path]:
     return folder / "form.png", template
 
 
+def test_comb_fields_go_to_the_comb_reader():
+    """read_comb, when given, reads the comb fields (their cells part the digits: Recognizer.read_template reads them
+    with both readers); every other kind stays with read_region."""
+    template = template_from_dict({"name": "t", "fields": {
+        "account": {"box": [0, 0, 0.5, 0.5], "kind": "comb"}, "zip": {"box": [0.5, 0.5, 0.5, 0.5]}}})
+    page = np.full((100, 200), PAPER, np.uint8)
+    results = read_template(page, template, fixed_reader("11111"), read_comb=fixed_reader("22222"))
+    assert {name: r.text for name, r in results.items()} == {"account": "22222", "zip": "11111"}
+    assert read_template(page, template, fixed_reader("11111"))["account"].text == "11111"
+
+
 def test_the_recognizer_reads_a_form(recognizer, card_form):
     page, template = card_form
     results = recognizer.read_template(page, load_template(template))

@@ -239,18 +239,20 @@ class Recognizer:
                       page_time_limit_s: float | None = None) -> dict[str, FieldResult]:
         """Every field of a form (a Template from digitscan.fields.load_template) read on a page image: {name:
         FieldResult}. Each field's box is read with `read` (method, time_limit_s per field) once its printed
-        form lines (comb boxes, underlines, frames) are painted out; docs/templates.md. page_time_limit_s bounds
-        the whole page too (a server's request): past it ImageTooComplexError."""
+        form lines (comb boxes, underlines, frames) are painted out; comb fields with method "both" unless a
+        method is given, as pages read comb rows; docs/templates.md. page_time_limit_s bounds the whole page too
+        (a server's request): past it ImageTooComplexError."""
         deadline = None if page_time_limit_s is None else time.monotonic() + page_time_limit_s
 
-        def read_field(crop: np.ndarray) -> ReadResult:
+        def read_field(crop: np.ndarray, field_method: str | None = method) -> ReadResult:
             limit = time_limit_s
             if deadline is not None:
                 check_time(deadline, page_time_limit_s)
                 limit = min(limit, max(deadline - time.monotonic(), 1e-3))
-            return self.read(remove_form_lines(crop, field=True), method=method, time_limit_s=limit)
+            return self.read(remove_form_lines(crop, field=True), method=field_method, time_limit_s=limit)
 
-        return read_template(decode_image(image), template, read_field)
+        return read_template(decode_image(image), template, read_field,
+                             read_comb=lambda crop: read_field(crop, method or "both"))
 
     def read_page(self, image, *, method: str | None = None,
                   time_limit_s: float = PAGE_TIME_LIMIT_S) -> PageResult:

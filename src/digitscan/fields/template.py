@@ -372,12 +372,15 @@ def cut_field(page: np.ndarray, alignment: PageAlignment, box: tuple[float, floa
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def read_template(gray, template: Template, read_region: Callable[[np.ndarray], object]) -> dict[str, FieldResult]:
+def read_template(gray, template: Template, read_region: Callable[[np.ndarray], object],
+                  read_comb: Callable[[np.ndarray], object] | None = None) -> dict[str, FieldResult]:
     """Every field of the template read on a page: {name: FieldResult}, in the template's order.
 
     gray: the page as decode_image accepts it (a (H, W) array: uint8, or float in [0, 1] as decode_image returns);
     read_region(crop) reads one field's pixels, a (h, w) uint8 grey array (ink dark on light paper, as scanned),
-    and returns a reading (.text, .raw, .confidence, .alternatives), e.g. `lambda crop: recognizer.read(crop)`.
+    and returns a reading (.text, .raw, .confidence, .alternatives), e.g. `lambda crop: recognizer.read(crop)`;
+    read_comb, when given, reads the fields of kind "comb" instead (Recognizer.read_template reads them with both
+    readers, as pages read comb rows).
     """
     page = decode_image(gray)
     alignment = align_page(page, template.align)
@@ -390,7 +393,8 @@ def read_template(gray, template: Template, read_region: Callable[[np.ndarray], 
                                         needs_review=True, alternatives=[],
                                         reason="the field's box lies outside the page")
             continue
-        results[name] = judge_reading(read_region(crop), field.spec, box)
+        reader = read_comb if read_comb is not None and field.spec.kind == "comb" else read_region
+        results[name] = judge_reading(reader(crop), field.spec, box)
     return results
 
 
