@@ -19,12 +19,19 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from digitscan.constants import ALLOWED_FORMATS, DIGIT_BOX, IMAGE_SIZE, MAX_PIXELS, PREPROCESS_MODES
+from digitscan.constants import (
+    ALLOWED_FORMATS,
+    DIGIT_BOX,
+    IMAGE_SIZE,
+    MAX_PIXELS,
+    PREDICT_DECODE_SIDE,
+    PREPROCESS_MODES,
+)
 from digitscan.errors import ImageError, ImageTooLargeError, NoImagesError, UnreadableImageError, UnsupportedImageError
 from digitscan.image import prepare
 from digitscan.image.decode import decode_image
 from digitscan.image.ink import ink_map
-from digitscan.image.prepare import fit_to_mnist_box, preprocess, to_model_input
+from digitscan.image.prepare import decode_for_digit, fit_to_mnist_box, preprocess, to_model_input
 
 WIDTH, HEIGHT = 300, 400  # a phone-ish portrait page
 
@@ -223,6 +230,17 @@ def test_a_big_jpeg_is_decoded_at_a_reduced_scale_for_one_digit(reference_seven)
     png = encode(draw_digit("7"), "PNG")
     assert decode_image(png, min_side=64).shape == (HEIGHT, WIDTH)  # only JPEG has cheap reduced decoding
     assert correlation(reference_seven, preprocess(data)) > 0.9  # preprocess decodes reduced
+
+
+def test_one_digit_is_decoded_at_twice_the_first_look():
+    """decode_for_digit (predict's decode) keeps PREDICT_DECODE_SIDE px: a 640x480 photo at half size, a 12 MP one
+    at an eighth (a PNG at its own size), and the half-size photo makes the same model input as the full one."""
+    photo = encode(draw_digit("7", size=(640, 480), pen=30).convert("RGB"), "JPEG", quality=90)
+    assert decode_for_digit(photo).shape == (240, 320) and max(decode_image(photo).shape) == 640
+    big = encode(draw_digit("7", size=(4000, 3000), pen=240).convert("RGB"), "JPEG", quality=90)
+    assert decode_for_digit(big).shape == (375, 500) and 500 >= PREDICT_DECODE_SIDE
+    assert decode_for_digit(encode(draw_digit("7"), "PNG")).shape == (HEIGHT, WIDTH)
+    assert correlation(to_model_input(decode_image(photo)), to_model_input(decode_for_digit(photo))) > 0.95
 
 
 def test_fit_to_mnist_box_on_a_plain_patch():
