@@ -9,8 +9,10 @@ and the median over the images is reported.
 
 Before/after in one run: `--baseline REV` (default: the commit before the fast path, 576076d) loads that revision's
 src/digitscan/image/ modules from git into a private package and times them on the same images, interleaved with
-the current code; the paper pipeline (grayscale + bilinear resize, no ink finding) is the floor. Also reported:
-how often the current and the baseline inputs give the shipped model the same answer on these images.
+the current code (its decode is always at full size, as 576076d's predict decoded: for a later revision, whose
+predict decoded big JPEGs reduced, compare the prepare columns only); the paper pipeline (grayscale + bilinear
+resize, no ink finding) is the floor. Also reported: how often the current and the baseline inputs give the shipped
+model the same answer on these images.
 Writes benchmarks/results/preprocess_speed.{json,md}.
 """
 
@@ -145,7 +147,8 @@ def main() -> None:
         f"{args.repeats} runs, in milliseconds, from the file's bytes: decode = `decode_for_digit` as `predict` "
         f"calls it (a JPEG at the smallest DCT scale that keeps {PREDICT_DECODE_SIDE} px), prepare = "
         "`to_model_input` (robust). The "
-        f"baseline columns run the image modules of {args.baseline} on the same files in the same run; the paper "
+        f"baseline columns run the image modules of {args.baseline} on the same files in the same run, decoding at "
+        "full size; the paper "
         "pipeline (grey + resize, no ink finding) is the floor. Same answer: the shipped model's digit and "
         "accept/reject agree on the two inputs.",
         machine_line(info),
