@@ -129,3 +129,19 @@ def test_a_failed_parity_check_writes_nothing(tmp_path, monkeypatch):
         export_onnx(load_checkpoint(), out)
     assert list(tmp_path.iterdir()) == []
     assert run("export", "--out", out, "--opset", "17").exit_code == 2  # too old for the exporter: a usage error
+
+
+def test_the_larger_architecture_exports_too(tmp_path):
+    """dsnet-l (not shipped yet) goes through the same export and its parity check."""
+    import torch
+
+    from digitscan.models.architectures import build_model
+    from digitscan.models.checkpoint import save_checkpoint
+
+    torch.manual_seed(0)
+    model = build_model("dsnet-l").eval()
+    meta = {**load_checkpoint(shipped_path()).meta, "arch": "dsnet-l"}
+    path = save_checkpoint(tmp_path / "large.safetensors", model, meta)
+    result = export_onnx(load_checkpoint(path), tmp_path / "large.onnx")
+    assert result.max_prob_diff <= PARITY_TOLERANCE
+    onnx.checker.check_model(onnx.load(tmp_path / "large.onnx"), full_check=True)

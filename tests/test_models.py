@@ -79,3 +79,11 @@ def test_fusing_batchnorm_keeps_the_function(name):
         fused = fuse_for_inference(model)
         assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
         torch.testing.assert_close(fused(x), expected, atol=1e-4, rtol=1e-4)
+
+
+def test_dsnet_l_head_pools_the_windows_of_an_adaptive_3x3_pool():
+    """Its head is MaxPool2d(3, stride=2) because ONNX cannot export AdaptiveMaxPool2d(3): on the 7x7 map they
+    must be the same function, or weights trained with one would not mean the same in the other."""
+    pool = next(m for m in build_model("dsnet-l") if isinstance(m, torch.nn.MaxPool2d) and m.kernel_size == 3)
+    x = torch.randn(4, 192, 7, 7)
+    torch.testing.assert_close(pool(x), torch.nn.AdaptiveMaxPool2d(3)(x), rtol=0, atol=0)

@@ -151,3 +151,14 @@ def test_choosing_the_threshold_again(tmp_path, monkeypatch):
     assert report["digits"] >= 30 and report["nondigits"] >= 10
     for name, tensor in shipped.model.state_dict().items():
         assert torch.equal(tensor, again.model.state_dict()[name])
+
+
+def test_realdev_digits_are_drawn_real_weight_times_as_often():
+    from digitscan.training.finetune import REAL_WEIGHT, SOURCES, Pools, draw_weights
+
+    sources = np.array([SOURCES.index(name) for name in ("photo digits", "usps_train", "cvl_train",
+                                                          "optdigits_train", "realdev rescanned")], np.uint8)
+    pools = Pools(np.zeros((5, 28, 28), np.uint8), np.zeros(5, np.int64), np.zeros((0, 28, 28), np.uint8), sources,
+                  np.zeros(0, np.uint8))
+    assert draw_weights(pools).tolist() == [1.0, REAL_WEIGHT, REAL_WEIGHT, REAL_WEIGHT, 1.0]
+    assert draw_weights(pools, 8.0).tolist() == [1.0, 8.0, 8.0, 8.0, 1.0]

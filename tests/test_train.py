@@ -97,8 +97,16 @@ def test_realworld_fine_tuning_keeps_the_last_epoch(mnist_dir, tmp_path, monkeyp
     monkeypatch.setattr(train_module, "choose_reject_threshold", rule)
     scores = iter([(0.1, 0.99), (0.2, 0.98), (0.3, 0.97)])  # validation gets worse every epoch
     monkeypatch.setattr(train_module, "loss_and_accuracy", lambda model, x, y: next(scores))
-    config = make_config("easy", epochs=3, limit=600, data=str(mnist_dir), realworld=True)
+    weights_asked, original_draw_weights = [], train_module.draw_weights
+
+    def draw_weights(pools, real_weight):
+        weights_asked.append(real_weight)
+        return original_draw_weights(pools, real_weight)
+
+    monkeypatch.setattr(train_module, "draw_weights", draw_weights)
+    config = make_config("easy", epochs=3, limit=600, data=str(mnist_dir), realworld=True, real_weight=5.0)
     result = train(config, tmp_path / "r.safetensors", progress=False)
     assert result.best_epoch == 3  # by validation accuracy it would be epoch 1
     meta = load_checkpoint(result.checkpoint).meta
     assert (meta["reject_threshold"], meta["reject_logit_threshold"]) == (0.5, 1.5)
+    assert weights_asked == [5.0] * 3 and meta["train_config"]["real_weight"] == 5.0  # --real-weight, recorded

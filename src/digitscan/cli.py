@@ -377,6 +377,9 @@ def process_files(files: list[Path], work, describe, as_json: bool, record=None)
 @click.option("--realdev", type=click.Path(file_okay=False),
               help="The realdev folder --realworld reads (default: $DIGITSCAN_REALDEV, else ../shared/data/realdev "
                    "beside the repository).")
+@click.option("--real-weight", type=click.FloatRange(min=0, min_open=True),
+              help="--realworld: how many times as often each realdev digit is drawn as a synthetic one "
+                   "(default 3).")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 @click.option("--distributed", is_flag=True,
               help="Data-parallel on this machine: rerun this command under torchrun --standalone with "
@@ -385,7 +388,8 @@ def process_files(files: list[Path], work, describe, as_json: bool, record=None)
               help="Processes for --distributed (default: one per GPU, else 2).")
 @click.pass_context
 def train(ctx, arch, epochs, batch_size, lr, val_split, seed, threads, device, dataset, data, preprocess, augment,
-          init, out, as_json, eval_test, limit, realworld, realdev, no_progress, distributed, nproc_per_node):
+          init, out, as_json, eval_test, limit, realworld, realdev, real_weight, no_progress, distributed,
+          nproc_per_node):
     """Train a model on MNIST or another dataset and save a self-describing checkpoint.
 
     Each architecture brings its own recipe (epochs, batch size, optimizer, schedule, augmentation);
@@ -415,7 +419,7 @@ def train(ctx, arch, epochs, batch_size, lr, val_split, seed, threads, device, d
     config = make_config(arch, epochs=epochs, batch_size=batch_size, lr=lr, val_split=val_split, seed=seed,
                          threads=threads, device=device, eval_test=eval_test, dataset=dataset, data=data,
                          preprocess=preprocess, augment=augment, init=init, limit=limit, realworld=realworld or None,
-                         realdev=realdev)
+                         realdev=realdev, real_weight=real_weight)
     if distributed and not dist.launched_by_torchrun():
         sys.exit(launch_torchrun(ctx, nproc_per_node, cuda=pick_device(config.device).type == "cuda"))
     out_path = Path(out or f"runs/{config.arch}.safetensors")

@@ -104,20 +104,24 @@ def conv_bn(c_in: int, c_out: int, kernel: int = 3, stride: int = 1) -> nn.Seque
     )
 
 
+# dsnet's recipe, also dsnet-l's.
+DSNET_RECIPE = Recipe(
+    epochs=15,
+    batch_size=256,
+    lr=0.01,
+    val_split=0.1,
+    optimizer="adamw",
+    weight_decay=5e-4,
+    schedule="onecycle",
+    label_smoothing=0.1,
+    augment="handwriting",
+    precision="bf16",
+)
+
+
 @register(
     "dsnet",
-    Recipe(
-        epochs=15,
-        batch_size=256,
-        lr=0.01,
-        val_split=0.1,
-        optimizer="adamw",
-        weight_decay=5e-4,
-        schedule="onecycle",
-        label_smoothing=0.1,
-        augment="handwriting",
-        precision="bf16",
-    ),
+    DSNET_RECIPE,
     "digitscan's net: a small VGG-style CNN with batch norm (a stride-2 stem, conv-bn-relu at 14 and 7 px), "
     "global max pooling, trained with handwriting augmentation, label smoothing and a one-cycle schedule.",
 )
@@ -130,6 +134,27 @@ def dsnet(num_classes: int = NUM_CLASSES, widths: tuple[int, int, int] = (32, 64
         conv_bn(w2, w3), conv_bn(w3, w3),  # (B, w3, 7, 7)
         nn.AdaptiveMaxPool2d(1), nn.Flatten(),  # (B, w3): the strongest response anywhere, shift-tolerant
         nn.Linear(w3, num_classes),
+    )
+
+
+@register(
+    "dsnet-l",
+    DSNET_RECIPE,
+    "dsnet, larger (3x the parameters, slower per image): a full-resolution first layer, wider, one "
+    "more layer at 7 px, and a 3x3 pooled head that keeps where in the digit each stroke is. Not shipped yet: "
+    "it rejects non-digits better, not CVL's writers (docs/training.md).",
+)
+def dsnet_l(num_classes: int = NUM_CLASSES) -> nn.Module:
+    return nn.Sequential(
+        conv_bn(1, 32),  # (B, 32, 28, 28)
+        conv_bn(32, 48, stride=2),  # (B, 48, 14, 14)
+        conv_bn(48, 64), nn.MaxPool2d(2),  # (B, 64, 7, 7)
+        conv_bn(64, 128), conv_bn(128, 128), conv_bn(128, 192),  # (B, 192, 7, 7)
+        # 3x3 windows at stride 2 over the 7x7 map: rows and columns 0-2, 2-4, 4-6 (AdaptiveMaxPool2d(3)'s windows,
+        # which ONNX cannot export).
+        nn.MaxPool2d(3, stride=2), nn.Flatten(),  # (B, 192 * 9)
+        nn.Dropout(0.2),
+        nn.Linear(192 * 9, num_classes),
     )
 
 

@@ -33,7 +33,7 @@ from digitscan.models.checkpoint import load_checkpoint, save_checkpoint, sha256
 from digitscan.models.inference import infer, to_input
 from digitscan.training import distributed
 from digitscan.training.evaluate import fit_temperature
-from digitscan.training.finetune import build_pools, choose_reject_threshold, draw_weights
+from digitscan.training.finetune import REAL_WEIGHT, build_pools, choose_reject_threshold, draw_weights
 
 # What the model's input looks like, by preprocessing mode (recorded in the checkpoint's "input").
 INPUT_INK = {"robust": "bright on dark (MNIST)", "paper": "the image's own gray levels, resized (no inversion)"}
@@ -59,6 +59,7 @@ class TrainConfig(Recipe):
     realworld: bool = False  # mix photo-like digits and non-digits into every batch (digitscan.training.finetune)
     outlier_weight: float = 0.5  # weight of the non-digits' pull towards the uniform distribution
     realdev: str | None = None  # --realworld: the realdev folder (None: $DIGITSCAN_REALDEV or ../shared/data/realdev)
+    real_weight: float = REAL_WEIGHT  # --realworld: how much more often a realdev digit is drawn than a synthetic one
 
 
 def make_config(arch: str, **overrides) -> TrainConfig:
@@ -143,7 +144,7 @@ def train_one_epoch(model, x_train, y_train, optimizer, scheduler, config, gener
         sampler.set_epoch(epoch)  # every process draws the same shuffle for this epoch and takes its own slice
         order = torch.tensor(list(sampler))
     total_loss, correct, seen = 0.0, 0, 0
-    pool_weights = torch.from_numpy(draw_weights(pools)) if pools is not None else None
+    pool_weights = torch.from_numpy(draw_weights(pools, config.real_weight)) if pools is not None else None
     batches = range(0, len(order), config.batch_size)
     bar = tqdm(batches, desc=f"epoch {epoch}/{config.epochs}", unit="batch", leave=False, disable=not progress)
     for start in bar:

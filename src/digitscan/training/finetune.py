@@ -95,10 +95,10 @@ class Pools:
     negative_sources: np.ndarray  # (M,) uint8 index into SOURCES
 
 
-def draw_weights(pools: Pools) -> np.ndarray:
-    """(N,) float64: how often fine-tuning draws each pool digit, relative to the others (REAL_WEIGHT for realdev)."""
+def draw_weights(pools: Pools, real_weight: float = REAL_WEIGHT) -> np.ndarray:
+    """(N,) float64: how often fine-tuning draws each pool digit, relative to the others (real_weight for realdev)."""
     real = np.isin(pools.digit_sources, [SOURCES.index(name) for name in REALDEV_SETS])
-    return np.where(real, REAL_WEIGHT, 1.0)
+    return np.where(real, real_weight, 1.0)
 
 
 def build_pools(images: np.ndarray, labels: np.ndarray, sizes: PoolSizes = PoolSizes(), *, seed: int = 0,
