@@ -1,8 +1,8 @@
 """Accuracy of the shipped model, each member of the shipped ensemble, and the ensemble, on the MNIST test set.
 
 Run: `.venv/bin/python benchmarks/accuracy.py` (needs DIGITSCAN_DATA; ~20 s). The weights were produced in two
-stages: `digitscan train --arch shipped --seed S` (S = 0 for the shipped model, 1.. for the other members), then
-fine-tuning from those weights with `--init STAGE1 --realworld --seed S` (docs/real-world.md); each checkpoint
+stages: `digitscan train --arch dsnet-l --seed S` (S = 0 for the shipped model, 1.. for the other members), then
+fine-tuning from those weights with `--init STAGE1 --realworld --seed S` (docs/model-card.md); each checkpoint
 records its own command line settings.
 """
 
@@ -28,10 +28,11 @@ def main() -> None:
         results.append({"model": path.name, "accuracy": result["accuracy"], "loss": result["loss"],
                         "seed": config["seed"], "epoch": checkpoint.meta["metrics"]["epoch"],
                         "val_accuracy": checkpoint.meta["metrics"]["val_accuracy"]})
-        made_by = f"`digitscan train --arch shipped --seed {config['seed']}`"
+        made_by = f"`digitscan train --arch {config['arch']} --seed {config['seed']}`"
         if config.get("init"):
-            made_by += (f", then `--init` it `--realworld --epochs {config['epochs']} --lr {config['lr']}`"
-                        " (twice: docs/model-card.md)")
+            weight = f" --real-weight {config['real_weight']:g}" if "real_weight" in config else ""
+            made_by += (f", then `--init` it `--realworld --epochs {config['epochs']} --lr {config['lr']}{weight}`"
+                        " (docs/model-card.md)")
         rows.append([path.name, made_by,
                      f"{checkpoint.meta['metrics']['epoch']}/{config['epochs']}",
                      f"{checkpoint.meta['metrics']['val_accuracy']:.2%}", f"{result['accuracy']:.2%}",

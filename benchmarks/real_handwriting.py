@@ -21,6 +21,8 @@ source, subsampled with --seed). Needs MNIST ($DIGITSCAN_DATA) and realdev ($DIG
 ../shared/data/realdev). Writes benchmarks/results/real_handwriting.{json,md}; `--failures K` prints K rejected or
 misread tight crops per variant (for diagnosis); `--errors K` draws the model inputs of K failures per source
 in benchmarks/results/real_handwriting_errors.png (the model card's picture of typical errors).
+`--split validation` reads the realdev validation writers instead of the test writers (what choices such as
+`train --real-weight` were made on; the MNIST and load_digits rows do not change).
 """
 
 from __future__ import annotations
@@ -131,6 +133,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--realdev", help="realdev folder (default $DIGITSCAN_REALDEV or ../shared/data/realdev)")
     parser.add_argument("--model", help="checkpoint to measure (default: the shipped model)")
+    parser.add_argument("--split", choices=("test", "validation"), default="test",
+                        help="the realdev split read (default test, what is reported; validation is what choices "
+                             "are made on; the other sources do not change)")
     parser.add_argument("--failures", type=int, default=0, help="print this many failed tight crops per variant")
     parser.add_argument("--errors", type=int, default=8,
                         help="failures per source drawn in benchmarks/results/real_handwriting_errors.png")
@@ -141,11 +146,11 @@ def main() -> None:
     start = time.perf_counter()
     sources, writers = {}, {}
     for salt, name in enumerate(REALDEV_SETS):
-        data = load_realdev(name, "test", args.realdev)
+        data = load_realdev(name, args.split, args.realdev)
         pairs, labels = subsample(list(zip(data.images, data.groups)), data.labels, args.n, args.seed, salt)
-        sources[f"{name} (test writers)"] = ([image for image, _ in pairs], labels)
+        sources[f"{name} ({args.split} writers)"] = ([image for image, _ in pairs], labels)
         if name == "cvl_train":  # the only set whose groups are writers
-            writers[f"{name} (test writers)"] = np.array([group for _, group in pairs])
+            writers[f"{name} ({args.split} writers)"] = np.array([group for _, group in pairs])
     crops, crop_labels, variants = tight_crops(args.n, args.seed)
     sources["MNIST test, tight crops"] = (crops, crop_labels)
     sources["sklearn load_digits 8x8"] = subsample(*sklearn_digits(), args.n, args.seed, 10)

@@ -12,7 +12,7 @@ from safetensors.torch import save_file
 
 from digitscan.constants import DIGIT_CLASSES, MAX_CLASSES
 from digitscan.errors import CheckpointError
-from digitscan.models.architectures import build_model
+from digitscan.models.architectures import SHIPPED_ARCH, build_model
 from digitscan.models.checkpoint import (
     load_checkpoint,
     recorded_sha256,
@@ -206,7 +206,7 @@ def test_shipped_weights_are_verified_by_default(tmp_path, monkeypatch):
     (tmp_path / "shipped.sha256").unlink()
     with pytest.raises(CheckpointError, match="no readable sha256"):
         load_checkpoint()
-    assert load_checkpoint(tmp_path / "shipped.safetensors", verify_sha256=False).meta["arch"] == "dsnet"
+    assert load_checkpoint(tmp_path / "shipped.safetensors", verify_sha256=False).meta["arch"] == SHIPPED_ARCH
 
 
 def test_shipped_onnx_files_are_verified_by_default(tmp_path, monkeypatch):

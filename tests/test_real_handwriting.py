@@ -12,9 +12,9 @@ import pytest
 from digitscan.data.realdev import REALDEV_SETS, load_realdev
 from digitscan.synthetic.scans import tight_crop
 
-# Exact (accepted and right) on each set's test writers; measured 0.994 / 0.952 / 0.997 (docs/model-card.md).
-REALDEV_FLOORS = {"usps_train": 0.985, "cvl_train": 0.94, "optdigits_train": 0.99}
-TIGHT_CROP_FLOOR = 0.98  # measured 0.990 on the benchmark's 1,000
+# Exact (accepted and right) on each set's test writers; measured 0.993 / 0.964 / 0.994 (docs/model-card.md).
+REALDEV_FLOORS = {"usps_train": 0.985, "cvl_train": 0.955, "optdigits_train": 0.985}
+TIGHT_CROP_FLOOR = 0.98  # measured 0.991 on the benchmark's 1,000
 
 
 def exact(recognizer, images, labels) -> float:

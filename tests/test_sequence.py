@@ -10,8 +10,8 @@ import torch
 
 from digitscan.errors import CheckpointError
 from digitscan.image.decode import decode_image
-from digitscan.models.architectures import LineReader
-from digitscan.models.checkpoint import shipped_path
+from digitscan.models.architectures import LineReader, build_model
+from digitscan.models.checkpoint import load_checkpoint, save_checkpoint, shipped_path
 from digitscan.reading.line_reader import (
     BLANK,
     DIGIT_PIXELS,
@@ -128,7 +128,7 @@ def test_a_tiny_training_run_saves_a_reader(tmp_path, monkeypatch):
     assert 0.0 <= meta["metrics"]["val_lines_exact"] <= 1.0
 
 
-def test_a_reader_starts_from_the_shipped_reader_with_its_digits_and_blank_in_place():
+def test_a_reader_starts_from_the_shipped_reader_with_its_digits_and_blank_in_place(tmp_path):
     shipped = load_reader()
     model = LineReader(num_classes=len(CLASSES))
     fresh = model.state_dict()["head.weight"].clone()
@@ -140,8 +140,16 @@ def test_a_reader_starts_from_the_shipped_reader_with_its_digits_and_blank_in_pl
     for name in set(CLASSES) - set(shipped.meta["classes"]):
         assert torch.equal(head[CLASSES.index(name)], fresh[CLASSES.index(name)])  # new classes start fresh
     assert torch.equal(model.state_dict()["context.0.weight"], shipped.model.state_dict()["context.0.weight"])
+    dsnet = build_model("dsnet")
+    path = save_checkpoint(tmp_path / "dsnet.safetensors", dsnet, {**load_checkpoint(shipped_path()).meta,
+                                                                    "arch": "dsnet"})
     classifier = LineReader(num_classes=len(CLASSES))
-    assert _initialize(classifier, "shipped")["layers"] == "trunk"
+    assert _initialize(classifier, str(path))["layers"] == "trunk"  # a dsnet's first layers are the trunk
+    assert torch.equal(classifier.state_dict()["trunk.0.0.weight"], dsnet.state_dict()["0.0.weight"])
+    with pytest.raises(ValueError, match="not the reader's trunk"):
+        _initialize(LineReader(num_classes=len(CLASSES)), "shipped")  # the shipped digit model is dsnet-l
+    with pytest.raises(ValueError, match="not from 'dsnet-l'"):
+        _initialize(LineReader(num_classes=len(CLASSES)), str(shipped_path()))
 
 
 def test_batches_pad_to_a_few_widths_and_count_frames():

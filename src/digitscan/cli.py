@@ -404,8 +404,8 @@ def train(ctx, arch, epochs, batch_size, lr, val_split, seed, threads, device, d
     Examples:
       digitscan train --arch paper                 the paper: Adam, 5 epochs, batch 32, validation split 0.3
       digitscan train --arch shipped --json        rerun the recipe of the shipped weights (first stage)
-      digitscan train --arch shipped --init runs/dsnet.safetensors --realworld --epochs 5 --lr 0.0015
-                                                   its second stage: fine-tuning for photos and non-digits
+      digitscan train --arch shipped --init runs/dsnet-l.safetensors --realworld --epochs 8 --lr 0.002 --real-weight 8
+                                                   its second stage: fine-tuning for photos, scans and non-digits
       digitscan train --arch dsnet --dataset fashion-mnist
       digitscan train --arch dsnet --dataset folder:my_symbols --out runs/symbols.safetensors
       digitscan train --arch shipped --init shipped --epochs 3 --lr 0.002     fine-tune the shipped model
@@ -491,8 +491,9 @@ def choose_threshold(checkpoint: str, out: str, realdev: str | None, no_progress
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for the lines, initialization and order.")
 @click.option("--init", default="shipped-reader", show_default=True, metavar="FILE",
               help="What the reader starts from: 'shipped-reader' (the shipped line reader, every layer; new "
-                   "classes start fresh), another line reader checkpoint, 'shipped' or a dsnet checkpoint (the "
-                   "digit classifier's convolutional trunk), or 'none' (from scratch).")
+                   "classes start fresh), another line reader checkpoint, a dsnet checkpoint (the digit "
+                   "classifier's convolutional trunk; the shipped digit model is dsnet-l, whose is not), or 'none' "
+                   "(from scratch).")
 @click.option("--workers", type=click.IntRange(min=1), help="Processes making the lines (default: one per core).")
 @click.option("--out", type=click.Path(dir_okay=False), default="runs/reader.safetensors", show_default=True)
 @click.option("--no-progress", is_flag=True, help="No progress bars.")

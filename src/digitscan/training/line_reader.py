@@ -31,7 +31,7 @@ from digitscan.data.mnist import default_cache_dir, load_mnist, mnist_digests, t
 from digitscan.files import atomic_write
 from digitscan.image.decode import decode_image
 from digitscan.models.architectures import LineReader
-from digitscan.models.checkpoint import load_checkpoint, save_checkpoint, sha256_file, shipped_path
+from digitscan.models.checkpoint import load_checkpoint, save_checkpoint, sha256_file
 from digitscan.models.shipped import READER_NAME, weights_dir
 from digitscan.reading.line_reader import LINE_HEIGHT, STRIDE, decode, line_input
 from digitscan.synthetic.fields import FIELD_KINDS, field_tokens, render_field
@@ -40,6 +40,7 @@ from digitscan.synthetic.strokes import render_number
 
 LINES_VERSION = 3  # bump when the generator or the strip changes (3: dots no longer dust in long lines)
 ARCH = "line-reader"
+TRUNK_ARCH = "dsnet"  # the classifier whose first layers are the reader's trunk (models.LineReader)
 # Digits, the separators kept in `raw`, one class for every mark around a number, and CTC's blank last.
 CLASSES = [str(d) for d in range(10)] + list(SEPARATORS) + [MARK] + ["blank"]
 BLANK = len(CLASSES) - 1
@@ -85,8 +86,8 @@ class ReaderConfig:
     stretch: float = 0.15  # each epoch, every line is stretched or squeezed horizontally by up to this share
     slant: float = 0.2  # ... and sheared by up to this many columns per row (other writers' slant)
     dropout: float = 0.1  # before the reader's last layer
-    # What the reader starts from: "shipped-reader" (the shipped line reader, every layer), "shipped" (the shipped
-    # classifier's trunk), a checkpoint path, or None (from scratch).
+    # What the reader starts from: "shipped-reader" (the shipped line reader, every layer), a checkpoint path (a
+    # line reader, or a dsnet classifier: its trunk), or None (from scratch).
     init: str | None = "shipped-reader"
 
 
@@ -222,10 +223,17 @@ def _ctc_loss(ctc: nn.CTCLoss, log_probs: torch.Tensor, texts: list[str], frames
 def _initialize(model: LineReader, init: str) -> dict:
     """Start from another model's weights: a line reader's (every layer; the last layer's rows by class name, so
     the digits and the blank keep what they learnt and new classes start fresh) or a digit classifier's
-    convolutional trunk. init: "shipped" (the shipped classifier), "shipped-reader" or a checkpoint path."""
-    path = {"shipped": shipped_path(), "shipped-reader": weights_dir() / READER_NAME}.get(init, Path(init))
+    convolutional trunk (a dsnet's: the reader's trunk is dsnet's first layers). init: "shipped-reader" or a
+    checkpoint path."""
+    if init == "shipped":
+        raise ValueError("--init shipped: the shipped digit model is dsnet-l, whose layers are not the reader's "
+                         "trunk; start from 'shipped-reader', another line reader or a dsnet checkpoint")
+    path = weights_dir() / READER_NAME if init == "shipped-reader" else Path(init)
     checkpoint = load_checkpoint(path)
     state = checkpoint.model.state_dict()
+    if checkpoint.meta["arch"] not in (ARCH, TRUNK_ARCH):
+        raise ValueError(f"{path}: a line reader starts from a line reader or a {TRUNK_ARCH} checkpoint (its "
+                         f"trunk), not from {checkpoint.meta['arch']!r}")
     if checkpoint.meta["arch"] == ARCH:
         own = model.state_dict()
         head = {name: t for name, t in state.items() if name.startswith("head.")}
