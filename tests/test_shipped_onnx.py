@@ -9,16 +9,22 @@ import numpy as np
 import onnx
 import pytest
 
-from digitscan.models.backends import OnnxBackend, OnnxLineBackend, TorchBackend, TorchLineBackend, softmax
+from digitscan.models.backends import (
+    OnnxBackend,
+    OnnxLineBackend,
+    TorchBackend,
+    TorchLineBackend,
+    load_onnx_ensemble,
+    softmax,
+)
 from digitscan.models.checkpoint import load_checkpoint, load_ensemble, sha256_file, shipped_ensemble_paths
 from digitscan.models.export import line_parity_strips, parity_inputs
 from digitscan.models.shipped import (
-    ENSEMBLE_ONNX,
     READER_NAME,
     READER_ONNX,
     SHIPPED_ONNX,
+    onnx_export_of,
     recorded_sha256,
-    shipped_path,
     weights_dir,
 )
 
@@ -30,8 +36,12 @@ def onnx_meta(name: str) -> dict:
     return json.loads({p.key: p.value for p in proto.metadata_props}["digitscan"])
 
 
-@pytest.mark.parametrize("name, source", [(SHIPPED_ONNX, shipped_path()), (READER_ONNX, weights_dir() / READER_NAME)])
-def test_each_onnx_file_was_exported_from_the_committed_checkpoint(name, source):
+SOURCES = [*shipped_ensemble_paths(), weights_dir() / READER_NAME]
+
+
+@pytest.mark.parametrize("source", SOURCES, ids=[p.name for p in SOURCES])
+def test_each_onnx_file_was_exported_from_the_committed_checkpoint(source):
+    name = onnx_export_of(source).name
     meta = onnx_meta(name)
     assert meta["onnx"]["source_sha256"] == sha256_file(source), STALE
     assert sha256_file(weights_dir() / name) == recorded_sha256(weights_dir() / name)
@@ -42,19 +52,30 @@ def test_each_onnx_file_was_exported_from_the_committed_checkpoint(name, source)
         assert meta[key] == checkpoint_meta.get(key, default), key
 
 
-def test_the_ensemble_onnx_holds_every_shipped_seed():
-    meta = onnx_meta(ENSEMBLE_ONNX)
-    assert meta["onnx"]["ensemble_sha256"] == [sha256_file(p) for p in shipped_ensemble_paths()], STALE
-    assert meta["ensemble"] == [p.name for p in shipped_ensemble_paths()]
+def test_the_shipped_onnx_ensemble_is_every_seed_and_describes_itself_as_pytorch_does():
+    members = [onnx_export_of(p) for p in shipped_ensemble_paths()]
+    assert len(members) == 3 and members[0].name == SHIPPED_ONNX
+    _, meta = load_onnx_ensemble(members)
+    expected = load_ensemble().meta
+    assert meta["ensemble"] == [p.name for p in members]
     assert "reject_logit_threshold" not in meta  # the ensemble's outputs are log-probabilities: probability rule
+    for key in ("classes", "temperature", "reject_threshold", "tta_shifts", "preprocess", "arch"):
+        assert meta[key] == expected[key], key
+    # No weights twice: each file holds one member, under the size a repository should carry.
+    assert all((weights_dir() / p).stat().st_size < 3_000_000 for p in members)
+    assert not list(weights_dir().glob("ensemble*.onnx"))
 
 
 def test_onnx_answers_like_pytorch():
     inputs = parity_inputs()
-    for name, checkpoint in ((SHIPPED_ONNX, load_checkpoint()), (ENSEMBLE_ONNX, load_ensemble())):
+    onnx_ensemble, _ = load_onnx_ensemble([onnx_export_of(p) for p in shipped_ensemble_paths()])
+    for name, checkpoint, backend in ((SHIPPED_ONNX, load_checkpoint(), OnnxBackend(weights_dir() / SHIPPED_ONNX)),
+                                      ("ensemble", load_ensemble(), onnx_ensemble)):
         expected = softmax(TorchBackend(checkpoint.model)(inputs).astype(np.float64))
-        got = softmax(OnnxBackend(weights_dir() / name)(inputs).astype(np.float64))
+        got = softmax(backend(inputs).astype(np.float64))
         assert np.abs(got - expected).max() < 1e-4, name
+        assert np.array_equal(got.argmax(1), expected.argmax(1)), name
+    assert onnx_ensemble(inputs[:0]).shape == (0, 10)
     torch_reader = TorchLineBackend(load_checkpoint(weights_dir() / READER_NAME).model)
     onnx_reader = OnnxLineBackend(weights_dir() / READER_ONNX)
     for strip in line_parity_strips():

@@ -65,6 +65,7 @@ MAX_PAGE_FIELDS = 200  # fields read per page at most (top to bottom); a form ha
 
 # Models.
 INFER_BATCH = 1024  # inputs per forward pass: bounds memory for huge stacks
+TTA_SHIFTS = ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1))  # (dy, dx) one-pixel shifts the shipped ensemble averages over
 MAX_CLASSES = 1000  # a model file naming more classes than this is refused
 MAX_CLASS_NAME = 64  # characters; class names are printed in results, so they must be short printable text
 

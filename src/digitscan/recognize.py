@@ -122,8 +122,8 @@ class Recognizer:
 
     @classmethod
     def _load_unchecked(cls, path, preprocess, ensemble, backend, threads, reader) -> Recognizer:
-        from digitscan.models.backends import BACKENDS, OnnxBackend, is_onnx_path
-        from digitscan.models.shipped import ENSEMBLE_ONNX, SHIPPED_ONNX, weights_dir
+        from digitscan.models.backends import BACKENDS, OnnxBackend, is_onnx_path, load_onnx_ensemble
+        from digitscan.models.shipped import SHIPPED_ONNX, onnx_export_of, shipped_ensemble_paths, weights_dir
 
         read_method = "segments" if path is not None or ensemble else "sequence"
         backend = backend or ("torch" if path is not None and not is_onnx_path(path) else "onnx")
@@ -131,8 +131,12 @@ class Recognizer:
             raise ValueError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
         if is_onnx_path(path) and (backend != "onnx" or ensemble):
             raise ValueError(f"{path}: an ONNX model runs on the onnx backend, alone (no torch, no ensemble)")
-        if path is None and backend == "onnx":  # the shipped exports: no PyTorch at all
-            path = weights_dir() / (ENSEMBLE_ONNX if ensemble else SHIPPED_ONNX)
+        if path is None and backend == "onnx" and ensemble:  # the members' shipped exports: no PyTorch at all
+            members = [onnx_export_of(p) for p in shipped_ensemble_paths()]
+            session, meta = load_onnx_ensemble(members, threads)
+            return cls(session, meta, members[0], preprocess, reader, read_method)
+        if path is None and backend == "onnx":  # the shipped export: no PyTorch at all
+            path = weights_dir() / SHIPPED_ONNX
         reader_backend = "torch" if backend == "torch" else None
         if is_onnx_path(path):
             session = OnnxBackend(path, threads)

@@ -206,9 +206,6 @@ def recipe_for(name: str) -> Recipe:
     return REGISTRY[resolve_arch(name)].recipe
 
 
-TTA_SHIFTS = ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1))  # (dy, dx) one-pixel shifts for test-time augmentation
-
-
 class Ensemble(nn.Module):
     """Averages class probabilities over several models and input shifts; returns log-probabilities (softmax = mean).
 

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from digitscan.constants import IMAGE_SIZE, INFER_BATCH
+from digitscan.constants import IMAGE_SIZE, INFER_BATCH, TTA_SHIFTS
 from digitscan.errors import CheckpointError, one_line
-from digitscan.models.metadata import parse_meta, validate_meta
+from digitscan.models.metadata import ensemble_meta, parse_meta, validate_meta
 from digitscan.models.shipped import check_recorded, is_shipped
 
 BACKENDS = ("torch", "onnx")
@@ -105,6 +105,42 @@ class OnnxBackend(OnnxSession):
             return np.empty((0, self.num_classes), np.float32)
         return np.concatenate([self.session.run(None, {self.input_name: x[i:i + INFER_BATCH]})[0]
                                for i in range(0, len(x), INFER_BATCH)])
+
+
+class OnnxEnsembleBackend:
+    """Several exported digit models averaged over one-pixel shifts of the input, as models.architectures.Ensemble
+    does in PyTorch: the mean of every member's calibrated probabilities (softmax(logits / temperature)) over every
+    shift, returned as log-probabilities. The shipped ensemble runs this way on its members' own ONNX files (one
+    file per member: no graph holds three copies of the weights)."""
+
+    name = "onnx"
+
+    def __init__(self, members: list[OnnxBackend], temperatures: list[float], shifts):
+        self.members, self.temperatures, self.shifts = members, temperatures, [tuple(s) for s in shifts]
+        self.num_classes = members[0].num_classes
+
+    def __call__(self, inputs: np.ndarray) -> np.ndarray:
+        x = np.asarray(inputs)
+        x = x.astype(np.float32) / np.float32(255) if x.dtype == np.uint8 else x.astype(np.float32, copy=False)
+        x = x.reshape(len(x), IMAGE_SIZE, IMAGE_SIZE)
+        if len(x) == 0:
+            return np.empty((0, self.num_classes), np.float32)
+        shifted = np.concatenate([np.roll(x, shift, axis=(1, 2)) for shift in self.shifts])  # (S * N, 28, 28)
+        total = np.zeros((len(x), self.num_classes), np.float64)
+        for member, temperature in zip(self.members, self.temperatures):
+            logits = member(shifted).astype(np.float64).reshape(len(self.shifts), len(x), -1)
+            total += softmax((logits / temperature).reshape(-1, logits.shape[-1])).reshape(logits.shape).sum(axis=0)
+        mean = total / (len(self.members) * len(self.shifts))
+        return np.log(np.maximum(mean, 1e-12)).astype(np.float32)
+
+
+def load_onnx_ensemble(paths: list[Path], threads: int | None = None) -> tuple[OnnxEnsembleBackend, dict]:
+    """The ensemble of these exported digit models over TTA_SHIFTS, and its self-description (ensemble_meta)."""
+    members = [OnnxBackend(path, threads) for path in paths]
+    metas = [member.metadata(str(path)) for member, path in zip(members, paths)]
+    meta = ensemble_meta(metas, [Path(p).name for p in paths], TTA_SHIFTS)
+    backend = OnnxEnsembleBackend(members, [float(m.get("temperature", 1.0)) for m in metas], TTA_SHIFTS)
+    return backend, meta
 
 
 class OnnxLineBackend(OnnxSession):

@@ -15,10 +15,11 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 from torch import nn
 
+from digitscan.constants import TTA_SHIFTS
 from digitscan.errors import CheckpointError
 from digitscan.files import atomic_write
-from digitscan.models.architectures import LINE_READERS, REGISTRY, TTA_SHIFTS, Ensemble, build_model
-from digitscan.models.metadata import parse_meta, validate_meta
+from digitscan.models.architectures import LINE_READERS, REGISTRY, Ensemble, build_model
+from digitscan.models.metadata import ensemble_meta, parse_meta, validate_meta
 from digitscan.models.shipped import (  # noqa: F401  (re-exported: training and tests find the shipped files here)
     SHIPPED_NAME,
     check_recorded,
@@ -177,13 +178,8 @@ def load_ensemble(paths: list[str | os.PathLike] | None = None, *, tta: bool = T
     of the input when tta is set; meta is the first member's."""
     paths = [Path(p) for p in paths] if paths else shipped_ensemble_paths()
     members = [load_checkpoint(p) for p in paths]
-    for member in members[1:]:
-        if member.classes != members[0].classes:
-            raise CheckpointError(f"{member.path}: classes differ from {members[0].path}; cannot ensemble them")
-    model = Ensemble([m.model for m in members], TTA_SHIFTS if tta else ((0, 0),),
+    shifts = TTA_SHIFTS if tta else ((0, 0),)
+    meta = ensemble_meta([m.meta for m in members], [str(m.path) for m in members], shifts)
+    model = Ensemble([m.model for m in members], shifts,
                      [float(m.meta.get("temperature", 1.0)) for m in members]).eval()
-    # The members' probabilities are calibrated one by one; their mean needs no further temperature. Its outputs are
-    # log-probabilities, not logits: the not-a-digit rule is the first member's threshold on the probability.
-    meta = {key: value for key, value in members[0].meta.items() if key != "reject_logit_threshold"}
-    meta = {**meta, "ensemble": [str(m.path) for m in members], "tta_shifts": model.shifts, "temperature": 1.0}
     return Checkpoint(model=model, meta=meta, path=members[0].path)

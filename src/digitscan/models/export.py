@@ -33,13 +33,12 @@ from digitscan.models.backends import (
     TorchLineBackend,
     softmax,
 )
-from digitscan.models.checkpoint import Checkpoint, load_checkpoint, load_ensemble, sha256_file
+from digitscan.models.checkpoint import Checkpoint, load_checkpoint, sha256_file
 from digitscan.models.shipped import (
-    ENSEMBLE_ONNX,
     READER_NAME,
     READER_ONNX,
-    SHIPPED_ONNX,
-    shipped_path,
+    onnx_export_of,
+    shipped_ensemble_paths,
     weights_dir,
     write_record,
 )
@@ -192,11 +191,11 @@ def check_line_parity(model: torch.nn.Module, onnx_model: bytes) -> float:
 
 def export_shipped(folder: str | os.PathLike | None = None) -> dict[str, ExportResult]:
     """The ONNX files the package runs by default, exported from the shipped safetensors into `folder` (the
-    package's weights folder by default), each with its sha256 recorded beside it: the shipped model, the shipped
-    ensemble as one graph, and the line reader. File name -> result."""
+    package's weights folder by default), each with its sha256 recorded beside it: every member of the shipped
+    ensemble (the shipped model first; NAME.onnx for NAME.safetensors) and the line reader. File name -> result."""
     folder = Path(folder) if folder is not None else weights_dir()
-    sources = {SHIPPED_ONNX: load_checkpoint(shipped_path()), ENSEMBLE_ONNX: load_ensemble(),
-               READER_ONNX: load_checkpoint(weights_dir() / READER_NAME)}
+    sources = {onnx_export_of(path).name: load_checkpoint(path) for path in shipped_ensemble_paths()}
+    sources[READER_ONNX] = load_checkpoint(weights_dir() / READER_NAME)
     results = {}
     for name, checkpoint in sources.items():
         results[name] = export_onnx(checkpoint, folder / name)

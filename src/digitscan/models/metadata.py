@@ -56,5 +56,20 @@ def validate_meta(meta, where, *, num_outputs: int | None = None) -> None:
         raise CheckpointError(f"{where}: 'arch_kwargs' must be an object")
 
 
+def ensemble_meta(member_metas: list[dict], names: list[str], shifts) -> dict:
+    """The self-description of several members averaged over input shifts (models.checkpoint.load_ensemble in
+    PyTorch, models.backends.OnnxEnsembleBackend on onnxruntime): the first member's, less its logit threshold.
+
+    The members' probabilities are calibrated one by one (each its own temperature), so their mean needs no further
+    temperature; it is a probability, not a logit, so the not-a-digit rule is the first member's threshold on the
+    probability. Members whose classes differ cannot be averaged: one CheckpointError line naming the member.
+    """
+    for meta, name in zip(member_metas[1:], names[1:]):
+        if meta.get("classes") != member_metas[0].get("classes"):
+            raise CheckpointError(f"{name}: classes differ from {names[0]}; cannot ensemble them")
+    meta = {key: value for key, value in member_metas[0].items() if key != "reject_logit_threshold"}
+    return {**meta, "ensemble": list(names), "tta_shifts": [list(s) for s in shifts], "temperature": 1.0}
+
+
 def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)

@@ -16,8 +16,9 @@ SHIPPED_NAME = "shipped.safetensors"
 ENSEMBLE_GLOB = "shipped*.safetensors"  # the shipped model plus the extra seeds of the optional ensemble
 READER_NAME = "reader.safetensors"  # the line reader (digitscan.reading.line_reader)
 # ONNX exports of the above (scripts/export_shipped.py), what predict, read, serve and batch jobs run by default.
+# Each shipped checkpoint NAME.safetensors has its export in NAME.onnx (onnx_export_of); the ensemble runs its
+# members' files (models.backends.OnnxEnsembleBackend), so no file holds a second copy of any weights.
 SHIPPED_ONNX = "shipped.onnx"
-ENSEMBLE_ONNX = "ensemble.onnx"  # the shipped ensemble (every seed, one-pixel shifts) as one graph
 READER_ONNX = "reader.onnx"
 
 
@@ -34,6 +35,11 @@ def shipped_path() -> Path:
 def shipped_ensemble_paths() -> list[Path]:
     """The shipped model first, then the other members of the shipped ensemble."""
     return [shipped_path()] + sorted(p for p in weights_dir().glob(ENSEMBLE_GLOB) if p.name != SHIPPED_NAME)
+
+
+def onnx_export_of(checkpoint: Path) -> Path:
+    """Where a shipped checkpoint's ONNX export lies: beside it, NAME.onnx for NAME.safetensors."""
+    return Path(checkpoint).with_suffix(".onnx")
 
 
 def is_shipped(path: Path) -> bool:
