@@ -120,9 +120,7 @@ class OnnxEnsembleBackend:
         self.num_classes = members[0].num_classes
 
     def __call__(self, inputs: np.ndarray) -> np.ndarray:
-        x = np.asarray(inputs)
-        x = x.astype(np.float32) / np.float32(255) if x.dtype == np.uint8 else x.astype(np.float32, copy=False)
-        x = x.reshape(len(x), IMAGE_SIZE, IMAGE_SIZE)
+        x = np.asarray(inputs).reshape(len(inputs), IMAGE_SIZE, IMAGE_SIZE)  # each member scales uint8 inputs itself
         if len(x) == 0:
             return np.empty((0, self.num_classes), np.float32)
         shifted = np.concatenate([np.roll(x, shift, axis=(1, 2)) for shift in self.shifts])  # (S * N, 28, 28)
