@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -23,15 +24,16 @@ from digitscan.constants import (
     READ_TIME_LIMIT_S,
 )
 from digitscan.errors import CheckpointError
-from digitscan.fields.template import FieldResult, Template, read_template
 from digitscan.image.decode import decode_image
 from digitscan.image.prepare import preprocess
 from digitscan.models.backends import softmax
-from digitscan.reading.form_lines import remove_form_lines
 from digitscan.reading.layout import DigitBox, Symbol, check_time
-from digitscan.reading.page import PageField, read_page
 from digitscan.reading.segments import segment_number
 from digitscan.reading.text import Alternative, assemble, merge_readers
+
+if TYPE_CHECKING:  # pages and templates are imported where they are read: one digit does not pay for the form code
+    from digitscan.fields.template import FieldResult, Template
+    from digitscan.reading.page import PageField
 
 
 @dataclass
@@ -246,6 +248,9 @@ class Recognizer:
         form lines (comb boxes, underlines, frames) are painted out; comb fields with method "both" unless a
         method is given, as pages read comb rows; docs/templates.md. page_time_limit_s bounds the whole page too
         (a server's request): past it ImageTooComplexError."""
+        from digitscan.fields.template import read_template
+        from digitscan.reading.form_lines import remove_form_lines
+
         deadline = None if page_time_limit_s is None else time.monotonic() + page_time_limit_s
 
         def read_field(crop: np.ndarray, field_method: str | None = method) -> ReadResult:
@@ -264,6 +269,8 @@ class Recognizer:
         boxed fields and free-standing numbers, printed text left out; each field's ink is read by `read` with
         `method` (digitscan.reading.page). A page that would take longer than time_limit_s raises
         ImageTooComplexError."""
+        from digitscan.reading.page import read_page
+
         gray = decode_image(image)
         return PageResult(read_page(gray, lambda crop: self.read(crop, method=method),
                                     read_comb=lambda crop: self.read(crop, method=method or "both"),
