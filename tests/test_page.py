@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
@@ -57,6 +58,39 @@ def test_a_comb_row_is_one_field_read_as_one_number(recognizer):
     assert iou(candidates[0].box, union(digits)) >= 0.8
     fields = read_page(page, recognizer.read)
     assert [(f.text, f.kind) for f in fields] == [("407815", "comb")]
+
+
+def test_a_small_digit_alone_in_its_cell_belongs_to_the_comb_row():
+    """A digit half as tall as the others still counts, even beside digits written up and down the row (a line of
+    digits wandering over the cells spans more than any one of them): a speck is what is small next to the
+    row's characters, not next to its spread."""
+    page = blank(600, 200)
+    comb(page, 100, 60, 6)
+    digits = pen_digits(page, "4", 114, 108, seed=10)
+    digits += pen_digits(page, "8", 168, 90, seed=11)  # high in its cell, close to the 4: one line of 58 px
+    digits += pen_digits(page, "1", 202, 112, seed=12)
+    digits += pen_digits(page, "5", 258, 92, height=20, seed=13)  # small, under 0.4 of that line's spread
+    candidates = find_fields(page)
+    assert [(c.kind, c.printed) for c in candidates] == [("comb", False)]
+    assert iou(candidates[0].box, union(digits)) >= 0.8
+
+
+def test_a_comb_row_read_short_of_its_cells_needs_review():
+    """read_comb learns how many cells hold writing; a reading with fewer digits is flagged even when sure."""
+    page = blank(600, 200)
+    comb(page, 100, 60, 6)
+    comb_digits(page, "4815", 100, 60)
+    asked = []
+
+    def read_comb(crop, cells):
+        asked.append(cells)
+        return SimpleNamespace(text="481" if len(asked) == 1 else "4815", raw="", confidence=0.999, alternatives=[])
+
+    short, = read_page(page, never_called, read_comb=read_comb)
+    assert asked == [4]
+    assert short.needs_review and short.reason == "3 digits read in 4 comb cells with writing"
+    whole, = read_page(page, never_called, read_comb=read_comb)
+    assert not whole.needs_review and whole.reason is None
 
 
 def test_an_underline_is_removed_and_its_number_found():

@@ -80,3 +80,14 @@ def test_merged_readers_average_each_digits_probabilities():
 def test_readers_that_find_different_digits_are_not_merged():
     sequence = line("123")
     assert merge_readers(sequence, [Symbol("1", 0.9, [0, 0, 1, 1]), Symbol("2", 0.9, [0, 0, 1, 1])]) == sequence
+
+
+def test_a_field_known_to_hold_more_digits_takes_the_reader_that_found_them():
+    """A comb row with three cells written in: when the line reader finds two digits and the cutting reader
+    three, the cutting reader's digits are the reading; otherwise the line reader's stays."""
+    sequence = line("12")
+    segments = [Symbol("1", 0.9, [0, 0, 1, 1]), Symbol("7", 0.8, [2, 0, 1, 1]), Symbol("2", 0.9, [4, 0, 1, 1])]
+    assert merge_readers(sequence, segments, at_least=3) == segments
+    assert merge_readers(sequence, segments, at_least=4) == sequence  # neither found them all
+    assert merge_readers(sequence, segments) == sequence
+    assert merge_readers(line("1772"), segments, at_least=3) == line("1772")  # more than the cells: a hidden wall

@@ -208,7 +208,8 @@ class Recognizer:
         return Prediction(digit=int(label) if is_digit else None, confidence=confidence, is_digit=is_digit,
                           probabilities=[float(p) for p in probs], label=label if accepted else None)
 
-    def read(self, image, *, method: str | None = None, time_limit_s: float = READ_TIME_LIMIT_S) -> ReadResult:
+    def read(self, image, *, method: str | None = None, time_limit_s: float = READ_TIME_LIMIT_S,
+             at_least: int | None = None) -> ReadResult:
         """A whole number written on one line (path, bytes, PIL image or array): digits left to right, with boxes.
 
         method None: this recognizer's read_method (see load). "sequence": the line reader reads the whole line at
@@ -218,6 +219,9 @@ class Recognizer:
         digit-sized piece is kept as its most likely digit with its low confidence, so the text keeps its length.
         "both": the two, each digit's class from their averaged probabilities where they find as many digits
         (reading.text.merge_readers; the separators are the line reader's). Pages read comb rows this way.
+        at_least: how many digits the image is known to hold at least (a comb row's cells holding ink); with
+        "both", when the line reader finds fewer and the cutting reader exactly this many, the cutting reader's
+        reading is the one returned (else the line reader's, as without it).
         docs/reading-numbers.md compares the two.
         Both use the robust ink finder, whatever this recognizer's preprocess mode. Reading a page of clutter that
         would take longer than time_limit_s raises ImageTooComplexError (an ImageError).
@@ -234,7 +238,7 @@ class Recognizer:
         if method in ("segments", "both"):
             cut = [Symbol(str(d.digit), d.confidence, d.box) for d in segment_number(
                 gray, self.digit_probabilities, time_limit_s=max(deadline - time.monotonic(), 1e-3))]
-            symbols = merge_readers(symbols, cut) if method == "both" else cut
+            symbols = merge_readers(symbols, cut, at_least) if method == "both" else cut
         reading = assemble(symbols)
         digits = [DigitBox(int(s.symbol), s.confidence, s.box) for s in reading.symbols if s.symbol.isdigit()]
         return ReadResult(text=reading.text, confidence=reading.confidence, digits=digits, raw=reading.raw,
@@ -273,7 +277,8 @@ class Recognizer:
 
         gray = decode_image(image)
         return PageResult(read_page(gray, lambda crop: self.read(crop, method=method),
-                                    read_comb=lambda crop: self.read(crop, method=method or "both"),
+                                    read_comb=lambda crop, cells: self.read(crop, method=method or "both",
+                                                                            at_least=cells),
                                     time_limit_s=time_limit_s))
 
     def warm_up(self, read: str | None = None) -> None:

@@ -51,7 +51,7 @@ _LINK_GAP = 0.8  # and the space between them is at most this (x the taller's he
 _MARK = 0.55  # a glyph under this height (x its neighbour's) is a mark of that neighbour: a dot, comma or dash
 _MARK_REACH = 0.8  # ... when it stands at most this far from it (x the neighbour's height)
 _MARK_WIDTH = 0.6  # ... and is at most this wide (x the neighbour's height)
-_SMALL = 0.4  # in a frame or on an underline, lines of ink under this (x the tallest's height) are specks
+_SMALL = 0.4  # in a frame or on an underline, lines of ink under this (x the tallest character) are specks
 _IN_FRAME = 0.4  # a glyph with this share of its rows inside a frame (and its middle between the walls) is in it
 _FRAME_REACH = 6  # px: so is one ending this close outside the frame's top or bottom rule (the erased band's half)
 _COMB_SPACING = 0.3  # a comb row's digits are read this far apart (x their height), as people write on a line
@@ -182,25 +182,32 @@ def find_fields(gray: np.ndarray, *, time_limit_s: float = PAGE_TIME_LIMIT_S) ->
 
 
 def read_page(gray: np.ndarray, read_region: Callable[[np.ndarray], object], *,
-              read_comb: Callable[[np.ndarray], object] | None = None,
+              read_comb: Callable[[np.ndarray, int], object] | None = None,
               time_limit_s: float = PAGE_TIME_LIMIT_S) -> list[PageField]:
     """The handwritten numbers on a page: each handwritten candidate's ink, alone on a crop with a margin (form
     lines removed, uint8 grey), read by read_region (a crop -> an object with .text, .confidence and, where the
     reader writes separators, .raw: Recognizer.read); comb rows, whose cells part the digits, by read_comb when
-    given (Recognizer.read_page: both readers averaged). Fields read as no digits are left out. Past time_limit_s the
-    reading stops with ImageTooComplexError."""
+    given (crop, the number of cells holding a character -> a reading; Recognizer.read_page: both readers
+    averaged, the cutting reader believed when it finds that many digits and the line reader fewer). A comb row
+    read with fewer digits than it has cells holding a character needs review (more is no sign: a digit over a
+    wall can hide it, and two digits then share a cell). Fields read as no digits are left out. Past time_limit_s
+    the reading stops with ImageTooComplexError."""
     deadline = time.monotonic() + time_limit_s
     layout = layout_page(gray, deadline=deadline, time_limit_s=time_limit_s)
     handwritten = [(c, g) for c, g in zip(layout.candidates, layout.groups) if not c.printed]
     fields = []
     for candidate, group in handwritten[:MAX_PAGE_FIELDS]:
         check_time(deadline, time_limit_s)
-        result = (read_comb if group.walls and read_comb else read_region)(field_crop(layout, group))
+        crop = field_crop(layout, group)
+        cells = len(_digit_cells(group)) if group.walls else None
+        result = read_comb(crop, cells) if cells and read_comb else read_region(crop)
         if not result.text:
             continue
         confidence = float(result.confidence)
         closest = max((a.confidence for a in getattr(result, "alternatives", [])), default=None)
         reason = review_reason(confidence, closest)
+        if reason is None and cells and len(result.text) < cells:
+            reason = f"{len(result.text)} digits read in {cells} comb cells with writing"
         fields.append(PageField(result.text, getattr(result, "raw", result.text), candidate.box, confidence,
                                 reason is not None, candidate.kind, reason))
     return fields
@@ -420,9 +427,10 @@ def _on_underlines(groups: list[_Group], underlines: list[Rule]) -> list[_Group]
 
 
 def _without_small(groups: list[_Group]) -> list[_Group]:
-    """The groups of one field without those under _SMALL of the tallest one's height: specks, pieces of small
-    print (its marks are part of their groups already)."""
-    tallest = max((g.height for g in groups), default=0)
+    """The groups of one field without those under _SMALL of its tallest character's height: specks, pieces of
+    small print (its marks are part of their groups already). Characters, not lines: a line of digits wandering up
+    and down a comb row spans more than any of them, and a small digit in a cell of its own is still a digit."""
+    tallest = max((glyph.height for g in groups for glyph in g.glyphs), default=0)
     return [g for g in groups if g.height >= _SMALL * tallest]
 
 
@@ -591,13 +599,25 @@ def _ink_alone(layout: PageLayout, glyphs: list[_Glyph], box: tuple[int, int, in
     return np.where(own, layout.lines.cleaned[y0:y1, x0:x1], layout.lines.paper[y0:y1, x0:x1])
 
 
+def _cells(group: _Group) -> dict[int, list[_Glyph]]:
+    """A comb row's glyphs by the cell their centre lies in (cell k: between walls k-1 and k)."""
+    cells: dict[int, list[_Glyph]] = {}
+    for glyph in group.glyphs:
+        cells.setdefault(bisect.bisect(group.walls, (glyph.x0 + glyph.x1) / 2), []).append(glyph)
+    return cells
+
+
+def _digit_cells(group: _Group) -> list[int]:
+    """The comb row's cells that hold a character, not only a mark (_bodies): one digit each."""
+    bodies = {id(g) for g in _bodies(group.glyphs)}
+    return [cell for cell, glyphs in sorted(_cells(group).items()) if any(id(g) in bodies for g in glyphs)]
+
+
 def _comb_crop(layout: PageLayout, group: _Group, top: int, bottom: int, margin: int) -> np.ndarray:
     """A comb row's digits side by side, _COMB_SPACING of their height apart, each cell's ink as it was written
     (a digit across the cell's edge keeps its parts outside): the line reader reads numbers written on a line,
     whose digits are closer than a comb's cells. Rows top to bottom of the page; (h, w) float32."""
-    cells: dict[int, list[_Glyph]] = {}
-    for glyph in group.glyphs:
-        cells.setdefault(bisect.bisect(group.walls, (glyph.x0 + glyph.x1) / 2), []).append(glyph)
+    cells = _cells(group)
     gap = max(2, round(_COMB_SPACING * _character_height(group)))
     x0, _, x1, _ = group.box
     paper = float(np.median(layout.lines.paper[top:bottom, x0:x1]))

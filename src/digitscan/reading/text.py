@@ -63,14 +63,17 @@ def assemble(symbols: list[Symbol]) -> Reading:
     return reading
 
 
-def merge_readers(sequence: list[Symbol], segments: list[Symbol]) -> list[Symbol]:
+def merge_readers(sequence: list[Symbol], segments: list[Symbol], at_least: int | None = None) -> list[Symbol]:
     """The line reader's symbols (`sequence`, separators and marks included) with each digit's class and
     confidence taken from the average of its probabilities and those of the digit in the same place read by the
     cut-and-classify reader (`segments`, digits only); the runner-up is the average's second class. When the two
-    find a different number of digits, they do not read the same digits: `sequence` is returned as it is."""
+    find a different number of digits, they do not read the same digits: `sequence` is returned as it is, unless
+    the field is known to hold `at_least` digits (a comb row's cells holding ink), `sequence` found fewer and
+    `segments` exactly that many."""
     digits = [i for i, s in enumerate(sequence) if s.symbol.isdigit()]
     if len(digits) != len(segments):
-        return sequence
+        short = at_least is not None and len(digits) < at_least == len(segments)
+        return segments if short else sequence
     merged = list(sequence)
     for i, other in zip(digits, segments):
         own = sequence[i]
