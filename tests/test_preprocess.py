@@ -251,6 +251,20 @@ def test_fit_to_mnist_box_on_a_plain_patch():
     assert not fit_to_mnist_box(np.zeros((5, 5))).any()
 
 
+def test_a_black_and_white_patch_gets_grey_edges_and_a_grey_one_is_left_as_it_is():
+    ring = np.zeros((60, 45), np.uint8)
+    cv2.ellipse(ring, (22, 30), (17, 25), 0, 0, 360, 255, 7)  # a thresholded scan's "0": only 0 and 255
+    soft = np.zeros_like(ring)
+    cv2.ellipse(soft, (22, 30), (17, 25), 0, 0, 360, 255, 7, cv2.LINE_AA)  # a pen's antialiased "0"
+    np.testing.assert_array_equal(prepare._soften_binary(soft / 255.0), soft / 255.0)
+    softened = prepare._soften_binary(ring / 255.0)
+    grey = (softened > 0.1) & (softened < 0.9)
+    assert grey.mean() > 0.1 and softened.max() > 0.9  # the edges are grey, the stroke's core still ink
+    x = fit_to_mnist_box(ring / 255.0)
+    assert_model_input(x)
+    assert correlation(x, fit_to_mnist_box(soft / 255.0)) > 0.9  # still the same "0"
+
+
 # ---------------------------------------------------------------------------------------------- real MNIST
 
 
