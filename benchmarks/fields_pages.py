@@ -6,7 +6,10 @@ Reported: per kind and per content, the share of fields read exactly (`text`, th
 returned box overlapping the true one by IoU >= 0.5); the share of printed labels returned
 as (or inside) a field, which must be 0 (a label counts as inside a field when the field's box holds half of it
 and the true field's box does not); fields returned where there is nothing to read; needs_review on right
-and wrong fields; the printed-or-handwritten decision on every candidate (`find_fields`).
+and wrong fields; the printed-or-handwritten decision on every candidate (`find_fields`). `--template` also reads
+each page through a template (`Recognizer.read_template`) whose boxes are the ones a user would draw: each comb
+row's and box's printed frame with TEMPLATE_PAD of its height around it, each underlined or free number's ink with
+TEMPLATE_INK_PAD of its height; comb rows as kind "comb", the others "digits", no pattern.
 
 Run: `.venv/bin/python benchmarks/fields_pages.py --pages 200` (`--split test`: MNIST *test* digits and the
 Liberation fonts, the report) or `--dev` (`--split dev`: the validation part of MNIST's training digits,
@@ -34,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine, machine_line, markdown_table, write_results  # noqa: E402
 from digitscan.constants import REVIEW_CONFIDENCE, REVIEW_MARGIN  # noqa: E402
 from digitscan.data.mnist import load_mnist, train_val_split  # noqa: E402
+from digitscan.fields.template import Template, template_from_dict  # noqa: E402
 from digitscan.image.decode import decode_image  # noqa: E402
 from digitscan.reading.page import find_fields  # noqa: E402
 from digitscan.recognize import Recognizer  # noqa: E402
@@ -44,6 +48,8 @@ MATCH_IOU = 0.5  # a returned field is the true field it overlaps this much (int
 # lies inside the true field's box too (a digit written up to the label above it).
 LABEL_COVER = 0.5
 REVIEW_THRESHOLDS = (0.5, 0.8, 0.9, 0.95, 0.99)  # needs_review thresholds reported beside the one in use
+TEMPLATE_PAD = 0.15  # --template: a printed frame's box grows by this share of its height on every side,
+TEMPLATE_INK_PAD = 0.4  # an underlined or free number's ink box by this share of the ink's height
 
 
 def iou(a: list[int], b: list[int]) -> float:
@@ -78,8 +84,23 @@ def match(returned: list, truth: list) -> dict[int, int]:
     return matched
 
 
-def score_page(fields: list, candidates: list, truth) -> dict:
-    """One page's outcome, as plain data: per true field, per returned field, per label, per candidate."""
+def page_template(truth, size: tuple[int, int]) -> Template:
+    """The template a user would draw for this page (see the module docstring): field "f{i}" is truth.fields[i]."""
+    width, height = size
+    fields = {}
+    for i, true in enumerate(truth.fields):
+        x, y, w, h = true.frame or true.box
+        pad = round((TEMPLATE_PAD if true.frame else TEMPLATE_INK_PAD) * h)
+        x0, y0 = max(0, x - pad), max(0, y - pad)
+        x1, y1 = min(width, x + w + pad), min(height, y + h + pad)
+        fields[f"f{i}"] = {"box": [x0, y0, x1 - x0, y1 - y0], "units": "px",
+                           "kind": "comb" if true.kind == "comb" else "digits"}
+    return template_from_dict({"name": "generated page", "size": [width, height], "fields": fields})
+
+
+def score_page(fields: list, candidates: list, truth, read_template: dict | None = None) -> dict:
+    """One page's outcome, as plain data: per true field, per returned field, per label, per candidate;
+    read_template: the page read through page_template ({"f{i}": FieldResult}), when it was."""
     matched = match(fields, truth.fields)
     by_truth = {j: i for i, j in matched.items()}
     records = []
@@ -91,7 +112,11 @@ def score_page(fields: list, candidates: list, truth) -> dict:
                         "found": read is not None, "read": read.text if read else None,
                         "read_raw": read.raw if read else None, "exact": bool(read and read.text == true.text),
                         "confidence": read.confidence if read else None,
-                        "needs_review": read.needs_review if read else None})
+                        "needs_review": read.needs_review if read else None,
+                        **({} if read_template is None else {
+                            "template_exact": read_template[f"f{j}"].text == true.text,
+                            "template_read": read_template[f"f{j}"].text,
+                            "template_needs_review": read_template[f"f{j}"].needs_review})})
     labels_returned = [t.text for t in truth.labels if any(
         _covers(f.box, t.box) and not (i in matched and _covers(truth.fields[matched[i]].box, t.box))
         for i, f in enumerate(fields))]
@@ -153,7 +178,26 @@ def summarize(pages: list[dict]) -> dict:
         "decisions": dict(decisions),
         "misread": [{k: r[k] for k in ("kind", "content", "raw", "read", "read_raw", "confidence")}
                     for r in found if not r["exact"]][:40],
+        **({"template": template_summary(records)} if records and "template_exact" in records[0] else {}),
     }
+
+
+def template_summary(records: list[dict]) -> dict:
+    """--template: per kind, the fields read exactly through the template and by the page reader (a field the page
+    reader did not find counts as wrong), and needs_review on the template's wrong and right fields."""
+    def exact(rows: list[dict], key: str) -> float | None:
+        return float(np.mean([bool(r[key]) for r in rows])) if rows else None
+
+    wrong = [r for r in records if not r["template_exact"]]
+    right = [r for r in records if r["template_exact"]]
+    return {"by_kind": {kind: {"n": len(rows), "template_exact": exact(rows, "template_exact"),
+                               "page_exact": exact(rows, "exact")}
+                        for kind in KINDS if (rows := [r for r in records if r["kind"] == kind])},
+            "overall": {"n": len(records), "template_exact": exact(records, "template_exact"),
+                        "page_exact": exact(records, "exact")},
+            "needs_review": {"wrong": exact(wrong, "template_needs_review"), "n_wrong": len(wrong),
+                             "right": exact(right, "template_needs_review"), "n_right": len(right)},
+            "misread": [{k: r[k] for k in ("kind", "raw", "template_read", "read")} for r in wrong][:40]}
 
 
 def draw_page(image: np.ndarray, truth, fields: list, outcome: dict) -> Image.Image:
@@ -171,6 +215,19 @@ def percent(value: float | None) -> str:
     return "" if value is None else f"{100 * value:.1f} %"
 
 
+def template_markdown(summary: dict) -> str:
+    rows = [[kind, s["n"], percent(s["template_exact"]), percent(s["page_exact"])]
+            for kind, s in summary["by_kind"].items()]
+    overall, review = summary["overall"], summary["needs_review"]
+    rows.append(["all", overall["n"], percent(overall["template_exact"]), percent(overall["page_exact"])])
+    return "\n\n".join([
+        "The same fields read through a template of the page (`--template`: printed frames and ink boxes, with a "
+        "margin, as a user would draw them):",
+        markdown_table(["kind", "fields", "exact, template", "exact, page reader"], rows),
+        f"needs_review on the template's fields: {percent(review['wrong'])} of {review['n_wrong']} wrong, "
+        f"{percent(review['right'])} of {review['n_right']} right."])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pages", type=int, default=200)
@@ -182,6 +239,8 @@ def main() -> None:
     parser.add_argument("--examples", type=int, default=4, help="pages drawn with their boxes into --out")
     parser.add_argument("--out", type=Path, default=Path("runs/fields"))
     parser.add_argument("--data", help="MNIST folder (default: $DIGITSCAN_DATA, then the cache)")
+    parser.add_argument("--template", action="store_true",
+                        help="also read each page through a template of its fields (Recognizer.read_template)")
     args = parser.parse_args()
     args.dev = args.split == "dev"
 
@@ -202,7 +261,9 @@ def main() -> None:
         fields = recognizer.read_page(buffer.getvalue()).fields
         seconds.append(time.perf_counter() - start)
         candidates = find_fields(decode_image(buffer.getvalue()))
-        outcome = score_page(fields, candidates, truth)
+        read_template = recognizer.read_template(
+            buffer.getvalue(), page_template(truth, image.shape[1::-1])) if args.template else None
+        outcome = score_page(fields, candidates, truth, read_template)
         pages.append(outcome)
         if index < args.examples:
             draw_page(image, truth, fields, outcome).save(args.out / f"{name}_{index:03d}.png")
@@ -236,8 +297,9 @@ def main() -> None:
         f"{percent(summary['comb_within_cells']['exact'])} of {summary['comb_within_cells']['n']}.",
         markdown_table(["needs_review below", "wrong fields flagged", "right fields flagged"],
                        [[t, percent(w), percent(r)] for t, w, r in summary["review_curve"]]),
+        *([template_markdown(summary["template"])] if args.template else []),
         f"{machine_line(info)}. Command: `.venv/bin/python benchmarks/fields_pages.py --pages {args.pages}"
-        f"{' --dev' if args.dev else ''}`.",
+        f"{' --dev' if args.dev else ''}{' --template' if args.template else ''}`.",
     ])
     write_results(name, result, markdown)
     (args.out / f"{name}.json").write_text(json.dumps(result, indent=2, default=str))

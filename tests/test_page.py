@@ -285,6 +285,10 @@ def test_make_page_is_deterministic_and_its_truth_adds_up():
         assert field.text == "".join(c for c in field.raw if c.isdigit()) and field.text
         x, y, w, h = field.box
         assert 0 <= x and 0 <= y and x + w <= 1000 and y + h <= 1400 and w > 0 and h > 0
+        assert (field.frame is not None) == (field.kind in ("comb", "box"))  # the printed row or box around it
+        if field.frame and not field.across_edge:  # the writing lies in its frame (give or take a pen's width)
+            fx, fy, fw, fh = field.frame
+            assert fx - 3 <= x and fy - 3 <= y and x + w <= fx + fw + 3 and y + h <= fy + fh + 3
     assert any(c.isdigit() for t in truth.labels for c in t.text)  # printed digits, never a field
 
 

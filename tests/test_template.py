@@ -17,7 +17,7 @@ from digitscan.recognize import Alternative, ReadResult
 from digitscan.synthetic.strokes import render_number, stroke_digit
 
 from helpers import json_lines, read_rows, run
-from helpers.forms import small_form
+from helpers.forms import blank, comb, comb_digits, small_form
 
 PAPER, INK = 245, 30
 GOOD = {"name": "card form", "size": [800, 600], "align": "none", "fields": {
@@ -403,6 +403,18 @@ def test_printed_boxes_inside_a_fields_box_are_not_read(recognizer):
     assert {name: r.text for name, r in results.items()} == {"account": "407815", "code": "8532"}
     assert results["code"].valid
     assert results["account"].raw == "407815"  # a comb's cells are not group gaps
+
+
+def test_a_thick_comb_is_measured_against_the_page_it_was_cut_from(recognizer):
+    """Walls 6 px thick are rules on a page 1400 px tall (the page reader finds them), though they would be bars
+    in a crop 340 px wide: the template's crop is judged by its page's size, so the walls are painted out, not
+    read as 1s."""
+    page = blank(1000, 1400)
+    comb(page, 200, 300, 5, width=64, height=72, thickness=6)
+    comb_digits(page, "30625", 200, 300, width=64, height=72)
+    template = template_from_dict({"name": "thick comb", "size": [1000, 1400], "fields": {
+        "code": {"box": [190, 290, 340, 92], "units": "px", "kind": "comb", "pattern": "digits{5}"}}})
+    assert recognizer.read_template(page, template)["code"].text == "30625"
 
 
 FIELD_KEYS = {"text", "raw", "value", "confidence", "box", "valid", "needs_review", "alternatives", "reason"}

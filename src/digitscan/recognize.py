@@ -256,16 +256,17 @@ class Recognizer:
         from digitscan.reading.form_lines import remove_form_lines
 
         deadline = None if page_time_limit_s is None else time.monotonic() + page_time_limit_s
+        page = decode_image(image)
 
         def read_field(crop: np.ndarray, field_method: str | None = method) -> ReadResult:
             limit = time_limit_s
             if deadline is not None:
                 check_time(deadline, page_time_limit_s)
                 limit = min(limit, max(deadline - time.monotonic(), 1e-3))
-            return self.read(remove_form_lines(crop, field=True), method=field_method, time_limit_s=limit)
+            cleaned = remove_form_lines(crop, field=True, page_side=max(page.shape))
+            return self.read(cleaned, method=field_method, time_limit_s=limit)
 
-        return read_template(decode_image(image), template, read_field,
-                             read_comb=lambda crop: read_field(crop, method or "both"))
+        return read_template(page, template, read_field, read_comb=lambda crop: read_field(crop, method or "both"))
 
     def read_page(self, image, *, method: str | None = None,
                   time_limit_s: float = PAGE_TIME_LIMIT_S) -> PageResult:

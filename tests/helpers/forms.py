@@ -34,11 +34,11 @@ def pen_digits(page: np.ndarray, text: str, x: int, bottom: int, height: int = 4
     return boxes
 
 
-def comb(page: np.ndarray, x: int, y: int, cells: int, width: int = 48, height: int = 56) -> None:
+def comb(page: np.ndarray, x: int, y: int, cells: int, width: int = 48, height: int = 56, thickness: int = 2) -> None:
     for i in range(cells + 1):
-        cv2.line(page, (x + i * width, y), (x + i * width, y + height), RULE, 2)
-    cv2.line(page, (x, y), (x + cells * width, y), RULE, 2)
-    cv2.line(page, (x, y + height), (x + cells * width, y + height), RULE, 2)
+        cv2.line(page, (x + i * width, y), (x + i * width, y + height), RULE, thickness)
+    cv2.line(page, (x, y), (x + cells * width, y), RULE, thickness)
+    cv2.line(page, (x, y + height), (x + cells * width, y + height), RULE, thickness)
 
 
 def comb_digits(page: np.ndarray, text: str, x: int, y: int, width: int = 48, height: int = 56,

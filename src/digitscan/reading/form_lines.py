@@ -109,12 +109,12 @@ class FormLines:
         return [int(left), int(top), int(right - left), int(bottom - top)]
 
 
-def remove_form_lines(gray: np.ndarray, *, field: bool = False) -> np.ndarray:
+def remove_form_lines(gray: np.ndarray, *, field: bool = False, page_side: int | None = None) -> np.ndarray:
     """The page with its printed rules (comb boxes, underlines, boxes, table borders) painted the paper's colour
     and the pen strokes that crossed them mended: uint8 grey, the input's size, levelled by the angle of its
     lines (see find_form_lines; a page that is already level is not turned). field: the image is one field cut
-    from a form (a template's box), which its frame may fill."""
-    lines = find_form_lines(gray, field=field)
+    from a form (a template's box), which its frame may fill; page_side: see find_form_lines."""
+    lines = find_form_lines(gray, field=field, page_side=page_side)
     cleaned = lines.cleaned
     height, width = lines.input_shape
     if cleaned.shape != (height, width):  # worked on a smaller copy
@@ -122,11 +122,14 @@ def remove_form_lines(gray: np.ndarray, *, field: bool = False) -> np.ndarray:
     return np.round(np.clip(cleaned, 0, 1) * 255).astype(np.uint8)
 
 
-def find_form_lines(gray: np.ndarray, *, field: bool = False) -> FormLines:
+def find_form_lines(gray: np.ndarray, *, field: bool = False, page_side: int | None = None) -> FormLines:
     """Level the page (within MAX_SKEW_DEG), find its rules and frames and paint them out. gray: any grey or
     colour array decode_image accepts (dark ink on light paper; a dark page with light ink is inverted). field:
     the image is one field's crop, so a frame may be as tall as the image (on a page, taller frames than
-    _MAX_FRAME_GAP of its side are sections, not fields)."""
+    _MAX_FRAME_GAP of its side are sections, not fields). page_side: the longer side (px) of the page the image
+    was cut from, when it is a crop: its rules are as long and as thick as the page's, so they are measured
+    against the page's side, not the crop's (a comb's walls 8 px thick on an A4 scan would be bars in a crop
+    300 px wide)."""
     page = gray_from_array(gray, max_pixels=NO_PIXEL_LIMIT)
     input_shape = page.shape
     if float(np.median(page[:: max(1, page.shape[0] // 64), :: max(1, page.shape[1] // 64)])) < 0.4:
@@ -146,8 +149,9 @@ def find_form_lines(gray: np.ndarray, *, field: bool = False) -> FormLines:
         matrix = np.vstack([turn, [0, 0, 1]])[:2] @ np.vstack([matrix, [0, 0, 1]])
     ink = darkness(page, paper) >= LINE_LEVEL
     side = max(page.shape)
-    min_length = max(MIN_RULE_LENGTH, round(_RULE_PAGE_FRACTION * side))
-    max_thickness = max(6.0, _MAX_RULE_THICKNESS * side)
+    reference = side if page_side is None else max(side, page_side * scale)  # rules are sized by the page
+    min_length = max(MIN_RULE_LENGTH, round(_RULE_PAGE_FRACTION * reference))
+    max_thickness = max(6.0, _MAX_RULE_THICKNESS * reference)
     horizontal = _horizontal_rules(ink, min_length, max_thickness)
     frames, walls = _frames(ink, horizontal, max_thickness, side if field else _MAX_FRAME_GAP * side)
     horizontal = _inside_frames(horizontal, frames)

@@ -61,6 +61,7 @@ class FieldTruth:
     raw: str  # as written: digits and separators
     box: list[int]  # [x, y, w, h]: the handwriting's ink, page pixels
     across_edge: bool = False  # a comb digit written across the cells' top or bottom edge
+    frame: list[int] | None = None  # [x, y, w, h]: the printed comb row or box around it (what a template boxes)
 
 
 @dataclass
@@ -335,9 +336,9 @@ def _field(sheet: _Sheet, writer: _Writer, rng: np.random.Generator, font: str, 
             if writing.shape[1] > room - 40:
                 return top
     thickness = int(rng.integers(1, 4))
-    ink, crossing = None, False
+    ink, crossing, frame = None, False, None
     if kind == "comb":
-        bottom, ink, crossing = _comb(sheet, writer, rng, raw, x, top, room, thickness, filled, across_edge)
+        bottom, ink, crossing, frame = _comb(sheet, writer, rng, raw, x, top, room, thickness, filled, across_edge)
         if bottom is None:  # no room for the cells: a free number of 3 digits
             kind, content, raw = "free", "plain", raw[:3]
             writing = writer.number(raw)
@@ -360,6 +361,7 @@ def _field(sheet: _Sheet, writer: _Writer, rng: np.random.Generator, font: str, 
         caption_size = max(11, label_size - 5)
         caption_h = caption_size + 6 if caption else 0
         sheet.rectangle(x, top, x + box_w, top + box_h + caption_h, thickness)
+        frame = [int(x), int(top), int(np.ceil(box_w)) + 1, int(np.ceil(box_h + caption_h)) + 1]
         if caption:
             sheet.text(str(rng.choice(LABELS[content])), font, caption_size, x + 6, top + caption_size + 3)
         if filled:
@@ -377,7 +379,7 @@ def _field(sheet: _Sheet, writer: _Writer, rng: np.random.Generator, font: str, 
                                int(middle + cap / 2 + rng.uniform(-0.15, 0.15) * h))
     if filled and ink is not None:
         sheet.truth.fields.append(FieldTruth(kind, content, "".join(c for c in raw if c.isdigit()), raw, ink,
-                                             crossing))
+                                             crossing, frame))
     if rng.random() < 0.15 and kind in ("underline", "box", "comb"):  # small print under the field
         hint_size = max(11, label_size - 5)
         hint = sheet.text(str(rng.choice(HINTS[content])), font, hint_size, x, bottom + hint_size + 6)
@@ -386,23 +388,24 @@ def _field(sheet: _Sheet, writer: _Writer, rng: np.random.Generator, font: str, 
 
 
 def _comb(sheet: _Sheet, writer: _Writer, rng: np.random.Generator, raw: str, x: int, top: int, room: int,
-          thickness: int, filled: bool, across_edge: float) -> tuple[int | None, list[int] | None, bool]:
+          thickness: int, filled: bool, across_edge: float) -> tuple:
     """A row of comb cells, one digit in each (a few trailing cells may stay empty), each digit written across the
-    cells' top or bottom edge with probability across_edge: (bottom, the digits' ink box, whether one is);
-    (None, None, False) when the cells do not fit."""
+    cells' top or bottom edge with probability across_edge: (bottom, the digits' ink box, whether one is, the
+    row's box); (None, None, False, None) when the cells do not fit."""
     cell_h = writer.height / rng.uniform(0.6, 0.8)
     cell_w = cell_h * rng.uniform(0.75, 1.1)
     cells = len(raw) + int(rng.integers(0, 3) if rng.random() < 0.3 else 0)
     if cells * cell_w > room:
         cells = len(raw)
         if cells * cell_w > room:
-            return None, None, False
+            return None, None, False, None
     for i in range(cells + 1):
         sheet.line(x + i * cell_w, top, x + i * cell_w, top + cell_h, thickness)
     sheet.line(x, top, x + cells * cell_w, top, thickness)
     sheet.line(x, top + cell_h, x + cells * cell_w, top + cell_h, thickness)
+    frame = [int(x), int(top), int(np.ceil(cells * cell_w)) + 1, int(np.ceil(cell_h)) + 1]
     if not filled:
-        return int(top + cell_h), None, False
+        return int(top + cell_h), None, False, frame
     boxes, crossing = [], False
     for i, char in enumerate(raw):
         glyph = writer.glyph(int(char), writer.height * rng.uniform(0.9, 1.1))
@@ -416,7 +419,7 @@ def _comb(sheet: _Sheet, writer: _Writer, rng: np.random.Generator, raw: str, x:
             boxes.append(box)
     x0, y0 = min(b[0] for b in boxes), min(b[1] for b in boxes)
     x1, y1 = max(b[0] + b[2] for b in boxes), max(b[1] + b[3] for b in boxes)
-    return int(top + cell_h), [x0, y0, x1 - x0, y1 - y0], crossing
+    return int(top + cell_h), [x0, y0, x1 - x0, y1 - y0], crossing, frame
 
 
 def _photograph(sheet: _Sheet, rng: np.random.Generator, nuisances: bool) -> tuple[np.ndarray, PageTruth]:
@@ -438,6 +441,8 @@ def _photograph(sheet: _Sheet, rng: np.random.Generator, nuisances: bool) -> tup
                                 borderMode=cv2.BORDER_CONSTANT, borderValue=tuple(float(v) for v in paper))
         for item in truth.fields + truth.labels:
             item.box = _rotate_box(item.box, matrix, (width, height))
+        for item in truth.fields:
+            item.frame = item.frame and _rotate_box(item.frame, matrix, (width, height))
         truth.rotation_deg = angle
     if nuisances and rng.random() < 0.4:
         pixels = cv2.GaussianBlur(pixels, (0, 0), rng.uniform(0.3, 0.9))
