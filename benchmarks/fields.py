@@ -7,7 +7,9 @@ and how `needs_review` splits the wrong fields (flagged: the share a person woul
 
 Run: `.venv/bin/python benchmarks/fields.py [--dev] [--count 400]` (about 2 minutes per 1,000 fields on 2 CPU cores);
 writes benchmarks/results/fields[-dev].{json,md}. `--sweep` also prints the review rule's outcome over a grid of
-thresholds (use it with --dev only: the thresholds are chosen there). Example pictures go to runs/fields/.
+thresholds (use it with --dev only: the thresholds are chosen there). `--second-reader CKPT` also reads every
+field with another line reader and reports it alone, the more confident of the two readings, the two readers'
+per-frame posteriors averaged, and the readings differing as a review flag. Example pictures go to runs/fields/.
 """
 
 from __future__ import annotations
@@ -78,19 +80,61 @@ def read_all(recognizer: Recognizer, data: list[tuple[bytes, Field]], kind: str)
     return rows
 
 
+class AveragedReader:
+    """Two line readers as one: their per-frame posteriors averaged (the same strip, the same frame rate)."""
+
+    def __init__(self, first, second):
+        if first.classes != second.classes or first.small_marks != second.small_marks:
+            raise ValueError("the two line readers must have the same classes and strips to be averaged")
+        self.first, self.second = first, second
+        self.classes, self.small_marks = first.classes, first.small_marks
+
+    def __call__(self, strip: np.ndarray) -> np.ndarray:
+        mean = (np.exp(self.first(strip)) + np.exp(self.second(strip))) / 2
+        return np.log(np.maximum(mean, 1e-12))
+
+
+def flagged(row: dict, confidence: float | None = None, margin: float | None = None) -> bool:
+    """needs_review as `read --format` sets it: a value that does not parse or came from an alternative, or the
+    review rule (at its shipped thresholds unless given)."""
+    options = {**({} if confidence is None else {"min_confidence": confidence}),
+               **({} if margin is None else {"margin": margin})}
+    return not row["parses"] or row["corrected"] or review_reason(row["confidence"], row["alternative"],
+                                                                  **options) is not None
+
+
+def is_right(row: dict) -> bool:
+    return row["raw_ok"] and row["value_ok"]
+
+
+def second_reader(rows: list[dict], second: list[dict], averaged: list[dict]) -> dict:
+    """--second-reader: the other reader alone, the more confident reading, the averaged posteriors, and how the
+    readings differing splits the first reader's wrong and right fields, alone and with the review rule."""
+    right = np.array([is_right(r) for r in rows])
+    differ = np.array([a["raw"] != b["raw"] for a, b in zip(rows, second)])
+    rule = np.array([flagged(r) for r in rows])
+    stricter = np.array([flagged(r, 0.95) for r in rows])
+    surer = [a if a["confidence"] >= b["confidence"] else b for a, b in zip(rows, second)]
+
+    def split(flags: np.ndarray) -> list[float]:
+        return [float(flags[~right].mean()) if (~right).any() else 0.0, float(flags[right].mean())]
+
+    return {"right": float(right.mean()), "second_right": float(np.mean([is_right(r) for r in second])),
+            "more_confident_right": float(np.mean([is_right(r) for r in surer])),
+            "averaged_right": float(np.mean([is_right(r) for r in averaged])),
+            "differ": split(differ), "rule": split(rule), "rule_or_differ": split(rule | differ),
+            "rule_at_0.95": split(stricter), "wrong": int((~right).sum())}
+
+
 def review_split(rows: list[dict], kind: str, confidence: float | None = None, margin: float | None = None) -> dict:
     """needs_review on these readings: the share of wrong fields it flags and of right fields it flags. A field
     is right when its raw (and, for amounts and dates, its value) is."""
     flagged_wrong = flagged_right = wrong = right = 0
     for row in rows:
-        options = {**({} if confidence is None else {"min_confidence": confidence}),
-                   **({} if margin is None else {"margin": margin})}
-        flagged = not row["parses"] or row["corrected"] or \
-            review_reason(row["confidence"], row["alternative"], **options) is not None
-        ok = row["raw_ok"] and row["value_ok"]
+        flag, ok = flagged(row, confidence, margin), is_right(row)
         wrong, right = wrong + (not ok), right + ok
-        flagged_wrong += flagged and not ok
-        flagged_right += flagged and ok
+        flagged_wrong += flag and not ok
+        flagged_right += flag and ok
     return {"wrong": wrong, "wrong_flagged": flagged_wrong / max(wrong, 1),
             "right_flagged": flagged_right / max(right, 1)}
 
@@ -102,11 +146,17 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--reader", help="a line reader other than the shipped one")
     parser.add_argument("--sweep", action="store_true", help="the review rule over a grid of thresholds")
+    parser.add_argument("--second-reader", metavar="CKPT",
+                        help="another line reader (train-reader checkpoint) read beside the first: see above")
     parser.add_argument("--examples", type=int, default=6, help="example photos per kind written to runs/fields/")
     args = parser.parse_args()
     split = "dev" if args.dev else "test"
     images, labels = digits_for(split)
     recognizer = Recognizer.load(reader=args.reader)
+    if args.second_reader:
+        other = Recognizer.load(reader=args.second_reader)
+        both = Recognizer.load(reader=args.reader)
+        both._line_reader = AveragedReader(recognizer.line_reader, other.line_reader)  # no public setter: a benchmark
     out_dir = Path("runs/fields")
     out_dir.mkdir(parents=True, exist_ok=True)
 
@@ -130,6 +180,9 @@ def main() -> None:
                       f"{split_review['wrong_flagged']:.0%}", f"{split_review['right_flagged']:.1%}",
                       f"{1000 * seconds:.1f}"])
         all_rows += [(kind, r) for r in rows]
+        if args.second_reader:
+            results[kind]["second_reader"] = second_reader(rows, read_all(other, data, kind),
+                                                           read_all(both, data, kind))
 
     markdown = [f"## Fields ({split}: MNIST {'validation' if args.dev else 'test'} digits, {args.count} per kind, "
                 f"seed {args.seed})", "",
@@ -148,6 +201,16 @@ def main() -> None:
         markdown += ["", "Review rule sweep (wrong flagged / right flagged):", "",
                      markdown_table(["min confidence", "margin", *FIELD_KINDS], sweep)]
         data["sweep"] = sweep
+    if args.second_reader:
+        compare = [[kind, f"{c['right']:.1%}", f"{c['second_right']:.1%}", f"{c['more_confident_right']:.1%}",
+                    f"{c['averaged_right']:.1%}", c["wrong"],
+                    *(f"{c[key][0]:.0%} / {c[key][1]:.1%}" for key in ("rule", "differ", "rule_or_differ",
+                                                                       "rule_at_0.95"))]
+                   for kind in FIELD_KINDS for c in [results[kind]["second_reader"]]]
+        markdown += ["", f"Beside a second line reader ({args.second_reader}): fields with raw and value right, and "
+                     "review flags (wrong flagged / right flagged):", "",
+                     markdown_table(["kind", "reader", "second", "more confident", "averaged", "wrong", "rule",
+                                     "readings differ", "rule or differ", "rule at 0.95"], compare)]
     write_results(f"fields{'-dev' if args.dev else ''}", data, "\n".join(markdown))
 
 
