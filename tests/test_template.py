@@ -12,12 +12,18 @@ from PIL import Image
 
 from digitscan.constants import MAX_TEMPLATE_BYTES, REVIEW_CONFIDENCE, REVIEW_MARGIN
 from digitscan.errors import ImageTooComplexError, TemplateError
-from digitscan.fields.template import align_page, load_template, read_template, template_from_dict
+from digitscan.fields.template import (
+    align_page,
+    load_template,
+    read_template,
+    template_from_dict,
+    without_small_print,
+)
 from digitscan.recognize import Alternative, ReadResult
 from digitscan.synthetic.strokes import render_number, stroke_digit
 
 from helpers import json_lines, read_rows, run
-from helpers.forms import blank, comb, comb_digits, small_form
+from helpers.forms import blank, comb, comb_digits, label, pen_digits, small_form
 
 PAPER, INK = 245, 30
 GOOD = {"name": "card form", "size": [800, 600], "align": "none", "fields": {
@@ -415,6 +421,29 @@ def test_a_thick_comb_is_measured_against_the_page_it_was_cut_from(recognizer):
     template = template_from_dict({"name": "thick comb", "size": [1000, 1400], "fields": {
         "code": {"box": [190, 290, 340, 92], "units": "px", "kind": "comb", "pattern": "digits{5}"}}})
     assert recognizer.read_template(page, template)["code"].text == "30625"
+
+
+def test_small_print_in_a_fields_box_is_not_read(recognizer):
+    """A box with a printed caption above the writing and a hint under it, the template's box drawn around the
+    frame: only the handwriting is read."""
+    page = blank(1000, 1400)
+    cv2.rectangle(page, (200, 300), (560, 400), 40, 2)
+    label(page, "Box 12", 210, 322, scale=0.6)
+    pen_digits(page, "48213", 230, 388, height=48)
+    label(page, "see line 7", 205, 428, scale=0.6)  # read with the rest, the three lines came out as "0"
+    template = template_from_dict({"name": "captioned box", "size": [1000, 1400], "fields": {
+        "code": {"box": [190, 290, 380, 150], "units": "px", "pattern": "digits{5}"}}})
+    assert recognizer.read_template(page, template)["code"].text == "48213"
+
+
+def test_one_line_of_writing_is_left_as_it_is():
+    page = blank(400, 120)
+    pen_digits(page, "905", 20, 90, height=50)
+    page[60:62, 300:306] = 40  # a dot level with the digits: the same band
+    np.testing.assert_array_equal(without_small_print(page), page)
+    label(page, "Ref 3", 20, 112, scale=0.4)  # small print under the writing: painted out
+    cleaned = without_small_print(page)
+    assert (cleaned[95:] > 200).all() and np.array_equal(cleaned[:90], page[:90])
 
 
 FIELD_KEYS = {"text", "raw", "value", "confidence", "box", "valid", "needs_review", "alternatives", "reason"}

@@ -252,7 +252,7 @@ class Recognizer:
         form lines (comb boxes, underlines, frames) are painted out; comb fields with method "both" unless a
         method is given, as pages read comb rows; docs/templates.md. page_time_limit_s bounds the whole page too
         (a server's request): past it ImageTooComplexError."""
-        from digitscan.fields.template import read_template
+        from digitscan.fields.template import read_template, without_small_print
         from digitscan.reading.form_lines import remove_form_lines
 
         deadline = None if page_time_limit_s is None else time.monotonic() + page_time_limit_s
@@ -263,7 +263,7 @@ class Recognizer:
             if deadline is not None:
                 check_time(deadline, page_time_limit_s)
                 limit = min(limit, max(deadline - time.monotonic(), 1e-3))
-            cleaned = remove_form_lines(crop, field=True, page_side=max(page.shape))
+            cleaned = without_small_print(remove_form_lines(crop, field=True, page_side=max(page.shape)))
             return self.read(cleaned, method=field_method, time_limit_s=limit)
 
         return read_template(page, template, read_field, read_comb=lambda crop: read_field(crop, method or "both"))

@@ -45,6 +45,8 @@ _MAX_SKEW_POINTS = 200_000  # ink pixels the skew search projects at most (~60 t
 _FRAME_MIN_AREA = 0.2  # a printed frame's box covers at least this share of the page ...
 _FRAME_MAX_FILL = 0.3  # ... and it is an outline: ink on at most this share of its box
 _DUST_EXTENT = 0.01  # pieces of ink spanning less than this share of the page's longer side are dust
+_SMALL_PRINT = 0.6  # in a field's box, a band of ink rows under this (x the tallest band's height) is small print
+_BAND_GAP = 2  # px: rows without ink up to this many do not part a band (a broken stroke, a dot over a line)
 
 
 @dataclass(frozen=True)
@@ -396,6 +398,32 @@ def read_template(gray, template: Template, read_region: Callable[[np.ndarray], 
         reader = read_comb if read_comb is not None and field.spec.kind == "comb" else read_region
         results[name] = judge_reading(reader(crop), field.spec, box)
     return results
+
+
+def without_small_print(crop: np.ndarray) -> np.ndarray:
+    """A field's crop (uint8 grey, ink dark, printed lines already painted out) with the small print beside its
+    writing painted the paper's colour: a caption in a box above the writing ("Box 12"), a label above the frame
+    that the template's box reaches, a hint under it. The ink's rows part into bands at blank rows; a band under
+    _SMALL_PRINT of the tallest one's height goes. Handwriting is written larger than a form's print; one line of
+    writing is one band (its dots, commas and dashes share its rows), so a crop of one band is returned as it is."""
+    from digitscan.reading.form_lines import INK_LEVEL, darkness, paper_level
+
+    page = crop.astype(np.float32) / 255
+    paper = paper_level(page)
+    ink = darkness(page, paper) >= INK_LEVEL
+    rows = np.flatnonzero(ink.any(axis=1))
+    if rows.size == 0:
+        return crop
+    breaks = np.flatnonzero(np.diff(rows) > _BAND_GAP + 1)
+    bands = [(int(band[0]), int(band[-1]) + 1) for band in np.split(rows, breaks + 1)]
+    if len(bands) < 2:
+        return crop
+    tallest = max(bottom - top for top, bottom in bands)
+    out = crop.copy()
+    for top, bottom in bands:
+        if bottom - top < _SMALL_PRINT * tallest:
+            out[top:bottom] = np.round(paper[top:bottom] * 255).astype(np.uint8)
+    return out
 
 
 def judge_reading(reading, spec: FieldSpec, box: list[int]) -> FieldResult:
