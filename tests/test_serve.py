@@ -608,8 +608,15 @@ def test_real_server_with_two_workers():
     flags = ("--workers", "2", "--header-timeout", "2", "--max-concurrency", "1")
     names = sorted(EXPECTED)
     with live_server(*flags) as server:
-        assert len(worker_processes(server.process.pid)) == 2  # each loaded the model before /readyz said ready
+        assert len(worker_processes(server.process.pid)) == 2
+        # /readyz is answered by the first worker that is up; the other may still be loading its model (it takes
+        # connections only once it has): wait for both, as a load balancer's health checks would.
+        deadline = time.monotonic() + 60
         with httpx.Client(base_url=server.url, timeout=30) as http:
+            while metric(http, "digitscan_model_ready") < 2 and time.monotonic() < deadline:
+                time.sleep(0.1)
+        with httpx.Client(base_url=server.url, timeout=30) as http:
+            assert metric(http, "digitscan_model_ready") == 2
             files = [(EXAMPLES / name).read_bytes() for name in names]
             with ThreadPoolExecutor(8) as pool:
                 answers = list(pool.map(lambda i: post(http, "/api/predict", files[i % len(files)]), range(24)))
