@@ -24,6 +24,7 @@ from digitscan.errors import TemplateError
 from digitscan.fields.formats import FieldSpec
 from digitscan.image.decode import decode_image
 from digitscan.image.ink import components, ink_map
+from digitscan.reading.form_lines import INK_LEVEL, darkness, paper_level
 from digitscan.reading.text import review_reason
 
 TEMPLATE_KEYS = ("name", "size", "align", "fields")
@@ -406,8 +407,6 @@ def without_small_print(crop: np.ndarray) -> np.ndarray:
     that the template's box reaches, a hint under it. The ink's rows part into bands at blank rows; a band under
     _SMALL_PRINT of the tallest one's height goes. Handwriting is written larger than a form's print; one line of
     writing is one band (its dots, commas and dashes share its rows), so a crop of one band is returned as it is."""
-    from digitscan.reading.form_lines import INK_LEVEL, darkness, paper_level
-
     page = crop.astype(np.float32) / 255
     paper = paper_level(page)
     ink = darkness(page, paper) >= INK_LEVEL

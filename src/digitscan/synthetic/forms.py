@@ -388,7 +388,8 @@ def _field(sheet: _Sheet, writer: _Writer, rng: np.random.Generator, font: str, 
 
 
 def _comb(sheet: _Sheet, writer: _Writer, rng: np.random.Generator, raw: str, x: int, top: int, room: int,
-          thickness: int, filled: bool, across_edge: float) -> tuple:
+          thickness: int, filled: bool,
+          across_edge: float) -> tuple[int | None, list[int] | None, bool, list[int] | None]:
     """A row of comb cells, one digit in each (a few trailing cells may stay empty), each digit written across the
     cells' top or bottom edge with probability across_edge: (bottom, the digits' ink box, whether one is, the
     row's box); (None, None, False, None) when the cells do not fit."""
