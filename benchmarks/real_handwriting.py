@@ -21,8 +21,12 @@ source, subsampled with --seed). Needs MNIST ($DIGITSCAN_DATA) and realdev ($DIG
 ../shared/data/realdev). Writes benchmarks/results/real_handwriting.{json,md}; `--failures K` prints K rejected or
 misread tight crops per variant (for diagnosis); `--errors K` draws the model inputs of K failures per source
 in benchmarks/results/real_handwriting_errors.png (the model card's picture of typical errors).
-`--split validation` reads the realdev validation writers instead of the test writers (what choices such as
-`train --real-weight` were made on; the MNIST and load_digits rows do not change).
+`--split validation` reads what choices are made on instead (such as `train --real-weight` and the grey edges
+given to black-and-white patches): the realdev validation writers, tight crops of MNIST *validation* digits (the
+validation part of the training split), letters in the *development* fonts; load_digits and the Fashion-MNIST test
+crops do not change. It writes benchmarks/results/real_handwriting-validation.{json,md}. `--raw-binary` feeds
+black-and-white patches to the model without the grey edges the preprocessing gives them (as before commit
+4d445ba), to compare.
 """
 
 from __future__ import annotations
@@ -39,8 +43,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, machine, machine_line, markdown_table, write_results  # noqa: E402
 from digitscan.data.datasets import load_fashion_mnist  # noqa: E402
-from digitscan.data.mnist import load_mnist  # noqa: E402
+from digitscan.data.mnist import load_mnist, train_val_split  # noqa: E402
 from digitscan.data.realdev import REALDEV_SETS, load_realdev  # noqa: E402
+from digitscan.image import prepare  # noqa: E402
 from digitscan.image.prepare import to_model_input  # noqa: E402
 from digitscan.plots import save_misclassified_grid  # noqa: E402
 from digitscan.recognize import Recognizer  # noqa: E402
@@ -53,9 +58,15 @@ POLARITIES = ("light on dark", "dark on light")
 INKS = ("grey", "binarized")
 
 
-def tight_crops(n: int, seed: int) -> tuple[list[np.ndarray], np.ndarray, list[tuple]]:
-    """(images, labels, variants): n MNIST test digits, each in one variant (scale, polarity, ink) drawn with seed."""
-    images, labels = load_mnist("test")
+def tight_crops(n: int, seed: int, split: str = "test") -> tuple[list[np.ndarray], np.ndarray, list[tuple]]:
+    """(images, labels, variants): n MNIST test digits (split "validation": the validation part of the training
+    split), each in one variant (scale, polarity, ink) drawn with seed."""
+    if split == "test":
+        images, labels = load_mnist("test")
+    else:
+        images, labels = load_mnist("train")
+        _, val = train_val_split(len(images), 0.1, 0)
+        images, labels = images[val], labels[val]
     rng = np.random.default_rng([seed, 15])
     chosen = rng.choice(len(images), n, replace=False)
     crops, variants = [], []
@@ -67,9 +78,9 @@ def tight_crops(n: int, seed: int) -> tuple[list[np.ndarray], np.ndarray, list[t
     return crops, labels[chosen], variants
 
 
-def nondigit_crops(n: int, seed: int) -> dict[str, list[np.ndarray]]:
+def nondigit_crops(n: int, seed: int, split: str = "test") -> dict[str, list[np.ndarray]]:
     """Non-digits in the form of the digit sources: tight crops of Fashion-MNIST test pictures (as tight_crops
-    makes them) and scans of letters in the evaluation fonts."""
+    makes them) and scans of letters in the evaluation fonts (split "validation": the development fonts)."""
     fashion = load_fashion_mnist(["test"]).test.images
     rng = np.random.default_rng([seed, 16])
     crops = []
@@ -77,9 +88,10 @@ def nondigit_crops(n: int, seed: int) -> dict[str, list[np.ndarray]]:
         resize = cv2.INTER_NEAREST if rng.random() < 0.5 else cv2.INTER_AREA
         crops.append(tight_crop(fashion[i], int(rng.choice(SCALES)), str(rng.choice(POLARITIES)),
                                 str(rng.choice(INKS)), resize))
-    fonts = font_split().evaluation
+    fonts = font_split().evaluation if split == "test" else font_split().dev
     letters = [scan(letter_glyph(rng, fonts), rng) for _ in range(n)]
-    return {"Fashion-MNIST test, tight crops": crops, "letters (evaluation fonts), scanned": letters}
+    family = "evaluation" if split == "test" else "development"
+    return {"Fashion-MNIST test, tight crops": crops, f"letters ({family} fonts), scanned": letters}
 
 
 def sklearn_digits() -> tuple[list[np.ndarray], np.ndarray]:
@@ -139,7 +151,11 @@ def main() -> None:
     parser.add_argument("--failures", type=int, default=0, help="print this many failed tight crops per variant")
     parser.add_argument("--errors", type=int, default=8,
                         help="failures per source drawn in benchmarks/results/real_handwriting_errors.png")
+    parser.add_argument("--raw-binary", action="store_true",
+                        help="black-and-white patches without the grey edges preprocessing gives them (to compare)")
     args = parser.parse_args()
+    if args.raw_binary:
+        prepare._soften_binary = lambda patch: patch  # the step 4d445ba added, left out
 
     robust_model = Recognizer.load(args.model)
     paper_model = Recognizer.load(args.model, preprocess="paper")
@@ -151,8 +167,8 @@ def main() -> None:
         sources[f"{name} ({args.split} writers)"] = ([image for image, _ in pairs], labels)
         if name == "cvl_train":  # the only set whose groups are writers
             writers[f"{name} ({args.split} writers)"] = np.array([group for _, group in pairs])
-    crops, crop_labels, variants = tight_crops(args.n, args.seed)
-    sources["MNIST test, tight crops"] = (crops, crop_labels)
+    crops, crop_labels, variants = tight_crops(args.n, args.seed, args.split)
+    sources[f"MNIST {args.split}, tight crops"] = (crops, crop_labels)
     sources["sklearn load_digits 8x8"] = subsample(*sklearn_digits(), args.n, args.seed, 10)
 
     rows, results, crop_outcomes, failures = [], {}, None, []
@@ -175,7 +191,7 @@ def main() -> None:
             crop_outcomes = robust
 
     nondigit_rows, nondigits = [], {}
-    for name, images in nondigit_crops(args.n, args.seed).items():
+    for name, images in nondigit_crops(args.n, args.seed, args.split).items():
         accepted = outcomes(robust_model, images, "robust")[1]
         nondigits[name] = {"n": len(images), "accepted": float(accepted.mean())}
         nondigit_rows.append([name, len(images), f"{accepted.mean():.3f}"])
@@ -216,9 +232,9 @@ def main() -> None:
     if failures:
         RESULTS.mkdir(parents=True, exist_ok=True)
         print(f"wrote {error_grid(failures, RESULTS / 'real_handwriting_errors.png')}")
-    write_results("real_handwriting", {"machine": info, "args": vars(args), "sources": results,
-                                       "tight_crop_variants": by_variant,
-                                       "nondigits": nondigits}, markdown)
+    report = "real_handwriting" + ("" if args.split == "test" else "-validation")
+    write_results(report, {"machine": info, "args": vars(args), "sources": results, "tight_crop_variants": by_variant,
+                           "nondigits": nondigits}, markdown)
 
 
 if __name__ == "__main__":

@@ -129,8 +129,7 @@ def _soften_binary(patch: np.ndarray) -> np.ndarray:
     """A black-and-white patch (a thresholded scan, a binarized form box) with its edges blurred grey, so it reaches
     the model with edges like MNIST's antialiased ones; a patch with grey edges already is returned as it is.
 
-    Chosen on MNIST validation digits cropped tight and binarized at 3x: 98.9 % read right as they are, 99.1 % with
-    this blur (sigma 0.3, 0.5 and 0.7 box pixels did no better); docs/real-world.md."""
+    Measured with benchmarks/real_handwriting.py --split validation (against --raw-binary): docs/real-world.md."""
     grey = (patch > 0.02) & (patch < 0.98)
     if grey.mean() >= _BINARY_GREY_SHARE:
         return patch
