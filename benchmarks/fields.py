@@ -9,7 +9,9 @@ Run: `.venv/bin/python benchmarks/fields.py [--dev] [--count 400]` (about 2 minu
 writes benchmarks/results/fields[-dev].{json,md}. `--sweep` also prints the review rule's outcome over a grid of
 thresholds (use it with --dev only: the thresholds are chosen there). `--second-reader CKPT` also reads every
 field with another line reader and reports it alone, the more confident of the two readings, the two readers'
-per-frame posteriors averaged, and the readings differing as a review flag. Example pictures go to runs/fields/.
+per-frame posteriors averaged, and the readings differing as a review flag. `--method segments|both` and
+`--ensemble` read with the cutting reader or both readers, the shipped model or ensemble cutting (results named
+fields[-dev]-METHOD[-ensemble]). Example pictures go to runs/fields/.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine, machine_line, markdown_table, write_results  # noqa: E402
+from digitscan.constants import READ_METHODS  # noqa: E402
 from digitscan.data.mnist import load_mnist, train_val_split  # noqa: E402
 from digitscan.fields.formats import VALUE_KINDS, FieldSpec  # noqa: E402
 from digitscan.reading.text import review_reason  # noqa: E402
@@ -63,13 +66,15 @@ def samples(images: np.ndarray, labels: np.ndarray, kind: str, count: int, seed:
     return out
 
 
-def read_all(recognizer: Recognizer, data: list[tuple[bytes, Field]], kind: str) -> list[dict]:
-    """Each field read, and its value parsed as `read --format amount|date` does (FieldSpec.parse: an amount or a
-    date that does not parse takes the value of its best alternative that does, and needs review)."""
+def read_all(recognizer: Recognizer, data: list[tuple[bytes, Field]], kind: str,
+             method: str | None = None) -> list[dict]:
+    """Each field read (with `method`, None: the recognizer's own), and its value parsed as `read --format
+    amount|date` does (FieldSpec.parse: an amount or a date that does not parse takes the value of its best
+    alternative that does, and needs review)."""
     spec = FieldSpec(kind=kind) if kind in VALUE_KINDS else None
     rows = []
     for blob, field in data:
-        result = recognizer.read(blob)
+        result = recognizer.read(blob, method=method)
         parses, value, note = spec.parse(result) if spec else (True, None, None)
         rows.append({"truth_raw": field.raw, "truth_value": field.value, "text": result.text, "raw": result.raw,
                      "value": value, "confidence": result.confidence,
@@ -145,6 +150,9 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=400, help="fields per kind")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--reader", help="a line reader other than the shipped one")
+    parser.add_argument("--method", choices=READ_METHODS, help="the reading method (default: the line reader)")
+    parser.add_argument("--ensemble", action="store_true",
+                        help="the shipped ensemble as the digit model (--method segments or both)")
     parser.add_argument("--sweep", action="store_true", help="the review rule over a grid of thresholds")
     parser.add_argument("--second-reader", metavar="CKPT",
                         help="another line reader (train-reader checkpoint) read beside the first: see above")
@@ -152,7 +160,8 @@ def main() -> None:
     args = parser.parse_args()
     split = "dev" if args.dev else "test"
     images, labels = digits_for(split)
-    recognizer = Recognizer.load(reader=args.reader)
+    recognizer = Recognizer.load(reader=args.reader, ensemble=args.ensemble)
+    method = args.method or "sequence"
     if args.second_reader:
         other = Recognizer.load(reader=args.second_reader)
         both = Recognizer.load(reader=args.reader)
@@ -165,7 +174,7 @@ def main() -> None:
     for kind in FIELD_KINDS:
         data = samples(images, labels, kind, args.count, args.seed + (1000 if args.dev else 0))
         start = time.perf_counter()
-        rows = read_all(recognizer, data, kind)
+        rows = read_all(recognizer, data, kind, method)
         seconds = (time.perf_counter() - start) / len(rows)
         for i, (blob, _) in enumerate(data[: args.examples]):
             suffix = "jpg" if blob.startswith(JPEG_START) else "png"
@@ -185,10 +194,11 @@ def main() -> None:
                                                            read_all(both, data, kind))
 
     markdown = [f"## Fields ({split}: MNIST {'validation' if args.dev else 'test'} digits, {args.count} per kind, "
-                f"seed {args.seed})", "",
+                f"seed {args.seed}; method {method}{', the shipped ensemble' if args.ensemble else ''})", "",
                 markdown_table(["kind", "fields", "text exact", "raw exact", "value exact", "wrong",
                                 "wrong flagged", "right flagged", "ms/field"], table), "", machine_line()]
-    data = {"split": split, "count": args.count, "seed": args.seed, "kinds": results, "machine": machine(),
+    data = {"split": split, "count": args.count, "seed": args.seed, "method": method, "ensemble": args.ensemble,
+            "kinds": results, "machine": machine(),
             "condition": dataclasses.asdict(CHEQUE)}
     if args.sweep:
         sweep = []
@@ -211,7 +221,8 @@ def main() -> None:
                      "review flags (wrong flagged / right flagged):", "",
                      markdown_table(["kind", "reader", "second", "more confident", "averaged", "wrong", "rule",
                                      "readings differ", "rule or differ", "rule at 0.95"], compare)]
-    write_results(f"fields{'-dev' if args.dev else ''}", data, "\n".join(markdown))
+    variant = ("" if method == "sequence" else f"-{method}") + ("-ensemble" if args.ensemble else "")
+    write_results(f"fields{'-dev' if args.dev else ''}{variant}", data, "\n".join(markdown))
 
 
 if __name__ == "__main__":

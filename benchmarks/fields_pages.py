@@ -9,7 +9,10 @@ and the true field's box does not); fields returned where there is nothing to re
 and wrong fields; the printed-or-handwritten decision on every candidate (`find_fields`). `--template` also reads
 each page through a template (`Recognizer.read_template`) whose boxes are the ones a user would draw: each comb
 row's and box's printed frame with TEMPLATE_PAD of its height around it, each underlined or free number's ink with
-TEMPLATE_INK_PAD of its height; comb rows as kind "comb", the others "digits", no pattern.
+TEMPLATE_INK_PAD of its height; comb rows as kind "comb", the others "digits", no pattern. Fields are read as
+`read_page` reads them by default (both readers, the shipped model cutting); `--method sequence|segments|both` and
+`--ensemble` (the shipped ensemble cutting) compare other ways, their results named
+fields_pages[_dev][_METHOD[_ensemble]][_seedN].
 
 Run: `.venv/bin/python benchmarks/fields_pages.py --pages 200` (`--split test`: MNIST *test* digits and the
 Liberation fonts, the report) or `--dev` (`--split dev`: the validation part of MNIST's training digits,
@@ -35,11 +38,12 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine, machine_line, markdown_table, write_results  # noqa: E402
-from digitscan.constants import REVIEW_CONFIDENCE, REVIEW_MARGIN  # noqa: E402
+from digitscan.constants import READ_METHODS, REVIEW_MARGIN  # noqa: E402
 from digitscan.data.mnist import load_mnist, train_val_split  # noqa: E402
 from digitscan.fields.template import Template, template_from_dict  # noqa: E402
 from digitscan.image.decode import decode_image  # noqa: E402
 from digitscan.reading.page import find_fields  # noqa: E402
+from digitscan.reading.text import review_confidence  # noqa: E402
 from digitscan.recognize import Recognizer  # noqa: E402
 from digitscan.synthetic.forms import CONTENTS, KINDS, draw_boxes, make_page, printed_fonts  # noqa: E402
 
@@ -136,8 +140,8 @@ def score_page(fields: list, candidates: list, truth, read_template: dict | None
             "matched": matched}
 
 
-def summarize(pages: list[dict]) -> dict:
-    """Metrics from the pages' records."""
+def summarize(pages: list[dict], threshold: float) -> dict:
+    """Metrics from the pages' records; threshold: the review rule's confidence threshold they were read with."""
     records = [r for page in pages for r in page["fields"]]
 
     def share(rows: list[dict], key: str) -> float | None:
@@ -169,7 +173,7 @@ def summarize(pages: list[dict]) -> dict:
         "returned_on_labels": sum(p["returned_on_labels"] for p in pages),
         "returned_on_nothing": sum(p["returned_on_nothing"] for p in pages),
         "missed": len(records) - len(found),
-        "needs_review": {"threshold": REVIEW_CONFIDENCE, "right": share(right, "needs_review"),
+        "needs_review": {"threshold": threshold, "right": share(right, "needs_review"),
                          "wrong": share(wrong, "needs_review"), "n_right": len(right), "n_wrong": len(wrong)},
         # What other thresholds would flag: (threshold, share of wrong fields flagged, share of right ones).
         "review_curve": [(t, float(np.mean([r["confidence"] < t for r in wrong])) if wrong else None,
@@ -241,6 +245,8 @@ def main() -> None:
     parser.add_argument("--data", help="MNIST folder (default: $DIGITSCAN_DATA, then the cache)")
     parser.add_argument("--template", action="store_true",
                         help="also read each page through a template of its fields (Recognizer.read_template)")
+    parser.add_argument("--method", choices=READ_METHODS, help="how each field is read (default: both readers)")
+    parser.add_argument("--ensemble", action="store_true", help="cut digits with the shipped ensemble")
     args = parser.parse_args()
     args.dev = args.split == "dev"
 
@@ -250,7 +256,11 @@ def main() -> None:
         digits, fonts, name = (images[val_idx], labels[val_idx]), printed_fonts("dev"), "fields_pages_dev"
     else:
         digits, fonts, name = load_mnist("test", args.data), printed_fonts("test"), "fields_pages"
-    recognizer = Recognizer.load()
+    recognizer = Recognizer.load(ensemble=args.ensemble)
+    if args.method or args.ensemble:
+        name += f"_{args.method or 'both'}{'_ensemble' if args.ensemble else ''}"
+    if args.seed:
+        name += f"_seed{args.seed}"
     args.out.mkdir(parents=True, exist_ok=True)
     pages, seconds = [], []
     for index in range(args.pages):
@@ -258,16 +268,16 @@ def main() -> None:
         buffer = io.BytesIO()
         Image.fromarray(image).save(buffer, "PNG")  # the page as a user's file: decoded like any upload
         start = time.perf_counter()
-        fields = recognizer.read_page(buffer.getvalue()).fields
+        fields = recognizer.read_page(buffer.getvalue(), method=args.method).fields
         seconds.append(time.perf_counter() - start)
         candidates = find_fields(decode_image(buffer.getvalue()))
         read_template = recognizer.read_template(
-            buffer.getvalue(), page_template(truth, image.shape[1::-1])) if args.template else None
+            buffer.getvalue(), page_template(truth, image.shape[1::-1]), method=args.method) if args.template else None
         outcome = score_page(fields, candidates, truth, read_template)
         pages.append(outcome)
         if index < args.examples:
             draw_page(image, truth, fields, outcome).save(args.out / f"{name}_{index:03d}.png")
-    summary = summarize(pages)
+    summary = summarize(pages, review_confidence(args.method or "both"))
     summary["seconds_per_page"] = float(np.mean(seconds))
     info = machine()
     result = {"name": name, "seed": args.seed, "summary": summary, "machine": info}
@@ -299,7 +309,9 @@ def main() -> None:
                        [[t, percent(w), percent(r)] for t, w, r in summary["review_curve"]]),
         *([template_markdown(summary["template"])] if args.template else []),
         f"{machine_line(info)}. Command: `.venv/bin/python benchmarks/fields_pages.py --pages {args.pages}"
-        f"{' --dev' if args.dev else ''}{' --template' if args.template else ''}`.",
+        f"{' --dev' if args.dev else ''}{f' --seed {args.seed}' if args.seed else ''}"
+        f"{' --template' if args.template else ''}{f' --method {args.method}' if args.method else ''}"
+        f"{' --ensemble' if args.ensemble else ''}`.",
     ])
     write_results(name, result, markdown)
     (args.out / f"{name}.json").write_text(json.dumps(result, indent=2, default=str))

@@ -3,7 +3,7 @@
 import pytest
 
 from digitscan.errors import FieldFormatError
-from digitscan.fields.formats import FieldSpec, luhn_valid, mod97_10_valid, parse_amount, parse_date
+from digitscan.fields.formats import FieldSpec, luhn_valid, mod97_10_valid, parse_amount, parse_date, shape_problem
 from digitscan.recognize import Alternative, ReadResult
 
 
@@ -254,3 +254,29 @@ def test_digit_patterns_and_checksums_are_never_corrected_from_alternatives():
     card = with_alternatives("79927398710", "79927398713")  # the alternative passes Luhn: a guess, not a reading
     assert FieldSpec(checksum="luhn").parse(card)[:2] == (False, None)
     assert FieldSpec(pattern="digits{5}").parse(with_alternatives("902101", "90210"))[:2] == (False, None)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Shapes of readings with no expected format
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("raw", ["90210", "12 34", "1 250", "1.250,00", "12.50", "15.000.", "26/04/1967",
+                                 "12/31/2024", "2024-03-12", "12.3.24", "9:30", "12:05:59", "555-1234",
+                                 "12-345-67", "09/27", "3/2024", ""])
+def test_numbers_as_people_write_them_have_a_shape(raw):
+    assert shape_problem(raw) is None
+
+
+@pytest.mark.parametrize("raw", [
+    "26104/1967",  # the first "/" of 26/04/1967 read as a 1
+    "04/106/1992",
+    "19.10.42011",  # a 1 read after a separator
+    "0.65106393",  # a speck read as a decimal mark
+    "31/02/2024",  # not on the calendar in any order
+    "12,34,5",
+    "1/2/3/4",
+])
+def test_separators_that_make_no_shape_say_so(raw):
+    reason = shape_problem(raw)
+    assert reason is not None and repr(raw) in reason and "separator may be misread" in reason

@@ -93,6 +93,48 @@ def test_a_comb_row_read_short_of_its_cells_needs_review():
     assert not whole.needs_review and whole.reason is None
 
 
+def test_a_field_whose_separators_make_no_shape_needs_review():
+    """Recognizer.read_page hands read_page fields.formats.shape_problem: a date with a "/" read as a 1 is flagged
+    even when the reader is sure of it."""
+    from digitscan.fields.formats import shape_problem
+
+    page, _, _ = small_form()
+
+    def read(raw: str):
+        return lambda crop, *cells: SimpleNamespace(text=raw.replace("/", ""), raw=raw, confidence=0.999,
+                                                     alternatives=[])
+
+    for raw, flagged in (("26104/1967", True), ("26/04/1967", False)):
+        fields = read_page(page, read(raw), read_comb=read(raw), shape_problem=shape_problem)
+        assert len(fields) == 3 and all(f.needs_review == flagged for f in fields)
+        assert all(("separator may be misread" in f.reason) if flagged else f.reason is None for f in fields)
+    assert not any(f.needs_review for f in read_page(page, read("26104/1967"), read_comb=read("26104/1967")))
+
+
+def test_the_recognizer_reads_every_field_with_both_readers_and_their_review_threshold(recognizer, monkeypatch):
+    """Both readers' averaged probabilities are less sure than one reader's: a reading at 0.85 needs no review
+    when both read it (REVIEW_CONFIDENCE_BOTH), and does when the caller asks for the line reader alone."""
+    from digitscan.constants import REVIEW_CONFIDENCE, REVIEW_CONFIDENCE_BOTH
+
+    assert REVIEW_CONFIDENCE_BOTH < 0.85 < REVIEW_CONFIDENCE
+    page, _, _ = small_form()
+    asked = []
+
+    def read(crop, *, method=None, at_least=None, **options):
+        asked.append((method, at_least))
+        text = "4815" if at_least is None else "7" * at_least  # as many digits as the comb row's inked cells
+        return SimpleNamespace(text=text, raw=text, confidence=0.85, alternatives=[])
+
+    monkeypatch.setattr(recognizer, "read", read)
+    both = recognizer.read_page(page).fields
+    assert {method for method, _ in asked} == {"both"} and any(cells for _, cells in asked)  # the comb row's
+    assert len(both) == 3 and not any(f.needs_review for f in both)
+    asked.clear()
+    alone = recognizer.read_page(page, method="sequence").fields
+    assert {method for method, _ in asked} == {"sequence"}
+    assert all(f.needs_review and "under 0.9" in f.reason for f in alone)
+
+
 def test_an_underline_is_removed_and_its_number_found():
     page = blank(500, 160)
     digits = pen_digits(page, "2738", 100, 100, 44, seed=3)

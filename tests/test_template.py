@@ -338,6 +338,17 @@ def test_review_follows_the_confidence_and_the_closest_alternative():
     assert not result(sure, REVIEW_MARGIN * sure * 0.99).needs_review
 
 
+def test_a_digits_field_whose_separators_make_no_shape_needs_review():
+    """A "/" of a date read as a 1 leaves "26104/1967": sure of itself and valid as digits, but to be checked."""
+    def result(raw: str, **field):
+        return judged(one_field(**field), ReadResult(text=raw.replace("/", ""), confidence=0.99, digits=[], raw=raw))
+
+    misread = result("26104/1967")
+    assert misread.valid and misread.needs_review and "separator may be misread" in misread.reason
+    assert not result("26/04/1967").needs_review
+    assert not result("26104/1967", pattern=r"regex:\d+/\d+").needs_review  # the user's pattern decides
+
+
 def test_a_box_turned_off_the_page_is_not_read_and_needs_review():
     page = moved(form(), cv2.getRotationMatrix2D((400, 300), 8.0, 1.0), (800, 600))
     corner = marker_template("deskew", (800, 600), (0, 0, 10, 10))  # the upright corner lies off the turned scan

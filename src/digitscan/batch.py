@@ -98,7 +98,8 @@ def read_job(recognizer, *, template=None, field_spec=None, **read_options) -> J
     FieldSpec, `read --format`): a `value` column too; a number that does not parse is an error row (its text
     and confidence still written).
     """
-    recognizer.warm_up(read_options.get("method") or recognizer.read_method)  # fail now, not on every file
+    default = "both" if template is not None else recognizer.read_method  # templates read with both readers
+    recognizer.warm_up(read_options.get("method") or default)  # fail now, not on every file
 
     def read_row(gray: np.ndarray) -> dict:
         if template is not None:

@@ -670,7 +670,7 @@ def compare(data: str | None, seed: int, as_json: bool, out: str, limit: int | N
                    "digits and classify each with the digit model; both: the two, each digit's class from their "
                    "averaged probabilities (where they find as many digits). Default: sequence, or segments when "
                    "--model or --ensemble chooses a digit model (the line reader uses none); --layout page and "
-                   "--template read comb rows and comb fields with both.")
+                   "--template read every field with both.")
 @click.option("--reader", type=click.Path(dir_okay=False),
               help="The line reader: a checkpoint from `digitscan train-reader` (PyTorch) or its `digitscan "
                    "export` (.onnx); default: the shipped one (onnxruntime).")
@@ -744,8 +744,8 @@ def read(paths: tuple[str, ...], model: str | None, as_json: bool, debug_image: 
                     "threads": batch_model_threads(out, batch["workers"]), "reader": reader}
     recognizer = Recognizer.load(**load_options)
     # A missing or broken line reader, a model without 0-9: one error, before any file. `method` stays None unless
-    # given: pages and templates then read comb rows with both readers, everything else with the recognizer's own.
-    recognizer.warm_up(method or recognizer.read_method)
+    # given: pages and templates then read every field with both readers, lines with the recognizer's own method.
+    recognizer.warm_up(method or ("both" if layout == "page" or template is not None else recognizer.read_method))
     page_time_limit_s = time_limit_s or PAGE_TIME_LIMIT_S
     time_limit_s = time_limit_s or READ_TIME_LIMIT_S
     if out is not None:

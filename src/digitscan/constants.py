@@ -57,6 +57,10 @@ MAX_DESKEW_DEG = 10.0  # align "deskew" looks for a page rotation within +-this;
 # right ones, 0.9 stays closest to it, and at 0.8 and above the margin changes nothing (docs/reading-fields.md).
 REVIEW_CONFIDENCE = 0.9
 REVIEW_MARGIN = 0.5
+# Pages and templates read every field with both readers (`--method both`), whose averaged probabilities are less
+# sure than the line reader's own: on 200 dev pages of benchmarks/fields_pages.py (seed 4, never the test pages)
+# 0.9 flags 14 % of the right fields, 0.8 9 % and 64 % of the wrong ones (docs/pages.md).
+REVIEW_CONFIDENCE_BOTH = 0.8
 
 # Reading form pages (`read --layout page`, digitscan.reading.page).
 PAGE_WORK_SIDE = 2000  # longer side of a page's working copy: a form at ~170 dpi, its digits still 30+ px tall

@@ -248,54 +248,60 @@ class Recognizer:
                       time_limit_s: float = READ_TIME_LIMIT_S,
                       page_time_limit_s: float | None = None) -> dict[str, FieldResult]:
         """Every field of a form (a Template from digitscan.fields.load_template) read on a page image: {name:
-        FieldResult}. Each field's box is read with `read` (method, time_limit_s per field) once its printed
-        form lines (comb boxes, underlines, frames) are painted out; comb fields with method "both" unless a
-        method is given, as pages read comb rows; docs/templates.md. page_time_limit_s bounds the whole page too
-        (a server's request): past it ImageTooComplexError."""
+        FieldResult}. Each field's box is read by `read` (method, default "both": the line reader and this
+        recognizer's digit model; time_limit_s per field) once its printed form lines (comb boxes, underlines,
+        frames) are painted out, as pages read their fields; docs/templates.md. page_time_limit_s bounds the whole
+        page too (a server's request): past it ImageTooComplexError."""
         from digitscan.fields.template import read_template, without_small_print
         from digitscan.reading.form_lines import remove_form_lines
+        from digitscan.reading.text import review_confidence
 
         deadline = None if page_time_limit_s is None else time.monotonic() + page_time_limit_s
         page = decode_image(image)
+        method = method or "both"
 
-        def read_field(crop: np.ndarray, field_method: str | None = method) -> ReadResult:
+        def read_field(crop: np.ndarray) -> ReadResult:
             limit = time_limit_s
             if deadline is not None:
                 check_time(deadline, page_time_limit_s)
                 limit = min(limit, max(deadline - time.monotonic(), 1e-3))
             cleaned = without_small_print(remove_form_lines(crop, field=True, page_side=max(page.shape)))
-            return self.read(cleaned, method=field_method, time_limit_s=limit)
+            return self.read(cleaned, method=method, time_limit_s=limit)
 
-        return read_template(page, template, read_field, read_comb=lambda crop: read_field(crop, method or "both"))
+        return read_template(page, template, read_field, review_confidence=review_confidence(method))
 
     def read_page(self, image, *, method: str | None = None,
                   time_limit_s: float = PAGE_TIME_LIMIT_S) -> PageResult:
         """Every handwritten number on a form page (path, bytes, PIL image or array): comb boxes, underlined and
         boxed fields and free-standing numbers, printed text left out; each field's ink is read by `read` with
-        `method` (digitscan.reading.page). A page that would take longer than time_limit_s raises
+        `method`, default "both": the line reader and this recognizer's digit model (comb rows with their inked
+        cells as `at_least`; digitscan.reading.page). A page that would take longer than time_limit_s raises
         ImageTooComplexError."""
+        from digitscan.fields.formats import shape_problem
         from digitscan.reading.page import read_page
+        from digitscan.reading.text import review_confidence
 
         gray = decode_image(image)
+        method = method or "both"
         return PageResult(read_page(gray, lambda crop: self.read(crop, method=method),
-                                    read_comb=lambda crop, cells: self.read(crop, method=method or "both",
-                                                                            at_least=cells),
+                                    read_comb=lambda crop, cells: self.read(crop, method=method, at_least=cells),
+                                    shape_problem=shape_problem, review_confidence=review_confidence(method),
                                     time_limit_s=time_limit_s))
 
     def warm_up(self, read: str | None = None) -> None:
         """Load and run now what a first request would wait for, so that a model that cannot serve fails here, once,
         not on every input: one inference on a blank input, and the line reader when reading uses it.
 
-        read: the reading method about to be used ("sequence" or "segments"), which is then checked too (a digit
-        model for cutting must know the digits 0-9); None: this recognizer's own method, where a model that
+        read: the reading method about to be used ("sequence", "segments" or "both"), which is then checked too (a
+        digit model for cutting must know the digits 0-9); None: this recognizer's own method, where a model that
         cannot read numbers is no error (it may only be meant to predict).
         """
         blank = np.zeros((1, IMAGE_SIZE, IMAGE_SIZE), np.float32)
         self.predict_inputs(blank)
         method = read or self.read_method
-        if method == "sequence":
+        if method in ("sequence", "both"):
             _ = self.line_reader
-        elif read == "segments":
+        if read in ("segments", "both"):
             self.digit_probabilities(blank)
 
     @property

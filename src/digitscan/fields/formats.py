@@ -1,7 +1,8 @@
 """What a field's reading means: amounts and dates parsed from the writing, digit patterns, checksums.
 
 `parse_amount("1.250,00")` -> "1250.00"; `parse_date("12/03/24")` -> "2024-03-12"; `luhn_valid("79927398713")`;
-`FieldSpec(kind="digits", pattern="digits{5}").check(reading)` -> (valid, value, reason). A reading is anything with
+`FieldSpec(kind="digits", pattern="digits{5}").check(reading)` -> (valid, value, reason); `shape_problem("26104/1967")`
+-> why separators make no shape numbers are written in (None for "26/04/1967"). A reading is anything with
 `text` (digits only) and `raw` (the digits with the separators `. , - / :` and group spaces as written): a
 ReadResult or one of its alternatives. Pure Python; docs/templates.md describes every rule.
 """
@@ -135,6 +136,36 @@ def _undelimited_date(raw: str, text: str, order: str) -> dict[str, str]:
 
 def _ascii_digits(text: str) -> bool:
     return text.isascii() and text.isdigit()  # str.isdigit alone also accepts "²" and other scripts' digits
+
+
+_TIME = re.compile(r"\d{1,2}:\d{2}(:\d{2})?")
+_DASHED = re.compile(r"\d+(-\d+)+")  # IDs and telephone numbers: 555-1234, 12-345-67
+_MONTH_YEAR = re.compile(r"\d{1,2}/(\d{2}|\d{4})")  # a card's 09/27, a period's 3/2024
+
+
+def shape_problem(raw: str) -> str | None:
+    """Why the separators of a reading with no expected format (a page's field, a template's digits field) make
+    none of the shapes numbers are written in, or None when they make one (or there are none: digits and group
+    spaces). The shapes: an amount (parse_amount), a date in any order (parse_date), a time (9:30, 12:05:59),
+    digit groups joined by dashes (555-1234) and a month with its year (09/27, 3/2024). A separator misread as a
+    digit, or a digit as a separator, mostly breaks the shape ("26104/1967", "0.65106393", "19.10.42011"): such a
+    reading needs a person's check."""
+    text = raw.strip()
+    if all(c.isdigit() or c == " " for c in text):
+        return None
+    if any(pattern.fullmatch(text) for pattern in (_TIME, _DASHED, _MONTH_YEAR)):
+        return None
+    if _parses(parse_amount, text) or any(_parses(parse_date, text, order) for order in DATE_ORDERS):
+        return None
+    return f"{raw!r} is no amount, date, time or dashed number: a separator may be misread"
+
+
+def _parses(parse, *args) -> bool:
+    try:
+        parse(*args)
+    except FieldFormatError:
+        return False
+    return True
 
 
 def luhn_valid(text: str) -> bool:

@@ -19,9 +19,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from digitscan.constants import MAX_DESKEW_DEG, MAX_TEMPLATE_BYTES
+from digitscan.constants import MAX_DESKEW_DEG, MAX_TEMPLATE_BYTES, REVIEW_CONFIDENCE
 from digitscan.errors import TemplateError
-from digitscan.fields.formats import FieldSpec
+from digitscan.fields.formats import DIGIT_KINDS, FieldSpec, shape_problem
 from digitscan.image.decode import decode_image
 from digitscan.image.ink import components, ink_map
 from digitscan.reading.form_lines import INK_LEVEL, darkness, paper_level
@@ -376,14 +376,16 @@ def cut_field(page: np.ndarray, alignment: PageAlignment, box: tuple[float, floa
 
 
 def read_template(gray, template: Template, read_region: Callable[[np.ndarray], object],
-                  read_comb: Callable[[np.ndarray], object] | None = None) -> dict[str, FieldResult]:
+                  read_comb: Callable[[np.ndarray], object] | None = None, *,
+                  review_confidence: float = REVIEW_CONFIDENCE) -> dict[str, FieldResult]:
     """Every field of the template read on a page: {name: FieldResult}, in the template's order.
 
     gray: the page as decode_image accepts it (a (H, W) array: uint8, or float in [0, 1] as decode_image returns);
     read_region(crop) reads one field's pixels, a (h, w) uint8 grey array (ink dark on light paper, as scanned),
     and returns a reading (.text, .raw, .confidence, .alternatives), e.g. `lambda crop: recognizer.read(crop)`;
     read_comb, when given, reads the fields of kind "comb" instead (Recognizer.read_template reads them with both
-    readers, as pages read comb rows).
+    readers, as pages read comb rows). review_confidence: the review rule's threshold for those readers
+    (reading.text.review_confidence).
     """
     page = decode_image(gray)
     alignment = align_page(page, template.align)
@@ -397,7 +399,7 @@ def read_template(gray, template: Template, read_region: Callable[[np.ndarray], 
                                         reason="the field's box lies outside the page")
             continue
         reader = read_comb if read_comb is not None and field.spec.kind == "comb" else read_region
-        results[name] = judge_reading(reader(crop), field.spec, box)
+        results[name] = judge_reading(reader(crop), field.spec, box, review_confidence)
     return results
 
 
@@ -425,12 +427,14 @@ def without_small_print(crop: np.ndarray) -> np.ndarray:
     return out
 
 
-def judge_reading(reading, spec: FieldSpec, box: list[int]) -> FieldResult:
+def judge_reading(reading, spec: FieldSpec, box: list[int],
+                  review_confidence: float = REVIEW_CONFIDENCE) -> FieldResult:
     """A reading of one field checked against its spec, with its alternatives, and whether it needs review:
-    it does when it is not valid, when its confidence is under REVIEW_CONFIDENCE, when its best alternative's
-    confidence reaches REVIEW_MARGIN times its own, or when an amount's or a date's value had to be read from an
-    alternative (FieldSpec.parse). The best reading stays the text even when it fails and an alternative passes;
-    the passing alternatives are listed first."""
+    it does when it is not valid, when its confidence is under review_confidence, when its best alternative's
+    confidence reaches REVIEW_MARGIN times its own, when an amount's or a date's value had to be read from an
+    alternative (FieldSpec.parse), or when a digits or comb field without a regex pattern has separators that make
+    no amount, date, time or dashed number (formats.shape_problem). The best reading stays the text even when it
+    fails and an alternative passes; the passing alternatives are listed first."""
     valid, value, reason = spec.parse(reading)
     others = list(reading.alternatives)
     checked = [(alternative, spec.check(alternative)[0]) for alternative in others]
@@ -444,6 +448,8 @@ def judge_reading(reading, spec: FieldSpec, box: list[int]) -> FieldResult:
         if passing:
             reason += f"; the alternative reading {passing[0]!r} passes"
     elif reason is None:  # else the value was read from an alternative: to review, for the reason given
-        reason = review_reason(confidence, closest)
+        reason = review_reason(confidence, closest, min_confidence=review_confidence)
+        if reason is None and spec.kind in DIGIT_KINDS and not spec.pattern.startswith("regex:"):
+            reason = shape_problem(spec.raw(reading))  # a separator misread: "26104/1967" in a digits field
     return FieldResult(text=reading.text, raw=spec.raw(reading), value=value, confidence=confidence, box=box,
                        valid=valid, needs_review=reason is not None, alternatives=alternatives, reason=reason)

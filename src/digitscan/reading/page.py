@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, field
 import cv2
 import numpy as np
 
-from digitscan.constants import MAX_PAGE_COMPONENTS, MAX_PAGE_FIELDS, PAGE_TIME_LIMIT_S
+from digitscan.constants import MAX_PAGE_COMPONENTS, MAX_PAGE_FIELDS, PAGE_TIME_LIMIT_S, REVIEW_CONFIDENCE
 from digitscan.reading.form_lines import FormLines, Frame, Rule, find_form_lines
 from digitscan.reading.layout import check_time
 from digitscan.reading.text import review_reason
@@ -183,6 +183,8 @@ def find_fields(gray: np.ndarray, *, time_limit_s: float = PAGE_TIME_LIMIT_S) ->
 
 def read_page(gray: np.ndarray, read_region: Callable[[np.ndarray], object], *,
               read_comb: Callable[[np.ndarray, int], object] | None = None,
+              shape_problem: Callable[[str], str | None] | None = None,
+              review_confidence: float = REVIEW_CONFIDENCE,
               time_limit_s: float = PAGE_TIME_LIMIT_S) -> list[PageField]:
     """The handwritten numbers on a page: each handwritten candidate's ink, alone on a crop with a margin (form
     lines removed, uint8 grey), read by read_region (a crop -> an object with .text, .confidence and, where the
@@ -190,8 +192,11 @@ def read_page(gray: np.ndarray, read_region: Callable[[np.ndarray], object], *,
     given (crop, the number of cells holding a character -> a reading; Recognizer.read_page: both readers
     averaged, the cutting reader believed when it finds that many digits and the line reader fewer). A comb row
     read with fewer digits than it has cells holding a character needs review (more is no sign: a digit over a
-    wall can hide it, and two digits then share a cell). Fields read as no digits are left out. Past time_limit_s
-    the reading stops with ImageTooComplexError."""
+    wall can hide it, and two digits then share a cell). shape_problem, when given, says why a reading's `raw`
+    needs review for its separators (Recognizer.read_page: fields.formats.shape_problem, no amount, date, time or
+    dashed number); review_confidence is the review rule's threshold for the readers used (reading.text.
+    review_confidence). Fields read as no digits are left out. Past time_limit_s the reading stops with
+    ImageTooComplexError."""
     deadline = time.monotonic() + time_limit_s
     layout = layout_page(gray, deadline=deadline, time_limit_s=time_limit_s)
     handwritten = [(c, g) for c, g in zip(layout.candidates, layout.groups) if not c.printed]
@@ -205,10 +210,13 @@ def read_page(gray: np.ndarray, read_region: Callable[[np.ndarray], object], *,
             continue
         confidence = float(result.confidence)
         closest = max((a.confidence for a in getattr(result, "alternatives", [])), default=None)
-        reason = review_reason(confidence, closest)
+        reason = review_reason(confidence, closest, min_confidence=review_confidence)
+        raw = getattr(result, "raw", result.text)
         if reason is None and cells and len(result.text) < cells:
             reason = f"{len(result.text)} digits read in {cells} comb cells with writing"
-        fields.append(PageField(result.text, getattr(result, "raw", result.text), candidate.box, confidence,
+        if reason is None and shape_problem is not None:
+            reason = shape_problem(raw)
+        fields.append(PageField(result.text, raw, candidate.box, confidence,
                                 reason is not None, candidate.kind, reason))
     return fields
 

@@ -10,7 +10,8 @@ the end of an amount) and separators outside that span (`15.000.-`, `1250,--`) a
 runner-up is "nothing there"), scored by the product with that one probability swapped in, best first.
 `merge_readers(sequence, segments)` joins two readers' symbols for one line: each digit's class from the average
 of both readers' probabilities (an ensemble of the line reader and the cut-and-classify reader, which err apart).
-`review_reason(confidence, closest)` says why a reading needs a person's check (pages and templates flag it).
+`review_reason(confidence, closest)` says why a reading needs a person's check (pages and templates flag it), at
+the threshold `review_confidence(method)` gives a reading method.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from digitscan.constants import MARK, REVIEW_CONFIDENCE, REVIEW_MARGIN, SEPARATORS
+from digitscan.constants import MARK, REVIEW_CONFIDENCE, REVIEW_CONFIDENCE_BOTH, REVIEW_MARGIN, SEPARATORS
 from digitscan.reading.layout import Symbol
 
 GROUP_GAP = 0.8  # a gap this wide (x the digits' median height) between two digits is a space in `raw`
@@ -111,6 +112,12 @@ def _spell(symbols: list[Symbol]) -> Reading:
 def is_symbol(name: str) -> bool:
     """A class a line reader may have besides its blank: a digit, a separator or the mark."""
     return (len(name) == 1 and name.isdigit()) or name in SEPARATORS or name == MARK
+
+
+def review_confidence(method: str) -> float:
+    """The confidence under which a reading by `method` needs review: both readers' averaged probabilities are
+    less sure than one reader's (constants.REVIEW_CONFIDENCE_BOTH)."""
+    return REVIEW_CONFIDENCE_BOTH if method == "both" else REVIEW_CONFIDENCE
 
 
 def review_reason(confidence: float, closest: float | None, *, min_confidence: float = REVIEW_CONFIDENCE,
