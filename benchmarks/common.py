@@ -1,19 +1,26 @@
-"""Helpers shared by the benchmark scripts: a description of the machine, and writing results as JSON + markdown.
+"""Helpers shared by the benchmark scripts: a description of the machine, writing results as JSON + markdown, and an
+older revision's image modules to compare with in the same run.
 
 Every benchmark prints a markdown table and writes benchmarks/results/NAME.{json,md} (ignored by git).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import platform
+import subprocess
+import sys
+import tempfile
 import time
+import types
 from pathlib import Path
 
 import torch
 
 RESULTS = Path(__file__).resolve().parent / "results"
+REPO = Path(__file__).resolve().parents[1]
 
 
 def cpu_model() -> str:
@@ -57,3 +64,25 @@ def write_results(name: str, data: dict, markdown: str) -> Path:
     (RESULTS / f"{name}.md").write_text(markdown + "\n")
     print(markdown)
     return RESULTS / f"{name}.md"
+
+
+def baseline_image_package(revision: str):
+    """digitscan.image's decode, ink and prepare modules as they were at `revision`, loaded from git under a private
+    package name (so they import one another, not the current ones); their other imports are today's."""
+    package = types.ModuleType("baseline_image")
+    package.__path__ = []
+    sys.modules["baseline_image"] = package
+    folder = Path(tempfile.mkdtemp(prefix="baseline-image-"))
+    modules = {}
+    for name in ("jpeg", "decode", "ink", "prepare"):
+        source = subprocess.run(["git", "-C", str(REPO), "show", f"{revision}:src/digitscan/image/{name}.py"],
+                                check=True, capture_output=True, text=True).stdout
+        source = source.replace("from digitscan.image.", "from baseline_image.")
+        path = folder / f"{name}.py"
+        path.write_text(source)
+        spec = importlib.util.spec_from_file_location(f"baseline_image.{name}", path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
+        spec.loader.exec_module(module)
+        modules[name] = module
+    return modules

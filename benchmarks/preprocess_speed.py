@@ -19,50 +19,21 @@ Writes benchmarks/results/preprocess_speed.{json,md}.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
-import types
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 
-from common import machine, machine_line, markdown_table, write_results
+from common import baseline_image_package, machine, machine_line, markdown_table, write_results
 from digitscan.constants import PREDICT_DECODE_SIDE
 from digitscan.data.mnist import load_mnist
 from digitscan.image.prepare import decode_for_digit, to_model_input
 from digitscan.recognize import Recognizer
 from digitscan.synthetic.photos import CONDITIONS, glyph_from_mnist, photograph
 
-REPO = Path(__file__).resolve().parents[1]
 BASELINE = "576076d"  # main just before the coarse-to-fine ink finder (issue 17)
 SIZES = {"28 px": (28, "mixed"), "~200 px": (200, "mixed"), "520 px": (520, "mixed"), "12 MP": (3000, "huge-image")}
-
-
-def baseline_image_package(revision: str):
-    """digitscan.image's decode, ink and prepare modules as they were at `revision`, loaded from git under a private
-    package name (so they import one another, not the current ones); their other imports are today's."""
-    package = types.ModuleType("baseline_image")
-    package.__path__ = []
-    sys.modules["baseline_image"] = package
-    folder = Path(tempfile.mkdtemp(prefix="baseline-image-"))
-    modules = {}
-    for name in ("jpeg", "decode", "ink", "prepare"):
-        source = subprocess.run(["git", "-C", str(REPO), "show", f"{revision}:src/digitscan/image/{name}.py"],
-                                check=True, capture_output=True, text=True).stdout
-        source = source.replace("from digitscan.image.", "from baseline_image.")
-        path = folder / f"{name}.py"
-        path.write_text(source)
-        spec = importlib.util.spec_from_file_location(f"baseline_image.{name}", path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module
-        spec.loader.exec_module(module)
-        modules[name] = module
-    return modules
 
 
 def photos(label: str, n: int, rng: np.random.Generator) -> list[bytes]:

@@ -1,15 +1,17 @@
-"""The ink finder's tight-crop rule, before and after session 7's guards, on TRAINING data only (what chose them).
+"""The ink finder's tight-crop rule, an older revision's against today's, on TRAINING data only (what chose it).
 
-Two sets, each read by one model (default: the shipped one) with the guards of commit d3303d1 and with today's, in
-one run (the old guards are restored by setting the constants back, for this benchmark only):
+Two sets, each prepared by the image modules of --baseline REV (loaded from git, as preprocess_speed.py does) and by
+today's, in one run, and read by one model (default: the shipped one):
 - photos of MNIST *training* digits, N per photo condition (digitscan.synthetic.photos; synthetic): how often the
   rule fires, and how many are read right and accepted;
 - tight crops of MNIST *training* digits made like benchmarks/real_handwriting.py's (scale 1-6x, either polarity,
   grey or binarized): exact, and inputs where no ink was found.
-The real-handwriting figures (realdev test writers) are benchmarks/real_handwriting.py's.
+The real-handwriting figures (realdev test writers, MNIST test crops) are benchmarks/real_handwriting.py's. The
+default baseline is caeebc3, before narrow frames ("1"s) and faint or thresholded outer ink got their own rules;
+session 7's guards were measured the same way against d3303d1's constants (docs/real-world.md).
 
-Run: `.venv/bin/python benchmarks/tight_crop_rule.py [--n 60] [--model CKPT]` (about 2 minutes on 2 cores).
-Writes benchmarks/results/tight_crop_rule.{json,md}.
+Run: `.venv/bin/python benchmarks/tight_crop_rule.py [--n 60] [--baseline REV] [--model CKPT]` (about 2 minutes on
+2 cores). Writes benchmarks/results/tight_crop_rule.{json,md}.
 """
 
 from __future__ import annotations
@@ -23,23 +25,21 @@ import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, machine_line, markdown_table, write_results  # noqa: E402
+from common import baseline_image_package, machine, machine_line, markdown_table, write_results  # noqa: E402
 from digitscan.constants import WORK_SIDE  # noqa: E402
 from digitscan.data.mnist import load_mnist  # noqa: E402
-from digitscan.image import ink  # noqa: E402
+from digitscan.image import ink, prepare  # noqa: E402
 from digitscan.image.decode import decode_image  # noqa: E402
 from digitscan.recognize import Recognizer  # noqa: E402
 from digitscan.synthetic.photos import CONDITIONS, glyph_from_mnist, photograph  # noqa: E402
 from digitscan.synthetic.scans import tight_crop  # noqa: E402
 
-# The guards before session 7 (commit d3303d1): no enlarging of tiny frames, touching = within 1 px.
-OLD = {"_CROP_FLAT": 0.25, "_CROP_FLAT_NARROW": 0.25, "_CROP_STROKE": 0.2, "_CROP_REACH": 0.0, "_TINY_SIDE": 0}
-NEW = {name: getattr(ink, name) for name in OLD}
+BASELINE = "caeebc3"
 
 
-def fires(gray: np.ndarray) -> bool:
-    work = ink._downscale(gray, WORK_SIDE)[0]
-    return ink._tight_crop_ground(work, max(work.shape) < ink._TINY_SIDE) is not None
+def fires(ink_module, gray: np.ndarray) -> bool:
+    work = ink_module._downscale(gray, WORK_SIDE)[0]
+    return ink_module._tight_crop_ground(work, max(work.shape) < ink_module._TINY_SIDE) is not None
 
 
 def main() -> None:
@@ -47,7 +47,9 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=60, help="photos per condition (default 60)")
     parser.add_argument("--crops", type=int, default=1000, help="tight crops (default 1000)")
     parser.add_argument("--model", help="checkpoint (default: the shipped model)")
+    parser.add_argument("--baseline", default=BASELINE, help=f"git revision to compare with (default {BASELINE})")
     args = parser.parse_args()
+    old = baseline_image_package(args.baseline)
     recognizer = Recognizer.load(args.model)
     images, labels = load_mnist("train")
 
@@ -66,16 +68,15 @@ def main() -> None:
                         cv2.INTER_AREA) for i in chosen]
 
     rows, results = [], {}
-    for tag, values in (("before", OLD), ("after", NEW)):
-        for name, value in values.items():
-            setattr(ink, name, value)
+    for tag, ink_module, prepare_module in ((args.baseline, old["ink"], old["prepare"]), ("current", ink, prepare)):
         fired = right = total = 0
         for grays, truth in photos.values():
-            fired += sum(fires(gray) for gray in grays)
-            predictions = recognizer.predict_inputs(np.stack([recognizer.prepare(gray) for gray in grays]))
+            fired += sum(fires(ink_module, gray) for gray in grays)
+            inputs = np.stack([prepare_module.to_model_input(gray) for gray in grays])
+            predictions = recognizer.predict_inputs(inputs)
             right += sum(p.is_digit and p.digit == t for p, t in zip(predictions, truth))
             total += len(grays)
-        inputs = np.stack([recognizer.prepare(crop) for crop in crops])
+        inputs = np.stack([prepare_module.to_model_input(crop) for crop in crops])
         predictions = recognizer.predict_inputs(inputs)
         exact = float(np.mean([p.is_digit and p.digit == t for p, t in zip(predictions, labels[chosen])]))
         empty = float((inputs.reshape(len(inputs), -1).max(axis=1) == 0).mean())
@@ -83,13 +84,11 @@ def main() -> None:
                         "crops_no_ink": empty}
         rows.append([tag, f"{fired} of {total}", f"{right} of {total}", f"{exact:.3f}", f"{empty:.3f}"])
         print(rows[-1], flush=True)
-    for name, value in NEW.items():
-        setattr(ink, name, value)
     info = machine()
     markdown = "\n\n".join([
         f"Tight-crop rule, MNIST training digits (synthetic photos: {args.n} per condition; {args.crops} tight crops); "
         f"model: {recognizer.name}. {machine_line(info)}.",
-        markdown_table(["guards", "photos where the rule fires", "photos read right and accepted",
+        markdown_table(["code", "photos where the rule fires", "photos read right and accepted",
                         "tight crops exact", "tight crops without ink found"], rows)])
     write_results("tight_crop_rule", {"machine": info, "args": vars(args), "results": results}, markdown)
 

@@ -7,6 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
+from digitscan.image import ink
 from digitscan.image.prepare import preprocess
 from digitscan.synthetic.strokes import render_digit, stroke_digit
 
@@ -139,3 +140,45 @@ def test_a_box_normalised_one_is_read_as_a_one(recognizer):
             box[:, 16 - width // 2 : 16 - width // 2 + width] = slab
             result = recognizer.predict(box)
             assert result.digit == 1 and result.is_digit, (seed, width, result)
+
+
+def narrow_one(lean: int, thickness: int, scale: int, *, light_on_dark: bool, binarized: bool) -> np.ndarray:
+    """A "1" cropped to its ink the way MNIST's are: a 20 px stroke leaning `lean` px, antialiased edges (a blur)
+    included, so that stroke and edges fill most of a frame under half as wide as tall; scaled, maybe binarized."""
+    canvas = np.zeros((28, 28), np.float32)
+    cv2.line(canvas, (14 + lean // 2, 4), (14 - lean // 2, 23), 1.0, thickness, cv2.LINE_AA)
+    canvas = cv2.GaussianBlur(canvas, (0, 0), 0.7)
+    image = np.round(255 * canvas / canvas.max()).astype(np.uint8)
+    rows, cols = np.nonzero(image)
+    crop = image[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
+    crop = cv2.resize(crop, (crop.shape[1] * scale, crop.shape[0] * scale), interpolation=cv2.INTER_NEAREST)
+    if binarized:
+        crop = np.where(crop >= 128, 255, 0).astype(np.uint8)
+    return crop if light_on_dark else 255 - crop
+
+
+@pytest.mark.parametrize("lean, thickness", [(0, 3), (2, 3), (4, 2)], ids=["upright", "leaning", "slanted"])
+@pytest.mark.parametrize("light_on_dark", [True, False], ids=["light-on-dark", "dark-on-light"])
+@pytest.mark.parametrize("binarized", [False, True], ids=["grey", "binarized"])
+def test_a_tight_crop_of_a_one_reads_like_the_one_with_a_margin(lean, thickness, light_on_dark, binarized):
+    """A 1 cropped tight is mostly stroke and soft edge, its ring mostly ink, and an upright one runs down a whole
+    side: its ground is found from its corners, and no flat ground or free side is asked of it."""
+    for scale in (3, 5):
+        crop = narrow_one(lean, thickness, scale, light_on_dark=light_on_dark, binarized=binarized)
+        assert 2 * crop.shape[1] < crop.shape[0]
+        x = preprocess(crop)
+        assert x.any(), f"scale {scale}: the ink was not found"
+        framed = preprocess(with_margin(crop, light_on_dark))
+        assert correlation(framed, x) > 0.9, f"scale {scale}: {correlation(framed, x):.2f}"
+
+
+@pytest.mark.parametrize("light_on_dark", [True, False], ids=["light-on-dark", "dark-on-light"])
+def test_a_crop_whose_outer_ink_was_thresholded_away_is_a_tight_crop(light_on_dark):
+    """Binarizing a crop cut at its faintest ink leaves ground where that ink was: at 5x, a source pixel and a half
+    (7 px) between the ink and the frame. It is still taken for a tight crop (padded with its ground, not left to
+    the photo path, which drops a stroke along a side as desk) and reads like the crop cut at the ink."""
+    for digit in range(10):
+        crop = tight(digit, 5, light_on_dark=light_on_dark, binarized=True, seed=digit)
+        cut = cv2.copyMakeBorder(crop, 7, 7, 7, 7, cv2.BORDER_CONSTANT, value=0 if light_on_dark else 255)
+        assert ink._tight_crop_ground(cut.astype(np.float32) / 255) is not None, f"digit {digit}: not a crop"
+        assert correlation(preprocess(crop), preprocess(cut)) > 0.95, digit

@@ -42,13 +42,14 @@ _CROP_MARGIN = 0.3  # padding on every side, as a fraction of the longer side: 4
 _CROP_CONTRAST = 0.25  # the ink differs from the ground by at least this much
 _CROP_SIDE_COVER = 0.9  # the ink covers no side for more than this share (a desk band runs along a whole side)
 _CROP_FLAT = 0.25  # at least this share of the pixels sit at the ground level: one flat ground, no light falloff
-_CROP_FLAT_NARROW = 0.15  # ...in a frame under half as wide as tall (a "1"), where the stroke is most of the pixels
 _CROP_FLAT_OUTLINE = 0.9  # ...and this share of the outline's pixels too (within a tenth of the contrast),
 _CROP_EDGE = 0.08  # ...counting only pixels this far (a share of the longer side) from the ink
-_CROP_REACH = 0.05  # ink this close to a side (a share of the longer side, at least 2 px) reaches it: a box cut
-# with a thin margin
+_CROP_REACH = 0.08  # ink this close to a side (a share of the longer side, at least 2 px) reaches it: a box cut
+# with a thin margin, or a crop whose outermost ink is fainter than a quarter of the contrast or lost to a threshold
+# (a pixel of an MNIST digit is 5 % of its 20 px box)
 _CROP_MAX_ASPECT = 2.0  # one digit is at most about as wide as tall: a wider frame is a number, not a crop
 _CROP_STROKE = 0.3  # the ink is pen-wide: stroke width at most this share of the longer side (not a sheet or desk)
+_CROP_CORNER = 0.1  # a frame under half as wide as tall (a "1"): its corners, a share of its width, vote for the ground
 
 
 def ink_map(gray: np.ndarray, *, speck_fraction: float = _SPECK_FRACTION,
@@ -89,22 +90,28 @@ def _tight_crop_ground(work: np.ndarray, tiny: bool = False) -> float | None:
     optdigits), None for anything else: a photo or a page is left to the background fit and the desk rule.
 
     Evidence from the image, not from the border alone: the frame is not much wider than tall (one digit); the
-    ground is the level of most of the frame's outline (split from the ink by Otsu); the ink lies on one side of it
-    and is pen-wide; its largest piece reaches two or more sides of the frame without covering any of them (a desk
-    band does) and every other piece touches the frame or lies within that piece's box (a digit in the middle of a
-    sheet beside a strip of desk does not); most pixels, and the outline away from the ink, sit flat at the ground
-    level (uneven light or a shadow would not). A tiny frame (`tiny`: under _TINY_SIDE px before enlarging; nobody
-    photographs a sheet at that size) is a crop whenever its ink lies on one side of one ground: at 8 px the ink
-    can cover nearly every pixel and every side.
+    ground is the level of most of the frame's outline (split from the ink by Otsu); the ink lies on one side of it,
+    nothing stands out on the other (a sheet lighter than the desk around it, with writing darker than the desk, is
+    not light ink), and the ink is pen-wide; its largest piece reaches two or more sides of the frame without
+    covering any of them (a desk band does) and every other piece touches the frame or lies within that piece's box
+    (a digit in the middle of a sheet beside a strip of desk does not); most pixels, and the outline away from the
+    ink, sit flat at the ground level (uneven light or a shadow would not). A frame under half as wide as tall is a
+    "1" or nothing: its stroke and soft edges can fill it and run down a whole side, so neither the share of flat
+    pixels nor a covered side counts against it, and its ground is the level of its corners (_dark_ground), taken at
+    the outermost tenth of that level's outline pixels (their median there is the stroke's soft edge). A tiny frame
+    (`tiny`: under _TINY_SIDE px before enlarging; nobody photographs a sheet at that size) is a crop whenever its
+    ink lies on one side of one ground: at 8 px the ink can cover nearly every pixel and every side.
     """
     height, width = work.shape
     if min(height, width) < 3 or width > _CROP_MAX_ASPECT * height:  # a line of digits is read by its own path
         return None
+    narrow = 2 * width < height
     ring = np.concatenate([work[0], work[-1], work[1:-1, 0], work[1:-1, -1]])
     split = _otsu(np.clip(work, 0, 1))
     ring_dark = ring <= split
-    ground_pixels = ring[ring_dark] if ring_dark.mean() >= 0.5 else ring[~ring_dark]
-    ground = _median(ground_pixels)
+    dark_ground = _dark_ground(work, ring_dark, split) if narrow else ring_dark.mean() >= 0.5
+    ground_pixels = ring[ring_dark] if dark_ground else ring[~ring_dark]
+    ground = _quantile(ground_pixels, 0.5 if not narrow else 0.1 if dark_ground else 0.9)
     deviation = work - ground  # (h, w)
     magnitude = np.abs(deviation)
     contrast = float(magnitude.max())
@@ -116,7 +123,9 @@ def _tight_crop_ground(work: np.ndarray, tiny: bool = False) -> float | None:
         return None
     if tiny:
         return ground
-    if (magnitude <= 0.1 * contrast).mean() < (_CROP_FLAT_NARROW if 2 * width < height else _CROP_FLAT):
+    if ((deviation if lighter < 0.5 else -deviation) > 0.1 * contrast).mean() > 0.02:
+        return None  # a third level beyond the ground: writing on a sheet lighter than the desk around it
+    if not narrow and (magnitude <= 0.1 * contrast).mean() < _CROP_FLAT:
         return None
     # One digit, not a digit near the frame or beside a desk: the largest piece of ink (faint edges included: a
     # crop ends where the ink ends) touches two sides, and every other piece touches the frame too or lies within
@@ -137,16 +146,28 @@ def _tight_crop_ground(work: np.ndarray, tiny: bool = False) -> float | None:
     if not (touch.any(axis=0) | inside | (area < _SPECK_FRACTION * area[largest])).all():
         return None
     # The outline is the ground away from the ink (and its antialiased edges, wider in an upscaled crop): a light
-    # gradient or a shadow reaching the frame is not.
+    # gradient or a shadow reaching the frame is not. A few pixels away from it (a narrow "1") say nothing.
     side = 2 * round(_CROP_EDGE * max(height, width)) + 3
     near_ink = cv2.dilate(ink.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (side, side))) > 0
     away = ~np.concatenate([near_ink[0], near_ink[-1], near_ink[1:-1, 0], near_ink[1:-1, -1]])
-    if away.any() and _quantile(np.abs(ring[away] - ground), _CROP_FLAT_OUTLINE) > 0.1 * contrast:
+    if away.sum() >= side and _quantile(np.abs(ring[away] - ground), _CROP_FLAT_OUTLINE) > 0.1 * contrast:
         return None
     cover = max(ink[0].mean(), ink[-1].mean(), ink[:, 0].mean(), ink[:, -1].mean())
-    if cover > _CROP_SIDE_COVER or stroke_width(ink) > _CROP_STROKE * max(height, width):
+    if (cover > _CROP_SIDE_COVER and not narrow) or stroke_width(ink) > _CROP_STROKE * max(height, width):
         return None
     return ground
+
+
+def _dark_ground(work: np.ndarray, ring_dark: np.ndarray, split: float) -> bool:
+    """Whether a narrow crop's ground (a "1", whose stroke can run along most of its outline) is its dark level:
+    the level of three or four of its corners (each its first outline pixels along both sides), where a stroke's
+    rounded ends seldom reach; with two and two, the level of most of the outline."""
+    k = max(1, round(_CROP_CORNER * work.shape[1]))
+    top, bottom, left, right = work[0], work[-1], work[:, 0], work[:, -1]
+    corners = ((top[:k], left[:k]), (top[-k:], right[:k]), (bottom[:k], left[-k:]), (bottom[-k:], right[-k:]))
+    dark = sum(float(np.concatenate(corner).mean()) <= split for corner in corners)
+    # A corner whose mean is under the split has an outline pixel under it: the chosen level has ring pixels.
+    return dark > 2 if dark != 2 else ring_dark.mean() >= 0.5
 
 
 def _find_ink(work: np.ndarray, speck_fraction: float, line: bool = False) -> np.ndarray:
