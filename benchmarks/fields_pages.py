@@ -6,7 +6,9 @@ Reported: per kind and per content, the share of fields read exactly (`text`, th
 returned box overlapping the true one by IoU >= 0.5); the share of printed labels returned
 as (or inside) a field, which must be 0 (a label counts as inside a field when the field's box holds half of it
 and the true field's box does not); fields returned where there is nothing to read; needs_review on right
-and wrong fields; the printed-or-handwritten decision on every candidate (`find_fields`). `--template` also reads
+and wrong fields; the printed-or-handwritten decision on every candidate (`find_fields`); and, to tell what the
+page costs from what the model does, the share of fields whose digit images the model reads right one by one as
+the 28x28 images they were drawn from (mark_model_alone) and the exact share among those. `--template` also reads
 each page through a template (`Recognizer.read_template`) whose boxes are the ones a user would draw: each comb
 row's and box's printed frame with TEMPLATE_PAD of its height around it, each underlined or free number's ink with
 TEMPLATE_INK_PAD of its height; comb rows as kind "comb", the others "digits", no pattern. Fields are read as
@@ -116,7 +118,7 @@ def score_page(fields: list, candidates: list, truth, read_template: dict | None
                         "found": read is not None, "read": read.text if read else None,
                         "read_raw": read.raw if read else None, "exact": bool(read and read.text == true.text),
                         "confidence": read.confidence if read else None,
-                        "needs_review": read.needs_review if read else None,
+                        "needs_review": read.needs_review if read else None, "sources": true.sources,
                         **({} if read_template is None else {
                             "template_exact": read_template[f"f{j}"].text == true.text,
                             "template_read": read_template[f"f{j}"].text,
@@ -140,6 +142,22 @@ def score_page(fields: list, candidates: list, truth, read_template: dict | None
             "matched": matched}
 
 
+def mark_model_alone(pages: list[dict], recognizer: Recognizer, images: np.ndarray) -> None:
+    """Adds to every field record "model_alone": whether the digit model (recognizer's) reads each of the field's
+    digit images right on its own, as the 28x28 image it was drawn from (MNIST's framing, no page, no cutting):
+    the page reader cannot be expected to read a field whose digits the model misreads even there. Taken as the
+    model's top class, since a comb row's or a number's digit the model rejects is still read as its top class."""
+    records = [r for page in pages for r in page["fields"]]
+    used = sorted({i for r in records for i in r["sources"]})
+    if not used:
+        return
+    predictions = recognizer.predict_inputs(images[used].astype(np.float32) / 255)
+    top = {i: int(np.argmax(p.probabilities)) for i, p in zip(used, predictions)}
+    for r in records:
+        digits = [int(c) for c in r["text"]]
+        r["model_alone"] = len(digits) == len(r["sources"]) and all(top[i] == d for i, d in zip(r["sources"], digits))
+
+
 def summarize(pages: list[dict], threshold: float) -> dict:
     """Metrics from the pages' records; threshold: the review rule's confidence threshold they were read with."""
     records = [r for page in pages for r in page["fields"]]
@@ -148,7 +166,10 @@ def summarize(pages: list[dict], threshold: float) -> dict:
         return float(np.mean([bool(r[key]) for r in rows])) if rows else None
 
     def block(rows: list[dict]) -> dict:
-        return {"n": len(rows), "exact": share(rows, "exact"), "found": share(rows, "found")}
+        alone = [r for r in rows if r.get("model_alone")]
+        return {"n": len(rows), "exact": share(rows, "exact"), "found": share(rows, "found"),
+                "model_alone": share(rows, "model_alone") if rows and "model_alone" in rows[0] else None,
+                "exact_where_model_alone": share(alone, "exact")}
 
     found = [r for r in records if r["found"]]
     right, wrong = [r for r in found if r["exact"]], [r for r in found if not r["exact"]]
@@ -175,12 +196,18 @@ def summarize(pages: list[dict], threshold: float) -> dict:
         "missed": len(records) - len(found),
         "needs_review": {"threshold": threshold, "right": share(right, "needs_review"),
                          "wrong": share(wrong, "needs_review"), "n_right": len(right), "n_wrong": len(wrong)},
+        # Wrong fields holding a digit the model misreads even alone (model_alone false), and how many of those
+        # and of the other wrong fields needs_review flags.
+        "wrong_model_alone": {
+            "n": sum(not r.get("model_alone", True) for r in wrong),
+            "flagged": share([r for r in wrong if not r.get("model_alone", True)], "needs_review"),
+            "others_flagged": share([r for r in wrong if r.get("model_alone", True)], "needs_review")},
         # What other thresholds would flag: (threshold, share of wrong fields flagged, share of right ones).
         "review_curve": [(t, float(np.mean([r["confidence"] < t for r in wrong])) if wrong else None,
                           float(np.mean([r["confidence"] < t for r in right])) if right else None)
                          for t in REVIEW_THRESHOLDS],
         "decisions": dict(decisions),
-        "misread": [{k: r[k] for k in ("kind", "content", "raw", "read", "read_raw", "confidence")}
+        "misread": [{k: r.get(k) for k in ("kind", "content", "raw", "read", "read_raw", "confidence", "model_alone")}
                     for r in found if not r["exact"]][:40],
         **({"template": template_summary(records)} if records and "template_exact" in records[0] else {}),
     }
@@ -277,15 +304,18 @@ def main() -> None:
         pages.append(outcome)
         if index < args.examples:
             draw_page(image, truth, fields, outcome).save(args.out / f"{name}_{index:03d}.png")
+    mark_model_alone(pages, recognizer, digits[0])
     summary = summarize(pages, review_confidence(args.method or "both"))
     summary["seconds_per_page"] = float(np.mean(seconds))
     info = machine()
     result = {"name": name, "seed": args.seed, "summary": summary, "machine": info}
 
-    rows = [[kind, s["n"], percent(s["exact"]), percent(s["found"]), percent(summary["plain_by_kind"][kind]["exact"])]
+    rows = [[kind, s["n"], percent(s["exact"]), percent(s["found"]), percent(summary["plain_by_kind"][kind]["exact"]),
+             percent(s["model_alone"]), percent(s["exact_where_model_alone"])]
             for kind, s in summary["by_kind"].items()]
-    rows.append(["all", summary["overall"]["n"], percent(summary["overall"]["exact"]),
-                 percent(summary["overall"]["found"]), ""])
+    overall = summary["overall"]
+    rows.append(["all", overall["n"], percent(overall["exact"]), percent(overall["found"]), "",
+                 percent(overall["model_alone"]), percent(overall["exact_where_model_alone"])])
     contents = [[content, s["n"], percent(s["exact"]), percent(s["found"])]
                 for content, s in summary["by_content"].items()]
     review = summary["needs_review"]
@@ -293,7 +323,8 @@ def main() -> None:
         "MNIST test digits, Liberation labels (test)"
     markdown = "\n\n".join([
         f"{summary['pages']} generated form pages ({split}), seed {args.seed}, read by `Recognizer.read_page`:",
-        markdown_table(["kind", "fields", "exact text", "found", "exact, plain digits only"], rows),
+        markdown_table(["kind", "fields", "exact text", "found", "exact, plain digits only",
+                        "digits read right alone", "exact where they are"], rows),
         markdown_table(["content", "fields", "exact text", "found"], contents),
         f"Printed labels returned as fields: {summary['labels_returned']} of {summary['labels']} "
         f"({percent(summary['labels_returned_share'])}); fields returned on printed text: "
@@ -304,7 +335,11 @@ def main() -> None:
         f"Printed-or-handwritten decisions on candidates: {summary['decisions']}. "
         f"{summary['seconds_per_page']:.2f} s per page. Comb fields with a digit written across the cells' edge: "
         f"{percent(summary['comb_across_edge']['exact'])} exact of {summary['comb_across_edge']['n']}, the others "
-        f"{percent(summary['comb_within_cells']['exact'])} of {summary['comb_within_cells']['n']}.",
+        f"{percent(summary['comb_within_cells']['exact'])} of {summary['comb_within_cells']['n']}. "
+        f"Wrong fields with a digit the model misreads even alone (its 28x28 image): "
+        f"{summary['wrong_model_alone']['n']} of {review['n_wrong']}, needs_review on "
+        f"{percent(summary['wrong_model_alone']['flagged'])} of them and on "
+        f"{percent(summary['wrong_model_alone']['others_flagged'])} of the other wrong fields.",
         markdown_table(["needs_review below", "wrong fields flagged", "right fields flagged"],
                        [[t, percent(w), percent(r)] for t, w, r in summary["review_curve"]]),
         *([template_markdown(summary["template"])] if args.template else []),

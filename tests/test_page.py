@@ -93,6 +93,27 @@ def test_a_comb_row_read_short_of_its_cells_needs_review():
     assert not whole.needs_review and whole.reason is None
 
 
+def test_digits_touching_across_a_comb_wall_stay_in_their_cells():
+    """A stroke from one cell over the wall into the next (a bar reaching the digit beside it) makes the two
+    digits one piece of ink; cut at the wall, each part stays in its own cell: four cells hold writing, and the
+    crop the reader gets shows four digits apart, not three."""
+    page = blank(600, 200)
+    comb(page, 100, 60, 6)
+    boxes = comb_digits(page, "4815", 100, 60)
+    cv2.line(page, (boxes[1][2] - 8, boxes[2][1] + 6), (boxes[2][0] + 6, boxes[2][1] + 6), 20, 3)  # 8 to the 1
+    asked = []
+
+    def read_comb(crop, cells):
+        asked.append((cells, crop))
+        return SimpleNamespace(text="4815", raw="", confidence=0.999, alternatives=[])
+
+    read_page(page, never_called, read_comb=read_comb)
+    (cells, crop), = asked
+    assert cells == 4
+    inked = (crop < 128).any(axis=0).astype(np.int8)
+    assert int((np.diff(inked) == 1).sum()) == 4  # four runs of inked columns: the digits set apart
+
+
 def test_a_field_whose_separators_make_no_shape_needs_review():
     """Recognizer.read_page hands read_page fields.formats.shape_problem: a date with a "/" read as a 1 is flagged
     even when the reader is sure of it."""
@@ -325,6 +346,8 @@ def test_make_page_is_deterministic_and_its_truth_adds_up():
     assert 1 <= len(truth.fields) <= 15 and truth.labels
     for field in truth.fields:
         assert field.text == "".join(c for c in field.raw if c.isdigit()) and field.text
+        # the digit images it was written with, one per digit, each of the digit it stands for
+        assert [int(source[1][i]) for i in field.sources] == [int(c) for c in field.text]
         x, y, w, h = field.box
         assert 0 <= x and 0 <= y and x + w <= 1000 and y + h <= 1400 and w > 0 and h > 0
         assert (field.frame is not None) == (field.kind in ("comb", "box"))  # the printed row or box around it

@@ -54,6 +54,7 @@ _MARK_WIDTH = 0.6  # ... and is at most this wide (x the neighbour's height)
 _SMALL = 0.4  # in a frame or on an underline, lines of ink under this (x the tallest character) are specks
 _IN_FRAME = 0.4  # a glyph with this share of its rows inside a frame (and its middle between the walls) is in it
 _FRAME_REACH = 6  # px: so is one ending this close outside the frame's top or bottom rule (the erased band's half)
+_MERGED_CELLS = 1.2  # a comb row's glyph wider than this many cells is digits touching across a wall: cut at it
 _COMB_SPACING = 0.3  # a comb row's digits are read this far apart (x their height), as people write on a line
 _MARGIN = 0.3  # crops get this margin around the field's ink (x its height)
 _SURELY_PRINTED = 0.45  # words this straight (see _evidence) set the page's text height,
@@ -111,6 +112,7 @@ class _Glyph:
     y1: int
     area: int
     labels: list[int]  # its components' labels in PageLayout.labels
+    columns: tuple[int, int] | None = None  # only these columns [start, end) of them: a piece cut at a comb's wall
 
     @property
     def height(self) -> int:
@@ -332,8 +334,34 @@ def _frame_field(lines_in: list[_Group], frame: Frame, ink: _Ink, text_height: f
     kept = _without_small(kept)
     if not kept:
         return None
-    return _Group(sorted([glyph for g in kept for glyph in g.glyphs], key=lambda g: g.x0), frame.kind,
-                  frame.walls if frame.kind == "comb" else None)
+    glyphs = [glyph for g in kept for glyph in g.glyphs]
+    if frame.kind != "comb":
+        return _Group(sorted(glyphs, key=lambda g: g.x0), frame.kind)
+    return _Group(sorted(_cut_at_walls(glyphs, frame.walls, ink.labels), key=lambda g: g.x0), frame.kind, frame.walls)
+
+
+def _cut_at_walls(glyphs: list[_Glyph], walls: list[int], labels: np.ndarray) -> list[_Glyph]:
+    """A comb row's glyphs, those wider than _MERGED_CELLS cells cut at the walls they span: digits in
+    neighbouring cells that touch across the wall between them (a 5's bar on the 4 before it) are one piece of
+    ink, which would otherwise go whole to the cell of its centre. Each piece keeps the columns of its cell."""
+    if len(walls) < 2:
+        return glyphs
+    cell = float(np.median(np.diff(walls)))
+    out = []
+    for glyph in glyphs:
+        inner = [w for w in walls if glyph.x0 < w < glyph.x1]
+        if glyph.x1 - glyph.x0 <= _MERGED_CELLS * cell or not inner:
+            out.append(glyph)
+            continue
+        bounds = [glyph.x0, *inner, glyph.x1]
+        for start, end in zip(bounds[:-1], bounds[1:]):
+            region = np.isin(labels[glyph.y0:glyph.y1, start:end], glyph.labels)
+            rows, cols = np.nonzero(region)
+            if rows.size < _SPECK_AREA:
+                continue
+            out.append(_Glyph(start + int(cols.min()), glyph.y0 + int(rows.min()), start + int(cols.max()) + 1,
+                              glyph.y0 + int(rows.max()) + 1, int(rows.size), glyph.labels, (start, end)))
+    return out
 
 
 def _link(glyphs: list[_Glyph]) -> list[_Group]:
@@ -602,8 +630,16 @@ def _ink_alone(layout: PageLayout, glyphs: list[_Glyph], box: tuple[int, int, in
     """(h, w) float32: the cleaned page in box (x0, y0, x1, y1) showing only these glyphs' ink (and its soft rim),
     the paper's level elsewhere."""
     x0, y0, x1, y1 = box
-    own = np.isin(layout.labels[y0:y1, x0:x1], [label for g in glyphs for label in g.labels])
-    own = cv2.dilate(own.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)  # the strokes' soft rims
+    labels = layout.labels[y0:y1, x0:x1]
+
+    def rimmed(pieces: list[_Glyph]) -> np.ndarray:  # their ink and its soft rim
+        ink = np.isin(labels, [label for g in pieces for label in g.labels]).astype(np.uint8)
+        return cv2.dilate(ink, np.ones((5, 5), np.uint8)).astype(bool)
+
+    own = rimmed([g for g in glyphs if g.columns is None])
+    for piece in (g for g in glyphs if g.columns is not None):  # a piece cut at a wall: its own columns only
+        start, end = (min(max(0, c - x0), x1 - x0) for c in piece.columns)
+        own[:, start:end] |= rimmed([piece])[:, start:end]
     return np.where(own, layout.lines.cleaned[y0:y1, x0:x1], layout.lines.paper[y0:y1, x0:x1])
 
 

@@ -62,6 +62,8 @@ class FieldTruth:
     box: list[int]  # [x, y, w, h]: the handwriting's ink, page pixels
     across_edge: bool = False  # a comb digit written across the cells' top or bottom edge
     frame: list[int] | None = None  # [x, y, w, h]: the printed comb row or box around it (what a template boxes)
+    sources: list[int] = field(default_factory=list)  # the digit images it was written with (indices into the
+    # images make_page was given), left to right: what a benchmark reads one by one to see what the model alone gets
 
 
 @dataclass
@@ -157,10 +159,12 @@ class _Writer:
         self.rng = rng
         self.height = digit_height
         self.pen = max(2.0, rng.uniform(0.09, 0.13) * digit_height)  # separators' stroke width, like MNIST's pen
+        self.used: list[int] = []  # the indices of the digit images written so far, in order
 
     def glyph(self, digit: int, height: float) -> np.ndarray:
         """One digit's coverage, its ink's longer side `height` px (MNIST's own box convention)."""
-        index = self.by_digit[digit][self.rng.integers(len(self.by_digit[digit]))]
+        index = int(self.by_digit[digit][self.rng.integers(len(self.by_digit[digit]))])
+        self.used.append(index)
         crop = glyph_from_mnist(self.images[index])
         factor = height / max(crop.shape)
         size = (max(1, round(crop.shape[1] * factor)), max(1, round(crop.shape[0] * factor)))  # (w, h)
@@ -327,11 +331,12 @@ def _field(sheet: _Sheet, writer: _Writer, rng: np.random.Generator, font: str, 
         label_box = sheet.text(label, font, label_size, x, y + label_size)
         top = label_box[1] + label_box[3] + int(rng.uniform(8, 18))
     room = int(span[1]) - x
-    writing = None
+    writing, written = None, len(writer.used)  # writer.used[written:]: the digit images of the field's writing
     if kind != "comb":
         writing = writer.number(raw, drift=rng.uniform(0.0, 0.25), jitter=rng.uniform(0.03, 0.15))
         if writing.shape[1] > room - 40:  # too long for the space: a short plain number, or nothing
             raw, content = random_content("plain", rng)[:3], "plain"
+            written = len(writer.used)
             writing = writer.number(raw)
             if writing.shape[1] > room - 40:
                 return top
@@ -341,6 +346,7 @@ def _field(sheet: _Sheet, writer: _Writer, rng: np.random.Generator, font: str, 
         bottom, ink, crossing, frame = _comb(sheet, writer, rng, raw, x, top, room, thickness, filled, across_edge)
         if bottom is None:  # no room for the cells: a free number of 3 digits
             kind, content, raw = "free", "plain", raw[:3]
+            written = len(writer.used)
             writing = writer.number(raw)
         else:
             middle = (top + bottom) / 2
@@ -379,7 +385,7 @@ def _field(sheet: _Sheet, writer: _Writer, rng: np.random.Generator, font: str, 
                                int(middle + cap / 2 + rng.uniform(-0.15, 0.15) * h))
     if filled and ink is not None:
         sheet.truth.fields.append(FieldTruth(kind, content, "".join(c for c in raw if c.isdigit()), raw, ink,
-                                             crossing, frame))
+                                             crossing, frame, writer.used[written:]))
     if rng.random() < 0.15 and kind in ("underline", "box", "comb"):  # small print under the field
         hint_size = max(11, label_size - 5)
         hint = sheet.text(str(rng.choice(HINTS[content])), font, hint_size, x, bottom + hint_size + 6)
