@@ -23,6 +23,9 @@ source, subsampled with --seed). Needs MNIST ($DIGITSCAN_DATA) and realdev ($DIG
 ../shared/data/realdev). Writes benchmarks/results/real_handwriting.{json,md}; `--failures K` prints K rejected or
 misread tight crops per variant (for diagnosis); `--errors K` draws the model inputs of K failures per source
 in benchmarks/results/real_handwriting_errors.png (the model card's picture of typical errors).
+`--ensemble` measures the shipped ensemble instead of the shipped model (results named real_handwriting[-validation]
+-ensemble). Beside each realdev set's figures the markdown lists its most common failures (true digit read as
+which), the sign of a writing style the training writers lack.
 `--split validation` reads what choices are made on instead (such as `train --real-weight` and the grey edges
 given to black-and-white patches): the realdev validation writers, tight crops of MNIST *validation* digits (the
 validation part of the training split), letters in the *development* fonts; load_digits and the Fashion-MNIST test
@@ -163,6 +166,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--realdev", help="realdev folder (default $DIGITSCAN_REALDEV or ../shared/data/realdev)")
     parser.add_argument("--model", help="checkpoint to measure (default: the shipped model)")
+    parser.add_argument("--ensemble", action="store_true",
+                        help="measure the shipped ensemble (3 seeds averaged over one-pixel shifts) instead")
     parser.add_argument("--split", choices=("test", "validation"), default="test",
                         help="the realdev split read (default test, what is reported; validation is what choices "
                              "are made on; the other sources do not change)")
@@ -175,8 +180,10 @@ def main() -> None:
     if args.raw_binary:
         prepare._soften_binary = lambda patch: patch  # the step 4d445ba added, left out
 
-    robust_model = Recognizer.load(args.model)
-    paper_model = Recognizer.load(args.model, preprocess="paper")
+    if args.ensemble and args.model:
+        parser.error("--ensemble measures the shipped ensemble: leave out --model")
+    robust_model = Recognizer.load(args.model, ensemble=args.ensemble)
+    paper_model = Recognizer.load(args.model, preprocess="paper", ensemble=args.ensemble)
     start = time.perf_counter()
     sources, writers = {}, {}
     for salt, name in enumerate(REALDEV_SETS):
@@ -202,6 +209,11 @@ def main() -> None:
                             key=lambda item: -item[1])
             results[name]["failures_by_writer"] = dict(counts)
             print(f"{name}: failures by writer {counts}", flush=True)
+        if name.startswith(REALDEV_SETS):  # which digits are read as which: a style the training writers lack
+            wrong = ~(accepted & (top == labels))
+            results[name]["confusions"] = dict(Counter(
+                f"{truth} read {read}" if ok else f"{truth} rejected"
+                for truth, read, ok in zip(labels[wrong], top[wrong], accepted[wrong])).most_common(5))
         failed = np.flatnonzero(~(accepted & (top == labels)))[: args.errors]
         short = name.split(" ")[0].removesuffix("_train").replace("MNIST", "tight crop").replace("sklearn", "8x8")
         short += " crop" if short == "cvl" and name.endswith("tight crops") else ""
@@ -238,7 +250,8 @@ def main() -> None:
 
     info = machine()
     markdown = "\n\n".join([
-        f"Real handwriting, seed {args.seed}, at most {args.n} per source; model: {robust_model.name}. "
+        f"Real handwriting, seed {args.seed}, at most {args.n} per source; model: "
+        f"{'the shipped ensemble' if args.ensemble else robust_model.name}. "
         f"{machine_line(info)}. Total {time.perf_counter() - start:.0f} s.",
         markdown_table(["source", "n", "exact (robust)", "accepted", "accuracy among accepted", "balanced exact",
                         "exact (paper pipeline)", "accepted (paper)"], rows),
@@ -249,11 +262,15 @@ def main() -> None:
           f"{len(set(writers[name].tolist()))} writers; the 3 with most: "
           + ", ".join(f"{w} ({c})" for w, c in list(r["failures_by_writer"].items())[:3])
           for name, r in results.items() if "failures_by_writer" in r),
+        "Most common failures: " + "; ".join(
+            f"{name}: " + ", ".join(f"{pair} ({count})" for pair, count in r["confusions"].items())
+            for name, r in results.items() if r.get("confusions")) + ".",
     ])
+    report = "real_handwriting" + ("" if args.split == "test" else "-validation")
+    report += "-ensemble" if args.ensemble else ""
     if failures:
         RESULTS.mkdir(parents=True, exist_ok=True)
-        print(f"wrote {error_grid(failures, RESULTS / 'real_handwriting_errors.png')}")
-    report = "real_handwriting" + ("" if args.split == "test" else "-validation")
+        print(f"wrote {error_grid(failures, RESULTS / f'{report}_errors.png')}")
     write_results(report, {"machine": info, "args": vars(args), "sources": results, "tight_crop_variants": by_variant,
                            "nondigits": nondigits}, markdown)
 
