@@ -17,6 +17,7 @@ import time
 import types
 from pathlib import Path
 
+import numpy as np
 import torch
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -50,6 +51,20 @@ def machine_line(info: dict | None = None) -> str:
     load = f", load average {info['load_average_1min']} at the end" if "load_average_1min" in info else ""
     return (f"Machine: {info['cpu']}, {info['cores']} cores, torch {info['torch']} "
             f"({info['torch_threads']} threads), Python {info['python']}, {info['date']}{load}")
+
+
+def read_right_alone(recognizer, images: np.ndarray, fields: list[tuple[str, list[int]]]) -> list[bool]:
+    """For each field (its digits, the indices of the digit images it was written with), whether the recognizer's
+    digit model reads every one of those images right on its own, as the 28x28 MNIST-style image it was drawn
+    from: no page, no photo, no cutting. A reader of the whole field cannot be expected to do better on a field
+    where this is false. Taken as the model's top class (a digit it would reject is still read in a number)."""
+    used = sorted({i for _, indices in fields for i in indices})
+    if not used:
+        return [False] * len(fields)
+    predictions = recognizer.predict_inputs(images[used].astype(np.float32) / 255)
+    top = {i: int(np.argmax(p.probabilities)) for i, p in zip(used, predictions)}
+    return [len(text) == len(indices) and all(top[i] == int(d) for i, d in zip(indices, text))
+            for text, indices in fields]
 
 
 def markdown_table(header: list[str], rows: list[list]) -> str:

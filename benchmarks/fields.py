@@ -3,7 +3,10 @@ cheque backgrounds, made from MNIST *test* digits (`--dev`: the validation digit
 choosing settings); and form pages with 5-15 fields (`--pages N`, benchmarks/fields_pages.py).
 
 Per kind: the share of fields whose `text` (digits only), `raw` (as written) and parsed `value` are exactly right,
-and how `needs_review` splits the wrong fields (flagged: the share a person would check) from the right ones.
+and how `needs_review` splits the wrong fields (flagged: the share a person would check) from the right ones;
+and the share of fields whose digit images the digit model reads right one by one, as the 28x28 images they were
+drawn from (common.read_right_alone), with the text's exact share among those: what the reader could read at most
+with this model, and what the photo and the line cost.
 
 Run: `.venv/bin/python benchmarks/fields.py [--dev] [--count 400]` (about 2 minutes per 1,000 fields on 2 CPU cores);
 writes benchmarks/results/fields[-dev].{json,md}. `--sweep` also prints the review rule's outcome over a grid of
@@ -25,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, machine_line, markdown_table, write_results  # noqa: E402
+from common import machine, machine_line, markdown_table, read_right_alone, write_results  # noqa: E402
 from digitscan.constants import READ_METHODS  # noqa: E402
 from digitscan.data.mnist import load_mnist, train_val_split  # noqa: E402
 from digitscan.fields.formats import VALUE_KINDS, FieldSpec  # noqa: E402
@@ -55,25 +58,28 @@ def digits_for(split: str) -> tuple[np.ndarray, np.ndarray]:
     return images[val], labels[val]
 
 
-def samples(images: np.ndarray, labels: np.ndarray, kind: str, count: int, seed: int) -> list[tuple[bytes, Field]]:
-    """`count` photographed fields of one kind: [(file bytes, the field)], deterministic."""
+def samples(images: np.ndarray, labels: np.ndarray, kind: str, count: int,
+            seed: int) -> list[tuple[bytes, Field, list[int]]]:
+    """`count` photographed fields of one kind: [(file bytes, the field, the indices of its digit images)],
+    deterministic."""
     rng = np.random.default_rng([seed, FIELD_KINDS.index(kind)])
     out = []
     for _ in range(count):
         field = field_tokens(kind, rng, marks=MARKS[kind])
-        coverage = render_field(field, images, labels, rng, digit_height=int(rng.integers(28, 64)))
-        out.append((photograph(coverage, CHEQUE, rng), field))
+        sources: list[int] = []
+        coverage = render_field(field, images, labels, rng, digit_height=int(rng.integers(28, 64)), sources=sources)
+        out.append((photograph(coverage, CHEQUE, rng), field, sources))
     return out
 
 
-def read_all(recognizer: Recognizer, data: list[tuple[bytes, Field]], kind: str,
+def read_all(recognizer: Recognizer, data: list[tuple[bytes, Field, list[int]]], kind: str,
              method: str | None = None) -> list[dict]:
     """Each field read (with `method`, None: the recognizer's own), and its value parsed as `read --format
     amount|date` does (FieldSpec.parse: an amount or a date that does not parse takes the value of its best
     alternative that does, and needs review)."""
     spec = FieldSpec(kind=kind) if kind in VALUE_KINDS else None
     rows = []
-    for blob, field in data:
+    for blob, field, _ in data:
         result = recognizer.read(blob, method=method)
         parses, value, note = spec.parse(result) if spec else (True, None, None)
         rows.append({"truth_raw": field.raw, "truth_value": field.value, "text": result.text, "raw": result.raw,
@@ -176,17 +182,22 @@ def main() -> None:
         start = time.perf_counter()
         rows = read_all(recognizer, data, kind, method)
         seconds = (time.perf_counter() - start) / len(rows)
-        for i, (blob, _) in enumerate(data[: args.examples]):
+        for i, (blob, *_) in enumerate(data[: args.examples]):
             suffix = "jpg" if blob.startswith(JPEG_START) else "png"
             (out_dir / f"{split}-{kind}-{i}.{suffix}").write_bytes(blob)
         split_review = review_split(rows, kind)
         share = {key: float(np.mean([r[key] for r in rows])) for key in ("text_ok", "raw_ok", "value_ok")}
+        alone = np.array(read_right_alone(recognizer, images, [(field.text, sources) for _, field, sources in data]))
+        text_ok = np.array([r["text_ok"] for r in rows])
+        share["digits_right_alone"] = float(alone.mean())
+        share["text_ok_where_right_alone"] = float(text_ok[alone].mean()) if alone.any() else None
         results[kind] = {"count": len(rows), **share, **split_review, "ms_per_field": 1000 * seconds,
                          "misread": [{k: r[k] for k in ("truth_raw", "raw", "confidence")}
                                      for r in rows if not (r["raw_ok"] and r["value_ok"])][:40]}
         table.append([kind, len(rows), f"{share['text_ok']:.1%}", f"{share['raw_ok']:.1%}",
                       "-" if kind == "id" else f"{share['value_ok']:.1%}", split_review["wrong"],
                       f"{split_review['wrong_flagged']:.0%}", f"{split_review['right_flagged']:.1%}",
+                      f"{share['digits_right_alone']:.1%}", f"{share['text_ok_where_right_alone']:.1%}",
                       f"{1000 * seconds:.1f}"])
         all_rows += [(kind, r) for r in rows]
         if args.second_reader:
@@ -196,7 +207,8 @@ def main() -> None:
     markdown = [f"## Fields ({split}: MNIST {'validation' if args.dev else 'test'} digits, {args.count} per kind, "
                 f"seed {args.seed}; method {method}{', the shipped ensemble' if args.ensemble else ''})", "",
                 markdown_table(["kind", "fields", "text exact", "raw exact", "value exact", "wrong",
-                                "wrong flagged", "right flagged", "ms/field"], table), "", machine_line()]
+                                "wrong flagged", "right flagged", "digits right alone",
+                                "text exact where they are", "ms/field"], table), "", machine_line()]
     data = {"split": split, "count": args.count, "seed": args.seed, "method": method, "ensemble": args.ensemble,
             "kinds": results, "machine": machine(),
             "condition": dataclasses.asdict(CHEQUE)}

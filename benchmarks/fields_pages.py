@@ -39,7 +39,7 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, machine_line, markdown_table, write_results  # noqa: E402
+from common import machine, machine_line, markdown_table, read_right_alone, write_results  # noqa: E402
 from digitscan.constants import READ_METHODS, REVIEW_MARGIN  # noqa: E402
 from digitscan.data.mnist import load_mnist, train_val_split  # noqa: E402
 from digitscan.fields.template import Template, template_from_dict  # noqa: E402
@@ -143,19 +143,11 @@ def score_page(fields: list, candidates: list, truth, read_template: dict | None
 
 
 def mark_model_alone(pages: list[dict], recognizer: Recognizer, images: np.ndarray) -> None:
-    """Adds to every field record "model_alone": whether the digit model (recognizer's) reads each of the field's
-    digit images right on its own, as the 28x28 image it was drawn from (MNIST's framing, no page, no cutting):
-    the page reader cannot be expected to read a field whose digits the model misreads even there. Taken as the
-    model's top class, since a comb row's or a number's digit the model rejects is still read as its top class."""
+    """Adds to every field record "model_alone": whether the digit model reads each of the field's digit images
+    right on its own (common.read_right_alone): the page reader cannot be expected to read a field where not."""
     records = [r for page in pages for r in page["fields"]]
-    used = sorted({i for r in records for i in r["sources"]})
-    if not used:
-        return
-    predictions = recognizer.predict_inputs(images[used].astype(np.float32) / 255)
-    top = {i: int(np.argmax(p.probabilities)) for i, p in zip(used, predictions)}
-    for r in records:
-        digits = [int(c) for c in r["text"]]
-        r["model_alone"] = len(digits) == len(r["sources"]) and all(top[i] == d for i, d in zip(r["sources"], digits))
+    for r, alone in zip(records, read_right_alone(recognizer, images, [(r["text"], r["sources"]) for r in records])):
+        r["model_alone"] = alone
 
 
 def summarize(pages: list[dict], threshold: float) -> dict:

@@ -46,6 +46,17 @@ def test_a_rendered_field_has_its_digits_and_its_separators_as_ink():
     assert dotted.shape[1] > plain.shape[1] and dotted.sum() > plain.sum()
 
 
+def test_a_rendered_field_says_which_digit_images_it_was_written_with():
+    """sources gets one image index per digit, each an image of that digit; asking for it draws the same field."""
+    pen = np.concatenate([PEN, PEN])  # two images of each digit, so the choice is the generator's
+    labels = np.concatenate([LABELS, LABELS])
+    field = Field("date", list("12.03.2024"), "2024-03-12")
+    sources: list[int] = []
+    drawn = render_field(field, pen, labels, np.random.default_rng(4), digit_height=40, sources=sources)
+    assert [int(labels[i]) for i in sources] == [int(c) for c in field.text]
+    assert np.array_equal(drawn, render_field(field, pen, labels, np.random.default_rng(4), digit_height=40))
+
+
 @pytest.mark.parametrize("paper", list(PATTERNS))
 def test_printed_backgrounds_print_a_light_pattern_under_the_ink(paper):
     glyph = np.zeros((40, 30), np.float32)

@@ -212,10 +212,12 @@ def _draw_strokes(strokes: list[Polyline], height: float, thickness: float) -> t
 
 
 def render_field(field: Field, images: np.ndarray, labels: np.ndarray, rng: np.random.Generator, *,
-                 digit_height: int = 40, baseline_drift: float = 0.15, margin: float = 0.3) -> np.ndarray:
+                 digit_height: int = 40, baseline_drift: float = 0.15, margin: float = 0.3,
+                 sources: list[int] | None = None) -> np.ndarray:
     """The field written in ink: coverage (H, W) float32 in [0, 1], ink bright. Digits are MNIST-style images
     (`images`, with their `labels`) scaled to `digit_height` px (a little jitter), standing on a gently
-    wandering baseline; separators and marks are pen strokes as thick as the digits'."""
+    wandering baseline; separators and marks are pen strokes as thick as the digits'. sources, when given, gets
+    the index of each digit image written, left to right (for benchmarks that read them alone)."""
     by_digit = {d: np.flatnonzero(labels == d) for d in range(10)}
     H = float(digit_height)
     thickness = float(rng.uniform(0.09, 0.16)) * H
@@ -235,7 +237,10 @@ def render_field(field: Field, images: np.ndarray, labels: np.ndarray, rng: np.r
             x += float(rng.uniform(*gaps)) * H
         baseline = H * (1 + slope * x / H * 0.2 + float(rng.uniform(-0.04, 0.04)))
         if kind == "digit":
-            image = images[int(rng.choice(by_digit[int(token)]))].astype(np.float32) / 255
+            index = int(rng.choice(by_digit[int(token)]))
+            if sources is not None:
+                sources.append(index)
+            image = images[index].astype(np.float32) / 255
             rows, cols = np.nonzero(image > 0)
             crop = image[rows.min(): rows.max() + 1, cols.min(): cols.max() + 1]
             factor = H * float(rng.uniform(0.9, 1.1)) / crop.shape[0]
