@@ -343,13 +343,14 @@ def _frame_field(lines_in: list[_Group], frame: Frame, ink: _Ink, text_height: f
 def _cut_at_walls(glyphs: list[_Glyph], walls: list[int], labels: np.ndarray) -> list[_Glyph]:
     """A comb row's glyphs, those wider than _MERGED_CELLS cells cut at the walls they span: digits in
     neighbouring cells that touch across the wall between them (a 5's bar on the 4 before it) are one piece of
-    ink, which would otherwise go whole to the cell of its centre. Each piece keeps the columns of its cell."""
-    if len(walls) < 2:
+    ink, which would otherwise go whole to the cell of its centre. Each piece keeps the columns of its cell. The
+    row's outer sides are not cut at: what lies beyond them belongs to the cell inside."""
+    if len(walls) < 3:
         return glyphs
     cell = float(np.median(np.diff(walls)))
     out = []
     for glyph in glyphs:
-        inner = [w for w in walls if glyph.x0 < w < glyph.x1]
+        inner = [w for w in walls[1:-1] if glyph.x0 < w < glyph.x1]
         if glyph.x1 - glyph.x0 <= _MERGED_CELLS * cell or not inner:
             out.append(glyph)
             continue
